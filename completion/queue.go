@@ -175,6 +175,9 @@ func (q *Queue) Wait(ctx context.Context, n int) (int, error) {
 		q.mu.Lock()
 		wake := q.wakeLocked()
 		q.mu.Unlock()
+		if testHookBeforeSleep != nil {
+			testHookBeforeSleep()
+		}
 		select {
 		case <-wake:
 		case <-done:
@@ -182,6 +185,11 @@ func (q *Queue) Wait(ctx context.Context, n int) (int, error) {
 		}
 	}
 }
+
+// testHookBeforeSleep, when set by a test, runs in Wait after it found the
+// queue empty and before it sleeps: the window in which wake tokens from
+// several pushes can coalesce into one.
+var testHookBeforeSleep func()
 
 // Len returns how many tasks are queued and not yet taken.
 func (q *Queue) Len() int {
