@@ -121,7 +121,9 @@ func (p *WorkerPool) TrySubmit(t Task) bool {
 	}
 }
 
-// QueueDepth returns how many tasks are queued and not yet started.
+// QueueDepth returns how many tasks are queued and not yet started. It and
+// Running are separate snapshots: a task a worker has just dequeued may for
+// an instant be counted by neither.
 func (p *WorkerPool) QueueDepth() int { return len(p.tasks) }
 
 // Cap returns the queue bound: how many tasks may wait before Submit blocks.

@@ -99,26 +99,27 @@ func signal(wake chan struct{}) {
 	}
 }
 
-// take removes the oldest task, or returns nil if there is none. If work is
-// left behind it leaves a wake token, so another sleeping consumer can take
-// it while this one runs t (and even if t panics).
-func (q *Queue) take() Task {
+// take removes the oldest task and returns it with the number of tasks left,
+// or returns nil if there is none. If work is left behind it leaves a wake
+// token, so another sleeping consumer can take it while this one runs t (and
+// even if t panics).
+func (q *Queue) take() (t Task, left int) {
 	q.mu.Lock()
 	if q.count == 0 {
 		q.mu.Unlock()
-		return nil
+		return nil, 0
 	}
-	t := q.buf[q.head]
+	t = q.buf[q.head]
 	q.buf[q.head] = nil // do not keep a finished request reachable
 	q.head = (q.head + 1) & (len(q.buf) - 1)
 	q.count--
-	left := q.count
+	left = q.count
 	wake := q.wake
 	q.mu.Unlock()
 	if left > 0 {
 		signal(wake)
 	}
-	return t
+	return t, left
 }
 
 // Poll runs, on the calling goroutine, the tasks that are ready when it is
@@ -130,17 +131,22 @@ func (q *Queue) take() Task {
 // A task that panics stops Poll and propagates the panic; the tasks not yet
 // taken stay queued.
 func (q *Queue) Poll() int {
-	budget := q.Len()
+	t, left := q.take()
+	if t == nil {
+		return 0
+	}
+	budget := left + 1 // what was queued when Poll began
 	ran := 0
-	for ran < budget {
-		t := q.take()
-		if t == nil {
-			break
-		}
+	for {
 		t.RunCompletion()
 		ran++
+		if ran == budget {
+			return ran
+		}
+		if t, _ = q.take(); t == nil {
+			return ran
+		}
 	}
-	return ran
 }
 
 // Wait runs tasks on the calling goroutine, sleeping while there are none,
@@ -160,7 +166,7 @@ func (q *Queue) Wait(ctx context.Context, n int) (int, error) {
 	ran := 0
 	for {
 		for ran < n {
-			t := q.take()
+			t, _ := q.take()
 			if t == nil {
 				break
 			}
