@@ -430,15 +430,55 @@ func (r *Ring) WaitTimeout(n uint32, d time.Duration) (uint32, error) {
 	if ready := r.Ready(); ready >= n && n > 0 {
 		return ready, nil
 	}
-	pending := r.flush()
-	toSubmit := pending
-	flags := enterGetEvents
+	toSubmit := r.flush()
 	if r.flags&SetupSQPoll != 0 {
 		toSubmit = 0
-		if atomic.LoadUint32(r.sq.kflags)&sqNeedWakeup != 0 {
-			flags |= enterSQWakeup
+	}
+	return r.waitArg(toSubmit, n, enterGetEvents|r.wakeFlag(), d)
+}
+
+// WaitCQ blocks until at least n CQEs are ready, like Wait, but touches
+// only the completion side: it submits nothing. One goroutine may call
+// WaitCQ, WaitCQTimeout, Peek and Ready while another owns the submission
+// side (GetSQE, Submit); package dio runs its reaper this way. On an SQPOLL
+// ring it also wakes a sleeping poll thread.
+func (r *Ring) WaitCQ(n uint32) (uint32, error) {
+	if r.closed {
+		return 0, ErrClosed
+	}
+	for {
+		if ready := r.Ready(); n > 0 && ready >= n && !r.needFlushCQ() {
+			return ready, nil
+		}
+		if _, err := enter(r.fd, 0, n, enterGetEvents|r.wakeFlag()); err != nil {
+			return r.Ready(), opErr("enter", err)
+		}
+		if ready := r.Ready(); ready >= n {
+			return ready, nil
 		}
 	}
+}
+
+// WaitCQTimeout is WaitCQ with a limit; it returns ErrTimeout when fewer
+// than n CQEs are ready after d.
+func (r *Ring) WaitCQTimeout(n uint32, d time.Duration) (uint32, error) {
+	if r.closed {
+		return 0, ErrClosed
+	}
+	if ready := r.Ready(); n > 0 && ready >= n {
+		return ready, nil
+	}
+	return r.waitArg(0, n, enterGetEvents|r.wakeFlag(), d)
+}
+
+func (r *Ring) wakeFlag() uint32 {
+	if r.flags&SetupSQPoll != 0 && atomic.LoadUint32(r.sq.kflags)&sqNeedWakeup != 0 {
+		return enterSQWakeup
+	}
+	return 0
+}
+
+func (r *Ring) waitArg(toSubmit, n, flags uint32, d time.Duration) (uint32, error) {
 	ts := unix.NsecToTimespec(int64(d))
 	arg := getEventsArg{ts: uint64(uintptr(unsafe.Pointer(&ts)))}
 	_, err := enterArg(r.fd, toSubmit, n, flags, &arg)

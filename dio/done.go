@@ -1,0 +1,85 @@
+//go:build linux
+
+package dio
+
+import (
+	"io"
+
+	"github.com/uringdio/uringdio/iomap"
+	"golang.org/x/sys/unix"
+)
+
+// finishResult turns the I/O accounting into the request's raw result.
+// Called once, by whoever drops the last reference.
+func (r *Request) finishResult() {
+	n := r.stopAt - r.Off
+	if end := r.Off + r.length; r.stopAt > end {
+		n = r.length
+	}
+	if n < 0 {
+		n = 0
+	}
+	if r.Op == Read && r.sizeAt-r.Off < n && r.errno == nil {
+		n = max(r.sizeAt-r.Off, 0)
+	}
+	r.n = n
+	r.err = r.errno
+}
+
+// RunCompletion runs the request's completion work exactly once: size
+// extension, extent conversion, the sync a DSYNC write still needs, the
+// end-of-I/O hook, then the callback. Where it runs is the policy's
+// choice (completion.Task).
+func (r *Request) RunCompletion() {
+	if !r.once.Claim() {
+		return
+	}
+	f := r.file
+	n, err := r.n, r.err
+	if r.Op == Write && n > 0 {
+		if end := r.Off + n; end > f.size.Load() {
+			f.extendSize(end)
+		}
+	}
+	if r.Op == Write && !r.facts.PureOverwrite {
+		if c, ok := f.mapper.(iomap.IOCompleter); ok {
+			if cerr := c.IOComplete(r.Off, n, iomap.OpWrite|iomap.OpDirect, err); cerr != nil && err == nil {
+				err = cerr
+			}
+		}
+	}
+	if r.facts.NeedsSync && n > 0 && err == nil {
+		sync := unix.Fdatasync
+		if r.Flags&Sync != 0 {
+			sync = unix.Fsync
+		}
+		for _, fd := range f.targets {
+			if serr := ignoringEINTR(func() error { return sync(int(fd)) }); serr != nil {
+				err = serr
+				break
+			}
+		}
+	}
+	if f.endIO != nil {
+		n, err = f.endIO(r, n, err)
+	}
+	if err == nil && r.Op == Read && n < r.length {
+		err = io.EOF
+	}
+	if err != nil && err != io.EOF {
+		err = &OpError{Op: r.Op.String(), Path: f.path, Off: r.Off, Len: r.length, Err: err}
+	}
+	r.n, r.err = n+r.DoneBefore, err
+	if !r.fileDec {
+		f.inflight.Add(-1)
+	}
+	r.state.Store(stateComplete)
+	r.runCallback()
+	signal(r.wake)
+}
+
+func (r *Request) runCallback() {
+	if r.Callback != nil {
+		r.Callback(r)
+	}
+}

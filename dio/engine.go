@@ -1,0 +1,541 @@
+//go:build linux
+
+package dio
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/ring"
+)
+
+// Ring is the part of *ring.Ring the engine uses. A wrapper can stand in
+// for it (WithRingWrapper) to inject faults: rewrite CQE results, refuse
+// submissions, drop or duplicate completions.
+type Ring interface {
+	GetSQE() *ring.SQE
+	Submit() (int, error)
+	Pending() uint32
+	Peek(dst []ring.CQE) (int, error)
+	WaitCQ(n uint32) (uint32, error)
+	WaitCQTimeout(n uint32, d time.Duration) (uint32, error)
+	Err(res int32) error
+	Flags() ring.SetupFlags
+	RegisterBuffers(bufs [][]byte) error
+	RegisterFiles(fds []int32) error
+	UpdateFiles(off uint32, fds []int32) error
+	Close() error
+}
+
+var _ Ring = (*ring.Ring)(nil)
+
+// userData layout: generation in the high 32 bits, slot index in the low 32.
+// A CQE whose generation does not match its slot is late or duplicated.
+// cancelTag marks the engine's own cancel SQEs, whose CQEs carry no result.
+const cancelTag = ^uint64(0)
+
+// slot is one SQE in flight: which request it belongs to and what it does,
+// so a short completion can be resubmitted for the remainder.
+type slot struct {
+	req     *Request
+	gen     uint32
+	busy    bool
+	write   bool
+	fixed   bool // registered buffer
+	regFile bool
+	fd      int32
+	addr    uintptr
+	n       uint32
+	off     int64 // offset on the target
+	fileOff int64 // logical file offset, for EOF and error accounting
+	rwFlags uint32
+	retries uint8
+}
+
+// Engine owns one ring, the slab of SQEs in flight, the reaping protocol
+// and the completion worker pool. Files share an engine with WithEngine;
+// by default each File has its own. Safe for concurrent use.
+//
+// Reaping is leader/follower: whoever waits for a request takes the reap
+// token and reaps for everyone until its own request is done, then passes
+// the token on; a background reaper takes it only while asynchronous
+// requests are in flight and nobody else is reaping.
+type Engine struct {
+	ring    Ring
+	iopoll  bool
+	ownRing bool
+
+	mu         sync.Mutex // submission side: SQEs, slots, backlog
+	slots      []slot
+	freeSlots  []uint32
+	backlog    *Request // requests with pieces not yet submitted (FIFO)
+	backlogEnd *Request
+	reqFree    []*Request // recycled requests of synchronous calls
+	fileSlots  []int32    // registered files: fd per slot, -1 free
+
+	reaping atomic.Bool // the token holder is processing a batch: defer entering
+	tok     chan struct{}
+	cqes    []ring.CQE // owned by the token holder
+
+	pool          *completion.WorkerPool
+	asyncInflight atomic.Int64
+	kick          chan struct{}
+	stop          chan struct{}
+	wg            sync.WaitGroup
+	closed        atomic.Bool
+	broken        atomic.Bool
+	stats         Stats
+
+	fixedArena []byte
+	fixedFree  []int // free buffer indices
+	fixedSize  int
+	fixedMu    sync.Mutex
+	zero       []byte // zeroes for sub-block zeroing
+	resub      []uint32 // slots whose resubmission waits for SQ room
+	dropped    []droppedPieces
+}
+
+// Stats are engine counters, read with Engine.Stats.
+type Stats struct {
+	Submitted  atomic.Uint64 // SQEs submitted
+	Completed  atomic.Uint64 // CQEs processed
+	Resubmits  atomic.Uint64 // short completions resubmitted
+	Backlogged atomic.Uint64 // requests that waited for SQ room or slots
+	StrayCQEs  atomic.Uint64 // CQEs that matched nothing
+}
+
+// NewEngine creates an engine: a ring, a reaper and a worker pool.
+func NewEngine(opts ...Option) (*Engine, error) {
+	c := newConfig(opts)
+	return newEngine(&c)
+}
+
+func newEngine(c *config) (*Engine, error) {
+	p := ring.Params{Entries: c.entries, Flags: c.ringFlags, SQThreadIdle: c.sqIdle}
+	r, err := ring.New(p)
+	if err != nil {
+		return nil, &OpError{Op: "engine", Err: err}
+	}
+	var rr Ring = r
+	if c.wrapRing != nil {
+		rr = c.wrapRing(r)
+	}
+	n := c.maxInflight
+	if n <= 0 {
+		n = 8 * int(r.SQEntries())
+	}
+	e := &Engine{
+		ring:    rr,
+		iopoll:  r.Flags()&ring.SetupIOPoll != 0,
+		ownRing: true,
+		slots:   make([]slot, n),
+		tok:     make(chan struct{}, 1),
+		cqes:    make([]ring.CQE, r.CQEntries()),
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		pool:    completion.NewPool(c.workers, c.poolQueue),
+	}
+	e.freeSlots = make([]uint32, n)
+	for i := range e.freeSlots {
+		e.freeSlots[i] = uint32(n - 1 - i)
+	}
+	e.tok <- struct{}{}
+	if c.fixedCount > 0 {
+		if err := e.setupFixed(c.fixedCount, c.fixedSize); err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
+	if c.regFiles > 0 {
+		e.fileSlots = make([]int32, c.regFiles)
+		for i := range e.fileSlots {
+			e.fileSlots[i] = -1
+		}
+		if err := e.ring.RegisterFiles(e.fileSlots); err != nil {
+			e.Close()
+			return nil, &OpError{Op: "register files", Err: err}
+		}
+	}
+	e.wg.Add(1)
+	go e.backgroundReaper()
+	return e, nil
+}
+
+// Close stops the engine: it waits for every request in flight, stops the
+// reaper and the pool, and closes the ring. Files using it must be closed
+// first.
+func (e *Engine) Close() error {
+	if e.closed.Swap(true) {
+		return nil
+	}
+	e.drain(func() bool { return e.inflightSQEs() == 0 && e.backlogEmpty() })
+	close(e.stop)
+	e.wg.Wait()
+	e.pool.Close()
+	err := e.ring.Close()
+	if e.fixedArena != nil {
+		ring.Free(e.fixedArena)
+	}
+	if e.zero != nil {
+		ring.Free(e.zero)
+	}
+	return err
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() *Stats { return &e.stats }
+
+// PoolDepth reports the completion pool's queue depth.
+func (e *Engine) PoolDepth() int { return e.pool.QueueDepth() }
+
+func (e *Engine) inflightSQEs() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.slots) - len(e.freeSlots)
+}
+
+func (e *Engine) backlogEmpty() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.backlog == nil
+}
+
+// ---- fixed buffers ----
+
+func (e *Engine) setupFixed(count, size int) error {
+	if size <= 0 {
+		size = 1 << 20
+	}
+	arena, err := ring.Alloc(count * size)
+	if err != nil {
+		return &OpError{Op: "fixed buffers", Len: int64(count * size), Err: err}
+	}
+	e.fixedArena, e.fixedSize = arena, size
+	if err := e.ring.RegisterBuffers([][]byte{arena}); err != nil {
+		return &OpError{Op: "register buffers", Len: int64(len(arena)), Err: err}
+	}
+	for i := count - 1; i >= 0; i-- {
+		e.fixedFree = append(e.fixedFree, i)
+	}
+	return nil
+}
+
+// GetBuffer returns a registered buffer (nil if none is free or the engine
+// has none). I/O on it uses read_fixed/write_fixed. It is off-heap and page
+// aligned; give it back with PutBuffer once no request uses it.
+func (e *Engine) GetBuffer() []byte {
+	e.fixedMu.Lock()
+	defer e.fixedMu.Unlock()
+	if len(e.fixedFree) == 0 {
+		return nil
+	}
+	i := e.fixedFree[len(e.fixedFree)-1]
+	e.fixedFree = e.fixedFree[:len(e.fixedFree)-1]
+	return e.fixedArena[i*e.fixedSize : (i+1)*e.fixedSize : (i+1)*e.fixedSize]
+}
+
+// PutBuffer returns a buffer from GetBuffer.
+func (e *Engine) PutBuffer(b []byte) {
+	i, ok := e.fixedIndex(b)
+	if !ok {
+		panic("dio: PutBuffer of a buffer that GetBuffer did not return")
+	}
+	e.fixedMu.Lock()
+	e.fixedFree = append(e.fixedFree, int(i)/e.fixedSize)
+	e.fixedMu.Unlock()
+}
+
+// fixedIndex reports whether b lies in the registered arena, and its
+// offset there.
+func (e *Engine) fixedIndex(b []byte) (uintptr, bool) {
+	if e.fixedArena == nil || len(b) == 0 {
+		return 0, false
+	}
+	base := uintptr(addrOf(e.fixedArena))
+	a := uintptr(addrOf(b))
+	if a < base || a+uintptr(len(b)) > base+uintptr(len(e.fixedArena)) {
+		return 0, false
+	}
+	return a - base, true
+}
+
+// ---- registered files ----
+
+func (e *Engine) registerFile(fd int32) (int32, error) {
+	if e.fileSlots == nil {
+		return -1, nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, v := range e.fileSlots {
+		if v == -1 {
+			if err := e.ring.UpdateFiles(uint32(i), []int32{fd}); err != nil {
+				return -1, err
+			}
+			e.fileSlots[i] = fd
+			return int32(i), nil
+		}
+	}
+	return -1, nil // table full: use the plain fd
+}
+
+func (e *Engine) unregisterFile(idx int32) {
+	if idx < 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.ring.UpdateFiles(uint32(idx), []int32{-1})
+	e.fileSlots[idx] = -1
+}
+
+// ---- zero buffer for sub-block zeroing ----
+
+func (e *Engine) zeroes(n int) ([]byte, error) {
+	e.fixedMu.Lock()
+	defer e.fixedMu.Unlock()
+	if len(e.zero) < n {
+		z, err := ring.Alloc(n)
+		if err != nil {
+			return nil, err
+		}
+		if e.zero != nil {
+			// The old buffer may still be in flight; keep it (rare).
+			_ = e.zero
+		}
+		e.zero = z
+	}
+	return e.zero[:n], nil
+}
+
+// ---- reaping ----
+
+// errStop is returned by wait loops when the engine is closing.
+var errStop = errors.New("dio: engine stopping")
+
+// backgroundReaper reaps while asynchronous requests are in flight and no
+// waiter holds the token.
+func (e *Engine) backgroundReaper() {
+	defer e.wg.Done()
+	for {
+		if e.asyncInflight.Load() <= 0 {
+			select {
+			case <-e.kick:
+				continue
+			case <-e.stop:
+				return
+			}
+		}
+		select {
+		case <-e.tok:
+		case <-e.stop:
+			return
+		}
+		for i := 0; i < 64 && e.asyncInflight.Load() > 0; i++ {
+			if err := e.reapBatch(true, 50*time.Millisecond); err != nil && !errors.Is(err, ring.ErrTimeout) {
+				break
+			}
+		}
+		e.tok <- struct{}{}
+	}
+}
+
+// reapBatch processes the CQEs that are ready; if none is and block is set
+// it waits for one (at most timeout, if not 0). The caller holds the token.
+func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
+	// Anything prepared but not yet handed to the kernel goes in first,
+	// or the wait below could wait for completions of SQEs never submitted.
+	e.flush()
+	n, err := e.ring.Peek(e.cqes)
+	if err != nil {
+		return err
+	}
+	if n == 0 && block {
+		if timeout > 0 {
+			_, err = e.ring.WaitCQTimeout(1, timeout)
+		} else {
+			_, err = e.ring.WaitCQ(1)
+		}
+		if err != nil {
+			return err
+		}
+		if n, err = e.ring.Peek(e.cqes); err != nil {
+			return err
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	e.reaping.Store(true)
+	for i := range e.cqes[:n] {
+		e.complete(&e.cqes[i])
+	}
+	e.reaping.Store(false)
+	e.flush()
+	return nil
+}
+
+// flush submits prepared SQEs and moves backlogged requests into the ring.
+func (e *Engine) flush() {
+	e.mu.Lock()
+	e.drainBacklogLocked()
+	if e.ring.Pending() > 0 {
+		e.enterLocked()
+	}
+	e.unlockAndDrop()
+}
+
+// unlockAndDrop releases mu, then drops the references of backlogged
+// pieces that cancelled requests gave up (outside mu: the last reference
+// may run a completion, which may submit).
+func (e *Engine) unlockAndDrop() {
+	if len(e.dropped) == 0 {
+		e.mu.Unlock()
+		return
+	}
+	d := append([]droppedPieces(nil), e.dropped...)
+	e.dropped = e.dropped[:0]
+	e.mu.Unlock()
+	for _, p := range d {
+		for i := int32(0); i < p.n; i++ {
+			e.put(p.r)
+		}
+	}
+}
+
+// drain drives reaping until cond holds (used by Close paths).
+func (e *Engine) drain(cond func() bool) {
+	for !cond() {
+		select {
+		case <-e.tok:
+			e.reapBatch(true, 10*time.Millisecond)
+			e.tok <- struct{}{}
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// waitReq waits until req's I/O is done (every reference dropped), reaping
+// when it holds the token. ctx cancellation (done) cancels the request's
+// SQEs and goes on waiting for their CQEs: a buffer is never given back
+// before its CQE.
+func (e *Engine) waitReq(req *Request, done <-chan struct{}) {
+	cancelled := false
+	for req.state.Load() < stateIODone {
+		select {
+		case <-e.tok:
+			for req.state.Load() < stateIODone {
+				timeout := time.Duration(0)
+				if done != nil && !cancelled {
+					timeout = 5 * time.Millisecond
+				}
+				err := e.reapBatch(true, timeout)
+				if done != nil && !cancelled {
+					select {
+					case <-done:
+						cancelled = true
+						e.cancel(req)
+					default:
+					}
+				}
+				if err != nil && !errors.Is(err, ring.ErrTimeout) {
+					// The ring itself failed: nothing more will complete.
+					e.fail(err)
+				}
+			}
+			e.tok <- struct{}{}
+		case <-req.wake:
+		case <-done:
+			if !cancelled {
+				cancelled = true
+				e.cancel(req)
+			}
+			done = nil
+		}
+	}
+}
+
+// fail marks the engine broken after the ring itself failed, completing
+// every request in flight with err.
+func (e *Engine) fail(err error) {
+	if e.broken.Swap(true) {
+		return
+	}
+	e.mu.Lock()
+	var reqs []*Request
+	for i := range e.slots {
+		s := &e.slots[i]
+		if s.busy {
+			reqs = append(reqs, s.req)
+			s.req.setErr(err, s.dataOff())
+			e.freeSlotLocked(uint32(i))
+		}
+	}
+	e.mu.Unlock()
+	for _, r := range reqs {
+		e.put(r)
+	}
+}
+
+// cancel asks the kernel to cancel req's SQEs in flight and drops its
+// backlogged pieces. It records no error itself: an SQE the kernel
+// cancelled completes with ECANCELED, one that finished first keeps its
+// result, so the request reports what really happened to its data.
+func (e *Engine) cancel(req *Request) {
+	e.mu.Lock()
+	if req.refs.Load() == 0 {
+		e.mu.Unlock()
+		return
+	}
+	req.cancelled = true
+	for i := range e.slots {
+		s := &e.slots[i]
+		if s.busy && s.req == req {
+			sqe := e.sqeLocked()
+			if sqe == nil {
+				break
+			}
+			sqe.PrepCancel(uint64(s.gen)<<32|uint64(i), 0)
+			sqe.UserData = cancelTag
+		}
+	}
+	e.drainBacklogLocked()
+	e.enterLocked()
+	e.unlockAndDrop()
+}
+
+// sqeLocked returns a free SQE, submitting to make room if the SQ is full.
+// It returns nil if the kernel will not take more now.
+func (e *Engine) sqeLocked() *ring.SQE {
+	if s := e.ring.GetSQE(); s != nil {
+		return s
+	}
+	if _, err := e.ring.Submit(); err != nil {
+		return nil
+	}
+	return e.ring.GetSQE()
+}
+
+// enterLocked hands prepared SQEs to the kernel, unless a reaper is
+// processing a batch: then it will submit them all at once when it is done
+// (one io_uring_enter per batch).
+func (e *Engine) enterLocked() {
+	if e.reaping.Load() {
+		return
+	}
+	if n, err := e.ring.Submit(); err == nil {
+		e.stats.Submitted.Add(uint64(n))
+	}
+	// EBUSY/EAGAIN: the SQEs stay in the SQ and the next flush retries.
+}
+
+func (e *Engine) freeSlotLocked(i uint32) {
+	s := &e.slots[i]
+	s.busy = false
+	s.req = nil
+	s.gen++
+	e.freeSlots = append(e.freeSlots, i)
+}

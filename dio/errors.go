@@ -1,0 +1,82 @@
+package dio
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/uringdio/uringdio/ring"
+)
+
+// Sentinel errors. Errors from the kernel are syscall.Errno values; every
+// error a File returns is an *OpError that says which operation, path,
+// offset and length it was about.
+var (
+	// ErrClosed: the File (or its Engine) is closed. Nothing was submitted.
+	ErrClosed = errors.New("dio: file closed")
+	// ErrUnaligned: a buffer address, offset or length is not a multiple of
+	// the file's direct-I/O alignment. It also matches syscall.EINVAL.
+	ErrUnaligned = errors.New("dio: unaligned direct I/O")
+	// ErrUnsupported: the kernel, the device or the mapping lacks something;
+	// the error it comes in names what. It matches errors.ErrUnsupported.
+	ErrUnsupported = fmt.Errorf("dio: %w", errors.ErrUnsupported)
+	// ErrDelalloc: the mapper returned a delayed-allocation extent, which
+	// direct I/O cannot address.
+	ErrDelalloc = errors.New("dio: delayed-allocation extent cannot be used for direct I/O")
+	// ErrReadOnly: a write to a File opened without write access. It
+	// matches syscall.EBADF, what the kernel would have said.
+	ErrReadOnly = errors.New("dio: file not opened for writing")
+	// ErrRingBroken: the ring delivered a completion that matches no
+	// request in flight (lost, duplicated or late CQE). The engine refuses
+	// further I/O: a request's result can no longer be trusted.
+	ErrRingBroken = errors.New("dio: ring broken: completion matches no request in flight")
+	// ErrInProgress: Result was called on a request that has not completed.
+	ErrInProgress = errors.New("dio: request still in flight")
+)
+
+// OpError is the error of one operation on one File.
+type OpError struct {
+	Op   string // "read", "write", "sync", "open", ...
+	Path string
+	Off  int64
+	Len  int64
+	Err  error
+}
+
+func (e *OpError) Error() string {
+	return fmt.Sprintf("dio: %s %s at offset %d length %d: %v", e.Op, e.Path, e.Off, e.Len, e.Err)
+}
+
+// Unwrap returns the underlying error.
+func (e *OpError) Unwrap() error { return e.Err }
+
+// AlignError says which of buffer, offset or length is misaligned. It
+// matches ErrUnaligned and syscall.EINVAL.
+type AlignError struct {
+	What  string // "buffer address", "offset", "length", "buffer length"
+	Value int64
+	Align int64
+}
+
+func (e *AlignError) Error() string {
+	return fmt.Sprintf("dio: %s %#x is not a multiple of the direct-I/O alignment %d", e.What, e.Value, e.Align)
+}
+
+// Is makes an AlignError match ErrUnaligned and EINVAL.
+func (e *AlignError) Is(target error) bool {
+	return target == ErrUnaligned || target == syscall.EINVAL
+}
+
+type readOnlyErr struct{}
+
+func (readOnlyErr) Error() string { return ErrReadOnly.Error() }
+func (readOnlyErr) Is(t error) bool {
+	return t == ErrReadOnly || t == syscall.EBADF
+}
+
+func unsupported(what string) error {
+	return ring.Unsupported("dio", what, 0)
+}
+
+// errnoOf extracts an errno from a kernel result.
+func errnoOf(res int32) syscall.Errno { return syscall.Errno(-res) }

@@ -1,0 +1,113 @@
+package dio
+
+import (
+	"os"
+	"time"
+
+	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/iomap"
+	"github.com/uringdio/uringdio/ring"
+)
+
+// Option configures Open and NewEngine. The zero configuration is: a
+// private engine per File with a 256-entry ring, the file mapper, and the
+// completion policy each request would get by default.
+type Option func(*config)
+
+type config struct {
+	engine     *Engine
+	mapper     iomap.Mapper
+	targets    []*os.File
+	size       int64
+	sizeSet    bool
+	policy     completion.Policy
+	endIO      EndIOFunc
+	submitHook SubmitHookFunc
+
+	// engine settings
+	entries     uint32
+	ringFlags   ring.SetupFlags
+	sqIdle      time.Duration
+	fixedCount  int
+	fixedSize   int
+	regFiles    int
+	maxInflight int
+	workers     int
+	poolQueue   int
+	wrapRing    func(Ring) Ring
+}
+
+// WithEngine shares an engine (its ring, reaper and pool) between Files.
+// The File does not close a shared engine.
+func WithEngine(e *Engine) Option { return func(c *config) { c.engine = e } }
+
+// WithMapper chooses the mapper that maps file ranges to extents. The
+// default is iomap's FileMapper (FIEMAP, with SEEK_HOLE as fallback).
+func WithMapper(m iomap.Mapper) Option { return func(c *config) { c.mapper = m } }
+
+// WithTargets adds targets 1..n (devices or files) for a mapper whose
+// mappings point at more than the opened file, such as an ExtentMap over
+// several devices. Target 0 is the opened file. The File does not close them.
+func WithTargets(t ...*os.File) Option { return func(c *config) { c.targets = t } }
+
+// WithSize sets the File's logical size instead of the size fstat reports
+// (for a volume behind an ExtentMap).
+func WithSize(n int64) Option { return func(c *config) { c.size, c.sizeSet = n, true } }
+
+// WithPolicy sets the completion policy requests get when they ask for
+// completion.Default.
+func WithPolicy(p completion.Policy) Option { return func(c *config) { c.policy = p } }
+
+// WithEndIO installs an end-of-I/O hook (iomap_dio_ops.end_io).
+func WithEndIO(f EndIOFunc) Option { return func(c *config) { c.endIO = f } }
+
+// WithSubmitHook installs a hook that sees (and may change) every SQE.
+func WithSubmitHook(f SubmitHookFunc) Option { return func(c *config) { c.submitHook = f } }
+
+// WithQueueDepth sets the ring's SQ size (default 256).
+func WithQueueDepth(n int) Option { return func(c *config) { c.entries = uint32(n) } }
+
+// WithSQPoll makes the ring use a kernel submission thread that spins for
+// idle before it sleeps.
+func WithSQPoll(idle time.Duration) Option {
+	return func(c *config) { c.ringFlags |= ring.SetupSQPoll; c.sqIdle = idle }
+}
+
+// WithIOPoll makes the ring poll for completions (IORING_SETUP_IOPOLL). The
+// device must support polled I/O: Open fails with ring.ErrNoPolledIO if it
+// does not.
+func WithIOPoll() Option { return func(c *config) { c.ringFlags |= ring.SetupIOPoll } }
+
+// WithRingFlags adds raw setup flags.
+func WithRingFlags(f ring.SetupFlags) Option { return func(c *config) { c.ringFlags |= f } }
+
+// WithFixedBuffers registers count buffers of size bytes with the ring;
+// Engine.GetBuffer hands them out and I/O on them uses read_fixed and
+// write_fixed.
+func WithFixedBuffers(count, size int) Option {
+	return func(c *config) { c.fixedCount, c.fixedSize = count, size }
+}
+
+// WithRegisteredFiles registers the engine's files with the ring (slots
+// for n files), so SQEs carry a fixed-file index instead of an fd.
+func WithRegisteredFiles(n int) Option { return func(c *config) { c.regFiles = n } }
+
+// WithMaxInflight bounds the SQEs in flight at once (default 8 × the SQ
+// size). Requests beyond it wait in the engine's backlog.
+func WithMaxInflight(n int) Option { return func(c *config) { c.maxInflight = n } }
+
+// WithPool sizes the completion worker pool.
+func WithPool(workers, queue int) Option {
+	return func(c *config) { c.workers, c.poolQueue = workers, queue }
+}
+
+// WithRingWrapper wraps the engine's ring, for fault injection in tests.
+func WithRingWrapper(w func(Ring) Ring) Option { return func(c *config) { c.wrapRing = w } }
+
+func newConfig(opts []Option) config {
+	c := config{entries: 256}
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
+}

@@ -1,0 +1,198 @@
+//go:build linux
+
+package dio
+
+import (
+	"errors"
+	"io"
+	"syscall"
+
+	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/ring"
+)
+
+const maxRetries = 16
+
+// complete processes one CQE: it finds the slot by user_data, checks the
+// result, resubmits the remainder of a short transfer, records the first
+// error, and drops the SQE's reference on its request.
+func (e *Engine) complete(c *ring.CQE) {
+	if c.UserData == cancelTag {
+		return // our own cancel SQE; the cancelled op reports its result
+	}
+	idx, gen := uint32(c.UserData), uint32(c.UserData>>32)
+	e.mu.Lock()
+	if int(idx) >= len(e.slots) || !e.slots[idx].busy || e.slots[idx].gen != gen {
+		e.mu.Unlock()
+		e.stats.StrayCQEs.Add(1)
+		// A completion for nothing in flight: lost, duplicated or late. We
+		// cannot know which request it belonged to, so no result from this
+		// ring can be trusted any more.
+		e.fail(ErrRingBroken)
+		return
+	}
+	e.stats.Completed.Add(1)
+	s := &e.slots[idx]
+	r := s.req
+	res := c.Res
+	switch {
+	case res < 0:
+		errno := syscall.Errno(-res)
+		retry := errno == syscall.EINTR || (errno == syscall.EAGAIN && r.Flags&NoWait == 0)
+		if retry && s.retries < maxRetries && !r.cancelled {
+			s.retries++
+			e.resubmitLocked(idx)
+			e.mu.Unlock()
+			return
+		}
+		r.setErr(e.ring.Err(res), s.dataOff())
+	case uint32(res) < s.n:
+		done := int64(res)
+		if !s.write && (res == 0 || s.fileOff+done >= r.sizeAt) {
+			r.eof(s.fileOff + done) // short at end of file: not an error
+			break
+		}
+		if res == 0 {
+			// A write that made no progress and no error.
+			r.setErr(io.ErrShortWrite, s.dataOff())
+			break
+		}
+		if r.cancelled {
+			r.setErr(syscall.ECANCELED, s.dataOff()+done)
+			break
+		}
+		// Short transfer before EOF: resubmit the rest, never report a
+		// silent short I/O.
+		s.addr += uintptr(done)
+		s.off += done
+		if s.fileOff >= 0 {
+			s.fileOff += done
+		}
+		s.n -= uint32(res)
+		e.stats.Resubmits.Add(1)
+		e.resubmitLocked(idx)
+		e.mu.Unlock()
+		return
+	}
+	e.freeSlotLocked(idx)
+	e.mu.Unlock()
+	e.put(r)
+}
+
+// dataOff is the file offset of the slot's data, for error accounting (a
+// zeroing piece has none: it counts as the start of the request).
+func (s *slot) dataOff() int64 {
+	if s.fileOff < 0 {
+		return s.req.Off
+	}
+	return s.fileOff
+}
+
+// resubmitLocked queues the slot's SQE again (for the flush after the
+// batch).
+func (e *Engine) resubmitLocked(idx uint32) {
+	s := &e.slots[idx]
+	s.gen++ // a late CQE of the first attempt must not match
+	if sqe := e.ring.GetSQE(); sqe != nil {
+		e.prepLocked(sqe, s, idx)
+		return
+	}
+	e.resub = append(e.resub, idx)
+}
+
+// put drops one reference on r; the last one ends its I/O.
+//
+// The last reference can be dropped by the reaper (the common case), by
+// the submitter (when every piece completed before Submit returned, or the
+// request needed no I/O at all), or by a canceller dropping backlogged
+// pieces. Whoever drops it hands the request to its completion policy; the
+// request's state moves to stateIODone before anyone is woken, so a waiter
+// that wakes early simply goes back to waiting.
+func (e *Engine) put(r *Request) {
+	if r.refs.Add(-1) != 0 {
+		return
+	}
+	if r.async {
+		e.asyncInflight.Add(-1)
+	}
+	e.mu.Lock() // orders the result with cancel's and the reaper's writes
+	r.finishResult()
+	e.mu.Unlock()
+	switch r.policy {
+	case completion.Inline:
+		r.RunCompletion()
+	case completion.Pool:
+		if err := e.pool.Submit(r); err != nil {
+			r.RunCompletion() // pool closed: complete here rather than lose it
+		}
+	case completion.Caller:
+		// Pure overwrites only: nothing in the completion touches the fd.
+		r.file.inflight.Add(-1)
+		r.fileDec = true
+		r.state.Store(stateIODone)
+		if r.Queue != nil {
+			r.Queue.Push(r)
+		}
+		signal(r.wake)
+	default: // Wait, Polled: the waiter runs the completion
+		r.state.Store(stateIODone)
+		signal(r.wake)
+	}
+}
+
+// await waits for r to complete, reaping meanwhile, and runs its
+// completion on this goroutine if the policy leaves it to the waiter.
+func (e *Engine) await(r *Request, done <-chan struct{}) {
+	if r.state.Load() < stateIODone {
+		e.waitReq(r, done)
+	}
+	if r.state.Load() == stateIODone {
+		r.RunCompletion() // Wait, Polled, Caller: ours to run (once)
+	}
+	for r.state.Load() != stateComplete {
+		<-r.wake // Inline or Pool completion running elsewhere
+	}
+}
+
+// getReq returns a recycled request for a synchronous call.
+func (e *Engine) getReq() *Request {
+	e.mu.Lock()
+	if n := len(e.reqFree); n > 0 {
+		r := e.reqFree[n-1]
+		e.reqFree = e.reqFree[:n-1]
+		e.mu.Unlock()
+		select { // a stale wake-up from the previous use
+		case <-r.wake:
+		default:
+		}
+		return r
+	}
+	e.mu.Unlock()
+	return NewRequest()
+}
+
+func (e *Engine) putReq(r *Request) {
+	r.Buf, r.Bufs, r.Callback, r.Queue, r.file = nil, nil, nil, nil, nil
+	r.DoneBefore, r.Flags, r.Policy = 0, 0, completion.Default
+	r.errno, r.err = nil, nil
+	r.state.Store(stateIdle)
+	e.mu.Lock()
+	if len(e.reqFree) < 1024 {
+		e.reqFree = append(e.reqFree, r)
+	}
+	e.mu.Unlock()
+}
+
+// checkPolled explains why an IOPOLL engine cannot serve fd.
+func checkPolled(fd int) error {
+	ok, err := ring.PolledIOSupported(fd)
+	if ok {
+		return nil
+	}
+	if err == nil {
+		err = ring.ErrNoPolledIO
+	}
+	return err
+}
+
+var _ = errors.Is

@@ -1,0 +1,244 @@
+//go:build linux
+
+package dio
+
+import (
+	"context"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/ring"
+)
+
+// Op says whether a Request reads or writes.
+type Op uint8
+
+// Request operations.
+const (
+	Read Op = iota
+	Write
+)
+
+func (o Op) String() string {
+	if o == Write {
+		return "write"
+	}
+	return "read"
+}
+
+// Flags change how a request is carried out (iomap's IOMAP_DIO_* and the
+// kiocb flags it looks at).
+type Flags uint32
+
+// Request flags.
+const (
+	// NoWait fails the request with EAGAIN instead of blocking (RWF_NOWAIT
+	// on the SQEs, and a mapper that must not block). A NoWait write that
+	// would need more than one SQE fails with EAGAIN before anything is
+	// submitted, so nothing is ever half done.
+	NoWait Flags = 1 << iota
+	// OverwriteOnly fails a write with EAGAIN if it would allocate space or
+	// extend the file.
+	OverwriteOnly
+	// Partial submits what could be mapped when the mapper fails part way
+	// (instead of nothing) and counts DoneBefore in the result, so a caller
+	// can resume where a request stopped.
+	Partial
+	// DSync makes the data durable before completion: RWF_DSYNC on every
+	// SQE when every extent is a pure overwrite (write-through), otherwise
+	// an fdatasync on the pool after the data is in.
+	DSync
+	// Sync is DSync plus metadata: fsync after the data is in.
+	Sync
+	// ForceWait makes Submit wait for completion (IOMAP_DIO_FORCE_WAIT).
+	ForceWait
+)
+
+// Request states.
+const (
+	stateIdle     uint32 = iota
+	stateInflight        // submitted, I/O references held
+	stateIODone          // every SQE completed; completion work not yet run
+	stateComplete        // result final, callback run
+)
+
+// Request is one direct-I/O operation: a read or write of one or many
+// buffers at one file offset. Fill the exported fields and pass it to
+// File.Submit; it comes back through its completion policy. A Request may
+// be reused once it has completed. The buffers belong to the engine from
+// Submit until completion: do not touch or free them before.
+type Request struct {
+	Op   Op
+	Off  int64
+	Buf  []byte   // one buffer; or
+	Bufs [][]byte // several (vectored), used when Buf is nil
+	// Flags, Policy and completion targets.
+	Flags  Flags
+	Policy completion.Policy
+	// Callback runs when the request completes: on the reaper (Inline), on
+	// a pool worker (Pool), or on the goroutine that polls or waits
+	// (Caller, Wait). It must not block waiting for other I/O of the same
+	// engine when it runs inline.
+	Callback func(*Request)
+	// Queue receives the request at completion under the Caller policy;
+	// its owner runs the completion with Queue.Poll or Queue.Wait.
+	Queue *completion.Queue
+	// DoneBefore is added to the result (Partial: bytes done by earlier
+	// requests of the same logical operation).
+	DoneBefore int64
+	// Tag is the caller's, untouched by the engine.
+	Tag uint64
+
+	// engine state
+	file      *File
+	state     atomic.Uint32
+	refs      atomic.Int32
+	once      completion.Once
+	wake      chan struct{}
+	pieces    []piece
+	next      int // first piece not yet submitted
+	backlog   *Request
+	submitted int64 // bytes covered by pieces, from Off
+	length    int64 // bytes asked for (after EOF clipping: see want)
+	want      int64
+	sizeAt    int64 // file size at submission
+	policy    completion.Policy
+	reason    completion.Reason
+	facts     completion.Facts
+	async     bool
+	fileDec   bool
+	cancelled bool
+	// guarded by the engine's mu until I/O is done
+	errno  error
+	stopAt int64 // lowest file offset where data stopped (EOF, error)
+	// results
+	n   int64
+	err error
+	// buffer cursor used while building pieces
+	curBuf, curOff int
+}
+
+// piece is one SQE's worth of a request.
+type piece struct {
+	fd      int32
+	regFile bool
+	fixed   bool
+	write   bool
+	addr    uintptr
+	n       uint32
+	off     int64 // on the target
+	fileOff int64
+	rwFlags uint32
+}
+
+// NewRequest returns a request ready for reuse across submissions.
+func NewRequest() *Request {
+	return &Request{wake: make(chan struct{}, 1)}
+}
+
+// Result returns the bytes transferred (plus DoneBefore) and the error of a
+// completed request, or ErrInProgress.
+func (r *Request) Result() (int, error) {
+	if r.state.Load() != stateComplete {
+		return 0, ErrInProgress
+	}
+	return int(r.n), r.err
+}
+
+// Done reports whether the request has completed (its callback has run).
+func (r *Request) Done() bool { return r.state.Load() == stateComplete }
+
+// Policy returns the completion policy the request ran under and, if that
+// was a downgrade from what it asked for, why.
+func (r *Request) EffectivePolicy() (completion.Policy, completion.Reason) {
+	return r.policy, r.reason
+}
+
+// Wait waits for the request to complete, reaping completions meanwhile,
+// and returns its result. Under the Caller and Wait policies the
+// completion work runs here, on the caller's goroutine. If ctx ends first,
+// the request's SQEs are cancelled and Wait still waits for their
+// completions (the buffers are the kernel's until then); the result is
+// then ECANCELED, or the I/O's own result if it won the race.
+func (r *Request) Wait(ctx context.Context) (int, error) {
+	if r.state.Load() == stateIdle {
+		return 0, ErrInProgress
+	}
+	r.file.eng.await(r, ctx.Done())
+	return r.Result()
+}
+
+func (r *Request) totalLen() int64 {
+	if r.Buf != nil {
+		return int64(len(r.Buf))
+	}
+	var n int64
+	for _, b := range r.Bufs {
+		n += int64(len(b))
+	}
+	return n
+}
+
+// mem returns the address of the request's memory at logical position pos
+// (bytes from Off) and how many bytes are contiguous there. It keeps a
+// cursor, so walking forward is O(1) per step.
+func (r *Request) mem(pos int64) (uintptr, int64, []byte) {
+	if r.Buf != nil {
+		return uintptr(unsafe.Pointer(&r.Buf[pos])), int64(len(r.Buf)) - pos, r.Buf[pos:]
+	}
+	// Walk from the cursor (reset when pos goes backwards).
+	if pos < int64(r.curOff) {
+		r.curBuf, r.curOff = 0, 0
+	}
+	for r.curBuf < len(r.Bufs) && pos >= int64(r.curOff+len(r.Bufs[r.curBuf])) {
+		r.curOff += len(r.Bufs[r.curBuf])
+		r.curBuf++
+	}
+	b := r.Bufs[r.curBuf][pos-int64(r.curOff):]
+	return uintptr(unsafe.Pointer(&b[0])), int64(len(b)), b
+}
+
+// zero fills the request's memory over [pos, pos+n) (logical) with zeroes.
+func (r *Request) zero(pos, n int64) {
+	for n > 0 {
+		_, l, b := r.mem(pos)
+		if l > n {
+			l = n
+		}
+		clear(b[:l])
+		pos += l
+		n -= l
+	}
+}
+
+// setErr records err as the request's error if it is the first, and moves
+// stopAt back to off. Called with the engine's mu held (or before the
+// request is submitted).
+func (r *Request) setErr(err error, off int64) {
+	if r.errno == nil {
+		r.errno = err
+	}
+	if off < r.stopAt {
+		r.stopAt = off
+	}
+}
+
+// eof records that data stopped at off because the file ends there.
+func (r *Request) eof(off int64) {
+	if off < r.stopAt {
+		r.stopAt = off
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func addrOf(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
+
+var _ completion.Task = (*Request)(nil)
+var _ = ring.OpRead

@@ -1,0 +1,456 @@
+//go:build linux
+
+package dio
+
+import (
+	"errors"
+	"io"
+	"syscall"
+
+	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/iomap"
+	"github.com/uringdio/uringdio/ring"
+)
+
+// SQEView is the SQE a submit hook sees.
+type SQEView = ring.SQE
+
+// ErrEmpty is returned by Submit for a request with no bytes.
+var ErrEmpty = errors.New("dio: zero-length request")
+
+// start validates r, maps it to pieces (iter.go's loop) and queues the
+// pieces on the engine. An error means nothing was submitted.
+func (f *File) start(r *Request, sync bool) error {
+	opName := "read"
+	if r.Op == Write {
+		opName = "write"
+	}
+	length := r.totalLen()
+	bad := func(err error) error {
+		return &OpError{Op: opName, Path: f.path, Off: r.Off, Len: length, Err: err}
+	}
+	if f.closed.Load() || f.eng.closed.Load() {
+		return bad(ErrClosed)
+	}
+	if f.eng.broken.Load() {
+		return bad(ErrRingBroken)
+	}
+	if r.Op == Write && !f.writable {
+		return bad(readOnlyErr{})
+	}
+	if r.Off < 0 {
+		return bad(syscall.EINVAL)
+	}
+	if err := f.checkAlign(r); err != nil {
+		return bad(err)
+	}
+
+	r.file = f
+	r.pieces = r.pieces[:0]
+	r.next, r.submitted, r.curBuf, r.curOff = 0, 0, 0, 0
+	r.errno, r.err, r.n = nil, nil, 0
+	r.cancelled, r.fileDec = false, false
+	r.once.Reset()
+	r.async = !sync
+	r.length = length
+	r.sizeAt = f.size.Load()
+	r.want = length
+	r.stopAt = r.Off + length
+
+	if length == 0 {
+		if !sync {
+			return bad(ErrEmpty)
+		}
+		r.policy = completion.Wait
+		r.n = r.DoneBefore
+		r.state.Store(stateComplete)
+		return nil
+	}
+	if r.Op == Read {
+		if r.Off >= r.sizeAt {
+			// Entirely past EOF: nothing to read, no I/O.
+			r.policy = completion.Wait
+			r.n, r.err = r.DoneBefore, io.EOF
+			r.state.Store(stateComplete)
+			if !sync {
+				r.runCallback()
+			}
+			return nil
+		}
+		if end := r.Off + length; end > r.sizeAt {
+			// Clip to EOF rounded up to the alignment; the kernel returns the
+			// short count at EOF.
+			r.want = alignUp(r.sizeAt-r.Off, f.align.Offset)
+		}
+	}
+
+	pure, err := f.mapRequest(r)
+	if err != nil && (r.Flags&Partial == 0 || r.submitted == 0) {
+		return bad(err)
+	}
+	if err != nil {
+		r.setErr(err, r.Off+r.submitted)
+	}
+	if r.Op == Write && r.Flags&NoWait != 0 && len(r.pieces) > 1 {
+		// More than one SQE could half-complete: refuse up front.
+		return bad(syscall.EAGAIN)
+	}
+
+	// Durability: write-through when every extent is a pure overwrite and
+	// the size does not move; otherwise fdatasync/fsync after the data.
+	extends := r.Op == Write && r.Off+r.submitted > r.sizeAt
+	var needsSync, writeThrough bool
+	if r.Op == Write && r.Flags&(DSync|Sync) != 0 {
+		if r.Flags&Sync == 0 && pure && !extends {
+			writeThrough = true
+			for i := range r.pieces {
+				r.pieces[i].rwFlags |= ring.RWFDSync
+			}
+		} else {
+			needsSync = true
+		}
+	}
+	if r.Flags&NoWait != 0 {
+		for i := range r.pieces {
+			r.pieces[i].rwFlags |= ring.RWFNoWait
+		}
+	}
+	requested := r.Policy
+	if requested == completion.Default {
+		requested = f.policy
+	}
+	if r.Flags&ForceWait != 0 {
+		requested = completion.Wait
+	}
+	r.facts = completion.Facts{
+		Sync:          sync,
+		Write:         r.Op == Write,
+		PureOverwrite: pure,
+		Extends:       extends,
+		NeedsSync:     needsSync,
+		WriteThrough:  writeThrough,
+		SingleSQE:     len(r.pieces) <= 1,
+		PolledRing:    f.eng.iopoll,
+		HasEndIO:      f.endIO != nil,
+	}
+	r.policy, r.reason = completion.Choose(requested, r.facts)
+	if !r.async && r.policy != completion.Polled {
+		r.policy = completion.Wait
+	}
+	if r.policy == completion.Wait || r.policy == completion.Polled {
+		r.async = false
+	}
+
+	f.inflight.Add(1)
+	r.refs.Store(int32(len(r.pieces)) + 1)
+	r.state.Store(stateInflight)
+	if r.async {
+		f.eng.asyncInflight.Add(1)
+	}
+	if len(r.pieces) > 0 {
+		f.eng.queue(r)
+		if r.async {
+			signal(f.eng.kick)
+		}
+	}
+	f.eng.put(r) // the submitter's reference
+	return nil
+}
+
+func (f *File) checkAlign(r *Request) error {
+	a := f.align
+	if r.Off%a.Offset != 0 {
+		return &AlignError{What: "offset", Value: r.Off, Align: a.Offset}
+	}
+	check := func(b []byte) error {
+		if len(b) == 0 {
+			return nil
+		}
+		if p := int64(uintptr(addrOf(b))); p%a.Memory != 0 {
+			return &AlignError{What: "buffer address", Value: p, Align: a.Memory}
+		}
+		if int64(len(b))%a.Offset != 0 {
+			return &AlignError{What: "length", Value: int64(len(b)), Align: a.Offset}
+		}
+		return nil
+	}
+	if r.Buf != nil {
+		return check(r.Buf)
+	}
+	for _, b := range r.Bufs {
+		if err := check(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mapRequest runs the iomap loop over the request and turns each mapping
+// into pieces (or zero-fill, for reads of holes and unwritten extents). It
+// reports whether every extent was a pure overwrite.
+func (f *File) mapRequest(r *Request) (pure bool, err error) {
+	op := iomap.OpDirect
+	if r.Op == Write {
+		op |= iomap.OpWrite
+	}
+	if r.Flags&NoWait != 0 {
+		op |= iomap.OpNoWait
+	}
+	if r.Flags&OverwriteOnly != 0 {
+		op |= iomap.OpOverwriteOnly
+	}
+	pure = true
+	it := iomap.NewIter(r.Off, r.want, op)
+	for it.Next(f.mapper) {
+		m := it.Mapping()
+		pos, n := it.Pos(), it.Len()
+		if err := f.mapOne(r, m, pos, n, &pure); err != nil {
+			it.SetErr(err)
+			continue
+		}
+		r.submitted = pos + n - r.Off
+		it.Advance(n)
+	}
+	return pure, it.Err()
+}
+
+// mapOne handles [pos, pos+n) of mapping m (iomap_dio_iter's switch).
+func (f *File) mapOne(r *Request, m *iomap.Mapping, pos, n int64, pure *bool) error {
+	if r.Op == Read {
+		switch m.Type {
+		case iomap.Hole, iomap.Unwritten:
+			r.zero(pos-r.Off, n) // no I/O: reads as zeroes
+			return nil
+		case iomap.Inline:
+			if m.Data != nil {
+				for done := int64(0); done < n; {
+					_, l, b := r.mem(pos + done - r.Off)
+					l = min(l, n-done)
+					copy(b[:l], m.Data[pos+done-m.Offset:])
+					done += l
+				}
+				return nil
+			}
+			// Data nil: the filesystem serves it through O_DIRECT itself.
+		case iomap.Delalloc:
+			return ErrDelalloc
+		}
+		return f.addPieces(r, m, pos, n, false)
+	}
+	switch m.Type {
+	case iomap.Delalloc:
+		return ErrDelalloc
+	case iomap.Hole:
+		// Only a mapper that leaves allocation to the kernel returns a hole
+		// for a write (a file through its filesystem).
+		if m.Target != 0 {
+			return unsupported("write to a hole on target " + itoa(m.Target) + ": the mapper must allocate")
+		}
+		*pure = false
+	case iomap.Unwritten:
+		*pure = false
+	case iomap.Inline:
+		if m.Data != nil {
+			return unsupported("write to inline data")
+		}
+	}
+	if m.Flags&(iomap.FlagNew|iomap.FlagShared|iomap.FlagDirty) != 0 {
+		*pure = false
+	}
+	// Sub-block zeroing: where the mapper allocates in blocks larger than
+	// the I/O alignment, a write into a new or unwritten block must zero
+	// the parts of the block it does not cover.
+	if bs := m.BlockSize; bs > f.align.Offset && (m.Flags&iomap.FlagNew != 0 || m.Type == iomap.Unwritten) {
+		if m.Flags&iomap.FlagShared != 0 && (pos%bs != 0 || (pos+n)%bs != 0) {
+			return unsupported("partial-block write to a shared (cloned) extent")
+		}
+		if head := pos &^ (bs - 1); head < pos && head >= m.Offset {
+			if err := f.addZero(r, m, head, pos-head); err != nil {
+				return err
+			}
+		}
+		if end := pos + n; end%bs != 0 && (end|(bs-1))+1 <= m.Offset+m.Length {
+			if err := f.addZero(r, m, end, ((end|(bs-1))+1)-end); err != nil {
+				return err
+			}
+		}
+	}
+	return f.addPieces(r, m, pos, n, true)
+}
+
+// addPieces splits [pos, pos+n) of m at the max I/O size and at buffer
+// boundaries, one piece per SQE.
+func (f *File) addPieces(r *Request, m *iomap.Mapping, pos, n int64, write bool) error {
+	fd, reg, err := f.target(m.Target)
+	if err != nil {
+		return err
+	}
+	addr := m.Addr + (pos - m.Offset)
+	if m.Addr == iomap.NoAddr {
+		addr = pos
+	}
+	for n > 0 {
+		p, l, b := r.mem(pos - r.Off)
+		l = min(l, n, f.maxIO)
+		sqeLen := l
+		if a := f.align.Offset; !write && (pos+l)%a != 0 {
+			// A mapping that ends at an unaligned EOF: read up to the
+			// alignment; the kernel stops at EOF and returns the short count.
+			sqeLen = min(alignUp(pos+l, a)-pos, int64(len(b)))
+		}
+		_, fixed := f.eng.fixedIndex(b[:sqeLen])
+		r.pieces = append(r.pieces, piece{
+			fd: fd, regFile: reg, fixed: fixed, write: write,
+			addr: p, n: uint32(sqeLen), off: addr, fileOff: pos,
+		})
+		pos += l
+		addr += l
+		n -= l
+	}
+	return nil
+}
+
+// addZero adds a write of zeroes over [pos, pos+n) of m.
+func (f *File) addZero(r *Request, m *iomap.Mapping, pos, n int64) error {
+	fd, reg, err := f.target(m.Target)
+	if err != nil {
+		return err
+	}
+	z, err := f.eng.zeroes(int(n))
+	if err != nil {
+		return err
+	}
+	r.pieces = append(r.pieces, piece{
+		fd: fd, regFile: reg, write: true,
+		addr: uintptr(addrOf(z)), n: uint32(n), off: m.Addr + (pos - m.Offset),
+		fileOff: -1, // not part of the caller's data
+	})
+	return nil
+}
+
+func (f *File) target(t int) (int32, bool, error) {
+	if t < 0 || t >= len(f.targets) {
+		return 0, false, unsupported("mapping names target " + itoa(t) + " but the file has " + itoa(len(f.targets)) + " (see WithTargets)")
+	}
+	if t == 0 && f.regIdx >= 0 {
+		return f.regIdx, true, nil
+	}
+	return f.targets[t], false, nil
+}
+
+// queue hands r's pieces to the ring, or to the backlog behind earlier
+// requests when the SQ or the slab is full.
+func (e *Engine) queue(r *Request) {
+	e.mu.Lock()
+	if e.backlog != nil || !e.submitPiecesLocked(r) {
+		e.stats.Backlogged.Add(1)
+		r.backlog = nil
+		if e.backlogEnd == nil {
+			e.backlog = r
+		} else {
+			e.backlogEnd.backlog = r
+		}
+		e.backlogEnd = r
+		e.drainBacklogLocked()
+	}
+	e.enterLocked()
+	e.unlockAndDrop()
+}
+
+// submitPiecesLocked prepares SQEs for r's pieces from r.next on and
+// reports whether all are in the SQ.
+func (e *Engine) submitPiecesLocked(r *Request) bool {
+	for r.next < len(r.pieces) {
+		if len(e.freeSlots) == 0 {
+			return false
+		}
+		sqe := e.sqeLocked()
+		if sqe == nil {
+			return false
+		}
+		p := &r.pieces[r.next]
+		idx := e.freeSlots[len(e.freeSlots)-1]
+		e.freeSlots = e.freeSlots[:len(e.freeSlots)-1]
+		s := &e.slots[idx]
+		*s = slot{req: r, gen: s.gen, busy: true, write: p.write, fixed: p.fixed,
+			regFile: p.regFile, fd: p.fd, addr: p.addr, n: p.n, off: p.off,
+			fileOff: p.fileOff, rwFlags: p.rwFlags}
+		e.prepLocked(sqe, s, idx)
+		r.next++
+	}
+	return true
+}
+
+// prepLocked encodes a slot into an SQE: the one place ops become SQEs.
+func (e *Engine) prepLocked(sqe *ring.SQE, s *slot, idx uint32) {
+	if s.write {
+		sqe.PrepWriteAddr(s.fd, s.addr, s.n, uint64(s.off))
+	} else {
+		sqe.PrepReadAddr(s.fd, s.addr, s.n, uint64(s.off))
+	}
+	if s.fixed {
+		if s.write {
+			sqe.Opcode = ring.OpWriteFixed
+		} else {
+			sqe.Opcode = ring.OpReadFixed
+		}
+		sqe.BufIndex = 0 // the engine registers one arena
+	}
+	if s.regFile {
+		sqe.SetFixedFile()
+	}
+	sqe.OpFlags = s.rwFlags
+	sqe.UserData = uint64(s.gen)<<32 | uint64(idx)
+	if h := s.req.file.hook; h != nil {
+		h(s.req, sqe)
+		sqe.UserData = uint64(s.gen)<<32 | uint64(idx)
+	}
+}
+
+// drainBacklogLocked moves backlogged requests into the ring in order, as
+// far as room allows. Cancelled requests give up their unsubmitted pieces.
+func (e *Engine) drainBacklogLocked() {
+	for i := 0; i < len(e.resub); i++ {
+		sqe := e.ring.GetSQE()
+		if sqe == nil {
+			e.resub = append(e.resub[:0], e.resub[i:]...)
+			return
+		}
+		idx := e.resub[i]
+		e.prepLocked(sqe, &e.slots[idx], idx)
+	}
+	e.resub = e.resub[:0]
+	for e.backlog != nil {
+		r := e.backlog
+		if r.cancelled {
+			r.setErr(syscall.ECANCELED, r.pieces[r.next].fileOff)
+			e.dropped = append(e.dropped, droppedPieces{r, int32(len(r.pieces) - r.next)})
+			r.next = len(r.pieces)
+		} else if !e.submitPiecesLocked(r) {
+			return
+		}
+		e.backlog = r.backlog
+		r.backlog = nil
+		if e.backlog == nil {
+			e.backlogEnd = nil
+		}
+	}
+}
+
+type droppedPieces struct {
+	r *Request
+	n int32
+}
+
+func alignUp(v, a int64) int64 { return (v + a - 1) / a * a }
+
+func itoa(v int) string {
+	if v < 0 {
+		return "-" + itoa(-v)
+	}
+	if v < 10 {
+		return string(rune('0' + v))
+	}
+	return itoa(v/10) + string(rune('0'+v%10))
+}
+
