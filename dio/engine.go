@@ -93,7 +93,7 @@ type Engine struct {
 	fixedFree  []int // free buffer indices
 	fixedSize  int
 	fixedMu    sync.Mutex
-	zero       []byte // zeroes for sub-block zeroing
+	zero       []byte   // zeroes for sub-block zeroing
 	resub      []uint32 // slots whose resubmission waits for SQ room
 	dropped    []droppedPieces
 }

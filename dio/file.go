@@ -27,7 +27,7 @@ type File struct {
 	eng      *Engine
 	ownEng   bool
 	mapper   iomap.Mapper
-	targets  []int32           // fd per target; 0 is the file
+	targets  []int32 // fd per target; 0 is the file
 	writable bool
 	size     atomic.Int64
 	align    Alignment
