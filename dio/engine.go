@@ -539,3 +539,22 @@ func (e *Engine) freeSlotLocked(i uint32) {
 	s.gen++
 	e.freeSlots = append(e.freeSlots, i)
 }
+
+// Poll processes the completions that are ready now, without blocking,
+// and returns how many CQEs it processed (0 if another goroutine is
+// reaping). Callers that spin on the completion queue (SQPOLL rings, where
+// neither submitting nor polling enters the kernel) call it in a loop.
+func (e *Engine) Poll() int {
+	select {
+	case <-e.tok:
+	default:
+		return 0
+	}
+	before := e.stats.Completed.Load()
+	e.reapBatch(false, 0)
+	e.tok <- struct{}{}
+	return int(e.stats.Completed.Load() - before)
+}
+
+// Inflight returns the number of SQEs in flight.
+func (e *Engine) Inflight() int { return e.inflightSQEs() }
