@@ -33,13 +33,36 @@ func newExtTree() *extTree {
 	return btree.NewG(16, func(a, b ext) bool { return a.off < b.off })
 }
 
-// lookup returns the item containing pos.
-func lookup(t *extTree, pos int64) (x ext, ok bool) {
+// floor returns the last item that starts at or before pos.
+func floor(t *extTree, pos int64) (x ext, ok bool) {
 	t.DescendLessOrEqual(ext{off: pos}, func(y ext) bool {
-		x, ok = y, pos < y.end()
+		x, ok = y, true
 		return false
 	})
 	return x, ok
+}
+
+// lookup returns the item containing pos.
+func lookup(t *extTree, pos int64) (ext, bool) {
+	x, ok := floor(t, pos)
+	return x, ok && pos < x.end()
+}
+
+// find returns the item containing pos, or else the gap [lo, hi) between
+// items that contains it, in two tree walks at most.
+func find(t *extTree, pos int64) (x ext, in bool, lo, hi int64) {
+	x, ok := floor(t, pos)
+	if ok && pos < x.end() {
+		return x, true, 0, 0
+	}
+	if ok {
+		lo = x.end()
+	}
+	hi = maxOff
+	if y, ok := firstFrom(t, pos); ok {
+		hi = y.off
+	}
+	return ext{}, false, lo, hi
 }
 
 // lastBefore returns the last item that starts before pos.

@@ -146,9 +146,8 @@ func (m *ExtentMap) Begin(pos, length int64, op OpFlags) (Mapping, error) {
 
 // readMapping maps pos for a read. Caller holds m.mu.
 func (m *ExtentMap) readMapping(pos int64) Mapping {
-	x, ok := lookup(m.data, pos)
+	x, ok, lo, hi := find(m.data, pos)
 	if !ok {
-		lo, hi := gapAround(m.data, pos)
 		return Mapping{Offset: lo, Length: hi - lo, Type: Hole, Addr: NoAddr, BlockSize: m.bs}
 	}
 	return m.extentMapping(x, pos)
@@ -532,7 +531,8 @@ func (sp *space) sharedRun(t int32, a int64) (shared bool, lo, hi int64) {
 		return false, 0, maxOff
 	}
 	tree := sp.refs[t]
-	if x, ok := lookup(tree, a); ok {
+	x, ok, lo, hi := find(tree, a)
+	if ok {
 		// Records differ by count only; the run goes on through adjacent
 		// records so that mappings are not cut where nobody cares.
 		lo, hi = x.off, x.end()
@@ -552,7 +552,6 @@ func (sp *space) sharedRun(t int32, a int64) (shared bool, lo, hi int64) {
 		})
 		return true, lo, hi
 	}
-	lo, hi = gapAround(tree, a)
 	return false, lo, hi
 }
 
