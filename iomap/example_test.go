@@ -35,3 +35,38 @@ func ExampleEach() {
 	// hole 6000 2192
 	// <nil>
 }
+
+// A clone shares its space until written: the write goes to fresh space,
+// and readers keep seeing the old extent until the write completes.
+func ExampleExtentMap_Clone() {
+	m, err := iomap.NewExtentMap(iomap.ExtentMapConfig{BlockSize: 4096, Devices: []int64{1 << 20}})
+	if err != nil {
+		panic(err)
+	}
+	write := func(m *iomap.ExtentMap, pos, n int64) {
+		it := iomap.NewIter(pos, n, iomap.OpWrite)
+		for it.Next(m) {
+			fmt.Println("write:", it.Mapping())
+			it.Advance(it.Len()) // the engine writes to Target at Addr here
+		}
+		m.IOComplete(pos, n, iomap.OpWrite, it.Err())
+	}
+	read := func(m *iomap.ExtentMap, pos int64) {
+		mp, _ := m.Begin(pos, 1, 0)
+		fmt.Println("read: ", mp)
+	}
+	write(m, 0, 8192)
+	c := m.Clone()
+	read(c, 0)
+	write(c, 4096, 4096)
+	read(c, 4096)
+	read(m, 4096)
+	fmt.Printf("%+v\n", c.Stats())
+	// Output:
+	// write: unwritten [0,8192) flags=new target=0 addr=0 bs=4096
+	// read:  mapped [0,8192) flags=shared target=0 addr=0 bs=4096
+	// write: mapped [4096,8192) flags=new|shared target=0 addr=8192 bs=4096
+	// read:  mapped [4096,8192) flags=none target=0 addr=8192 bs=4096
+	// read:  mapped [4096,8192) flags=none target=0 addr=4096 bs=4096
+	// {Total:1048576 Allocated:12288 Free:1036288 Shared:4096 Reserved:0 Extents:2}
+}

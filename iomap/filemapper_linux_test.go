@@ -455,6 +455,20 @@ func TestFileMapperCache(t *testing.T) {
 	}
 }
 
+func TestFileMapperMaxCached(t *testing.T) {
+	f := layoutFile(t, t.TempDir(), true)
+	fm := newFileMapper(t, f, FileMapperOptions{Window: 64 * k, MaxCached: 4})
+	for range 3 {
+		sameLayout(t, "FileMapper", readLayout(t, fm, 640*k), wantFIEMAPLayout)
+		fm.mu.RLock()
+		n := fm.cache.Len()
+		fm.mu.RUnlock()
+		if n > 4 {
+			t.Fatalf("%d spans cached, MaxCached 4", n)
+		}
+	}
+}
+
 func TestNewFileMapperErrors(t *testing.T) {
 	d, err := os.Open(t.TempDir())
 	must(t, err)

@@ -37,8 +37,8 @@ const maxStaleRetries = 16
 //     returned by Begin or End: the first error wins and Err reports it;
 //   - nothing is left (Remaining is 0);
 //   - the body advanced nothing, unless the mapping carried FlagStale, in
-//     which case the same position is mapped again, at most maxStaleRetries
-//     times in a row before Err reports syscall.ESTALE.
+//     which case the same position is mapped again, at most 16 times in a
+//     row before Err reports syscall.ESTALE.
 //
 // Unlike the kernel, an error from End stops the loop even when the body
 // advanced; Done still counts the bytes advanced.
