@@ -193,9 +193,17 @@ func (m *ExtentMap) overwriteMapping(pos int64, op OpFlags) (mp Mapping, ok bool
 	if mp.Type == Unwritten && op&OpOverwriteOnly != 0 {
 		return Mapping{}, false, errAgain("overwrite-only write into unwritten space", pos)
 	}
-	// Stop where a copy-on-write reservation starts: writes there go to it.
-	if r, ok := firstFrom(m.cow, pos); ok && r.off < mp.End() {
-		mp.Length = r.off - mp.Offset
+	// Keep out the copy-on-write reservations around pos: writes there go
+	// to them.
+	if m.cow.Len() > 0 {
+		if r, ok := lastBefore(m.cow, pos); ok && r.end() > mp.Offset {
+			mp.Addr += r.end() - mp.Offset
+			mp.Length -= r.end() - mp.Offset
+			mp.Offset = r.end()
+		}
+		if r, ok := firstFrom(m.cow, pos); ok && r.off < mp.End() {
+			mp.Length = r.off - mp.Offset
+		}
 	}
 	return mp, true, nil
 }

@@ -230,14 +230,27 @@ func TestExtentMapCloneSharesUntilWritten(t *testing.T) {
 	wantMapping(t, begin(t, m, 4096, 4096, OpWrite|OpOverwriteOnly), "mapped [4096,8192) flags=none target=0 addr=4096 bs=4096")
 	checkNoLeak(t, m, c)
 
+	// A reservation left over after its range stopped being shared still
+	// takes the writes there.
+	d := m.Clone()
+	wantMapping(t, begin(t, m, 4096, 4096, OpWrite), "mapped [4096,8192) flags=new|shared target=0 addr=20480 bs=4096")
+	d.Release()
+	wantMapping(t, begin(t, m, 4096, 4096, OpWrite), "mapped [4096,8192) flags=new|shared target=0 addr=20480 bs=4096")
+	if err := m.IOComplete(4096, 4096, OpWrite, nil); err != nil {
+		t.Fatal(err)
+	}
+	wantMapping(t, begin(t, m, 4096, 1, 0), "mapped [4096,8192) flags=none target=0 addr=20480 bs=4096")
+	checkNoLeak(t, m, c)
+
 	// A failed copy-on-write keeps the old data and the reservation, which
 	// the next write reuses.
 	ms := writeAll(t, c, 8192, 8192, syscall.EIO)
-	wantMapping(t, ms[0], "mapped [8192,16384) flags=new|shared target=0 addr=20480 bs=4096")
+	wantMapping(t, ms[0], "mapped [8192,16384) flags=new|shared target=0 addr=24576 bs=4096")
 	wantMapping(t, begin(t, c, 8192, 1, 0), "mapped [8192,16384) flags=shared target=0 addr=8192 bs=4096")
 	ms = writeAll(t, c, 8192, 8192, nil)
-	wantMapping(t, ms[0], "mapped [8192,16384) flags=new|shared target=0 addr=20480 bs=4096")
-	wantMapping(t, begin(t, c, 4096, 1, 0), "mapped [4096,16384) flags=none target=0 addr=16384 bs=4096")
+	wantMapping(t, ms[0], "mapped [8192,16384) flags=new|shared target=0 addr=24576 bs=4096")
+	wantMapping(t, begin(t, c, 4096, 1, 0), "mapped [4096,8192) flags=none target=0 addr=16384 bs=4096")
+	wantMapping(t, begin(t, c, 8192, 1, 0), "mapped [8192,16384) flags=none target=0 addr=24576 bs=4096")
 	checkNoLeak(t, m, c)
 
 	// Dropping the original frees what only it held: blocks 1 to 3.

@@ -427,6 +427,14 @@ func TestFileMapperCache(t *testing.T) {
 	}
 	wantMapping(t, begin(t, fm, 700*k, 1, 0), fmt.Sprintf("mapped [%d,%d) flags=none target=0 addr=%d", 700*k, 704*k, 700*k))
 
+	// After a failed write the size comes from fstat: the kernel may have
+	// extended the file part way, or not at all.
+	fm.size.Store(1 << 30)
+	must(t, fm.IOComplete(800*k, 4*k, OpWrite, syscall.EIO))
+	if fm.Size() != 704*k {
+		t.Fatalf("Size() = %d after a failed write, want the file's %d", fm.Size(), 704*k)
+	}
+
 	// Punch, Preallocate and Truncate change the file and the cache.
 	must(t, fm.Punch(0, 64*k))
 	wantMapping(t, begin(t, fm, 0, 1, 0), fmt.Sprintf("hole [0,%d) flags=none target=0 addr=none", 100*k))
