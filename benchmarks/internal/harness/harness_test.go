@@ -1,0 +1,158 @@
+package harness
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uringdio/uringdio/ring"
+)
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		bad  bool
+	}{
+		{"4k", 4096, false}, {"4K", 4096, false}, {"128k", 128 << 10, false}, {"1m", 1 << 20, false},
+		{"1MiB", 1 << 20, false}, {"1g", 1 << 30, false}, {"512", 512, false}, {"2T", 2 << 40, false},
+		{"", 0, true}, {"k", 0, true}, {"-4k", 0, true}, {"4x", 0, true},
+	} {
+		got, err := ParseSize(tc.in)
+		if (err != nil) != tc.bad || got != tc.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d, bad %v", tc.in, got, err, tc.want, tc.bad)
+		}
+		if !tc.bad {
+			if back, _ := ParseSize(FormatSize(got)); back != got {
+				t.Errorf("FormatSize(%d) = %q does not parse back", got, FormatSize(got))
+			}
+		}
+	}
+}
+
+func TestPattern(t *testing.T) {
+	buf := make([]byte, 8192)
+	fillPattern(buf, 1<<20, 42)
+	if at := checkPattern(buf, 1<<20); at != -1 {
+		t.Fatalf("fresh pattern fails at %d", at)
+	}
+	if at := checkPattern(buf, 1<<20+8192); at != 1<<20+8192 {
+		t.Errorf("pattern read at the wrong offset: bad sector %d", at)
+	}
+	buf[512*3+100] ^= 1
+	if at := checkPattern(buf, 1<<20); at != 1<<20+512*3 {
+		t.Errorf("corrupt sector found at %d, want %d", at, 1<<20+512*3)
+	}
+}
+
+func TestSignature(t *testing.T) {
+	dir := t.TempDir()
+	img := make([]byte, 70<<10)
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	raw := write("raw", img)
+	if sig, err := Signature(raw); err != nil || sig != "" {
+		t.Errorf("zeroes: %q, %v", sig, err)
+	}
+	ext := append([]byte(nil), img...)
+	binary.LittleEndian.PutUint16(ext[1080:], 0xEF53)
+	p := write("ext4", ext)
+	if sig, _ := Signature(p); !strings.Contains(sig, "ext") {
+		t.Errorf("ext4 magic: %q", sig)
+	}
+	if err := CheckWritable(p, false); err == nil || !strings.Contains(err.Error(), "-force") {
+		t.Errorf("CheckWritable on an ext4 image: %v", err)
+	}
+	if err := CheckWritable(p, true); err != nil {
+		t.Errorf("CheckWritable with force: %v", err)
+	}
+	swap := append([]byte(nil), img...)
+	copy(swap[4086:], "SWAPSPACE2")
+	if sig, _ := Signature(write("swap", swap)); !strings.Contains(sig, "swap") {
+		t.Errorf("swap magic: %q", sig)
+	}
+}
+
+// TestIOPollUnsupported: -iopoll where the device cannot poll fails at
+// once with the library's explanation, for every engine.
+func TestIOPollUnsupported(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, _ := ring.PolledIOSupported(int(f.Fd()))
+	f.Close()
+	if ok {
+		t.Skip("this device supports polled I/O")
+	}
+	tg, err := CreateScratch(dir, 1<<20, nil)
+	if err != nil {
+		t.Skipf("no O_DIRECT scratch file: %v", err)
+	}
+	defer tg.Close()
+	for _, e := range Engines {
+		cfg := Config{Engine: e, RW: RandRead, BS: 4096, QD: 2, Duration: time.Second, IOPoll: true}
+		tg.Apply(&cfg)
+		start := time.Now()
+		_, err := Run(context.Background(), &cfg, nil)
+		if err == nil || !errors.Is(err, ring.ErrUnsupported) {
+			t.Errorf("%s: -iopoll on a device that cannot poll: %v", e, err)
+		}
+		if time.Since(start) > 500*time.Millisecond {
+			t.Errorf("%s: took %v to refuse", e, time.Since(start))
+		}
+		t.Logf("%s: %v", e, err)
+	}
+}
+
+func TestOpenTargetRefusesOversize(t *testing.T) {
+	tg, err := CreateScratch(t.TempDir(), 1<<20, nil)
+	if err != nil {
+		t.Skipf("no O_DIRECT scratch file: %v", err)
+	}
+	defer tg.Close()
+	if _, err := OpenTarget(tg.Path, 2<<20, false, false); err == nil {
+		t.Error("a -size larger than the file was accepted")
+	}
+	got, err := OpenTarget(tg.Path, 0, true, false)
+	if err != nil || got.Size != 1<<20 || got.Block {
+		t.Errorf("OpenTarget = %+v, %v", got, err)
+	}
+}
+
+func TestNoAllocsPerIO(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("runs I/O; allocation counts are meaningless under -race")
+	}
+	tg, err := CreateScratch(t.TempDir(), 4<<20, nil)
+	if err != nil {
+		t.Skipf("no O_DIRECT scratch file: %v", err)
+	}
+	defer tg.Close()
+	for _, c := range []string{CompInline, CompWait} {
+		cfg := Config{Engine: EngineUringdio, Completion: c, RW: RandRead, BS: 4096, QD: 4, Ops: 5000}
+		tg.Apply(&cfg)
+		// Allocations during the timed part only (setup allocates).
+		var before, after runtimeMem
+		res, err := Run(context.Background(), &cfg, &Hooks{OnStart: before.read, OnStop: after.read})
+		if err != nil || res.Errors > 0 {
+			t.Fatalf("%s: %v %+v", c, err, res)
+		}
+		per := float64(after.mallocs-before.mallocs) / float64(res.Ops)
+		t.Logf("%s: %.3f allocations per I/O", c, per)
+		if per > 0.05 {
+			t.Errorf("%s: %.3f allocations per I/O in steady state", c, per)
+		}
+	}
+}

@@ -1,0 +1,335 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/dio"
+	"github.com/uringdio/uringdio/iomap"
+	"github.com/uringdio/uringdio/ring"
+)
+
+// openUringdio prepares a uringdio job: one dio.File with its own engine
+// (one ring), qd buffers, and either qd reusable Requests driven by
+// completion callbacks (inline, caller, pool) or qd goroutines calling
+// ReadAt/WriteAt (wait).
+func openUringdio(j *Job) (JobRunner, error) {
+	cfg := j.Cfg
+	entries := 256
+	for entries < cfg.QD {
+		entries *= 2
+	}
+	opts := []dio.Option{dio.WithQueueDepth(entries)}
+	if cfg.SQPoll {
+		opts = append(opts, dio.WithSQPoll(0)) // the kernel's default idle, as fio's sqthread_poll
+	}
+	if cfg.IOPoll {
+		opts = append(opts, dio.WithIOPoll())
+	}
+	if cfg.FixedBufs {
+		opts = append(opts, dio.WithFixedBuffers(cfg.QD, cfg.BS))
+	}
+	if cfg.Block {
+		// A block device: fstat says size 0, and its mapping is the identity.
+		opts = append(opts, dio.WithMapper(iomap.NewWholeFile(cfg.Size)), dio.WithSize(cfg.Size))
+	}
+	flag := os.O_RDONLY
+	if cfg.Writes() {
+		flag = os.O_RDWR
+	}
+	f, err := dio.Open(cfg.Path, flag, 0, opts...)
+	if err != nil {
+		return nil, err
+	}
+	u := &uringRunner{j: j, f: f, fixed: cfg.FixedBufs, pool: cfg.Completion == CompPool}
+	for range cfg.QD {
+		var b []byte
+		if u.fixed {
+			if b = f.Engine().GetBuffer(); b == nil {
+				u.Close()
+				return nil, fmt.Errorf("uringdio: no registered buffer left (asked for %d of %d bytes)", cfg.QD, cfg.BS)
+			}
+			b = b[:cfg.BS]
+		} else if b, err = ring.Alloc(cfg.BS); err != nil {
+			u.Close()
+			return nil, err
+		}
+		u.bufs = append(u.bufs, b)
+	}
+	if cfg.Completion == CompWait {
+		for range cfg.QD {
+			u.workers = append(u.workers, j.NewWorker())
+		}
+		return u, nil
+	}
+	u.w = j.NewWorker()
+	u.start = make([]int64, cfg.QD)
+	u.done = make(chan struct{})
+	policy := completion.Inline
+	switch cfg.Completion {
+	case CompCaller:
+		policy = completion.Caller
+		u.q = completion.NewQueue(cfg.QD)
+	case CompPool:
+		policy = completion.Pool
+	}
+	cb := u.complete // one method value for every request: no allocation per I/O
+	for i := range cfg.QD {
+		r := dio.NewRequest()
+		r.Buf, r.Tag, r.Policy, r.Callback, r.Queue = u.bufs[i], uint64(i), policy, cb, u.q
+		u.reqs = append(u.reqs, r)
+	}
+	return u, nil
+}
+
+type uringRunner struct {
+	j     *Job
+	f     *dio.File
+	bufs  [][]byte
+	fixed bool
+
+	// async loop: one worker, qd requests resubmitted by their callbacks
+	w     *Worker
+	reqs  []*dio.Request
+	start []int64 // nanotime each request was submitted
+	live  atomic.Int64
+	done  chan struct{}
+	q     *completion.Queue // Caller: the job goroutine runs the callbacks
+	pool  bool              // Pool: callbacks run concurrently, mu guards w
+	mu    sync.Mutex
+
+	// wait: qd goroutines, one worker each
+	workers []*Worker
+}
+
+func (u *uringRunner) Run() {
+	if u.workers != nil {
+		var wg sync.WaitGroup
+		for i, w := range u.workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				u.syncLoop(w, u.bufs[i])
+			}()
+		}
+		wg.Wait()
+		return
+	}
+	// Pick every request's first I/O before any is submitted: from the
+	// first Submit on, callbacks use the worker.
+	n := 0
+	now := nanotime()
+	for _, r := range u.reqs {
+		write, off, ok := u.w.Next(now)
+		if !ok {
+			break
+		}
+		u.w.Prepare(r.Buf, write, off)
+		r.Op, r.Off = opOf(write), off
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	u.live.Store(int64(n))
+	for _, r := range u.reqs[:n] {
+		u.start[r.Tag] = nanotime()
+		if err := u.f.Submit(r); err != nil {
+			u.j.Fail(err)
+			u.retire()
+		}
+	}
+	if u.q != nil {
+		for u.live.Load() > 0 {
+			if u.q.Poll() == 0 {
+				u.q.Wait(context.Background(), 1)
+			}
+		}
+		return
+	}
+	<-u.done
+}
+
+// complete is every request's callback: record the I/O, pick the next one
+// and resubmit the same request (Inline: on the reaper, batched into the
+// reaper's next io_uring_enter).
+func (u *uringRunner) complete(r *dio.Request) {
+	if u.pool {
+		u.mu.Lock()
+	}
+	now := nanotime()
+	n, err := r.Result()
+	u.w.Done(u.start[r.Tag], now, n, len(r.Buf), err)
+	write, off, ok := u.w.Next(now)
+	if ok {
+		u.w.Prepare(r.Buf, write, off)
+		r.Op, r.Off = opOf(write), off
+		u.start[r.Tag] = nanotime()
+	}
+	if u.pool {
+		u.mu.Unlock()
+	}
+	if ok {
+		if err := u.f.Submit(r); err != nil {
+			u.j.Fail(err)
+			ok = false
+		}
+	}
+	if !ok {
+		u.retire()
+	}
+}
+
+// retire takes one request out of the loop; the last one ends the run.
+func (u *uringRunner) retire() {
+	if u.live.Add(-1) == 0 {
+		close(u.done)
+	}
+}
+
+func (u *uringRunner) syncLoop(w *Worker, buf []byte) {
+	t := nanotime()
+	for {
+		write, off, ok := w.Next(t)
+		if !ok {
+			return
+		}
+		if u.j.written != nil {
+			w.Prepare(buf, write, off)
+			t = nanotime()
+		}
+		var n int
+		var err error
+		if write {
+			n, err = u.f.WriteAt(buf, off)
+		} else {
+			n, err = u.f.ReadAt(buf, off)
+		}
+		e := nanotime()
+		w.Done(t, e, n, len(buf), err)
+		t = e
+	}
+}
+
+func (u *uringRunner) Close() error {
+	for _, b := range u.bufs {
+		if u.fixed {
+			u.f.Engine().PutBuffer(b)
+		} else {
+			ring.Free(b)
+		}
+	}
+	u.bufs = nil
+	return u.f.Close()
+}
+
+func opOf(write bool) dio.Op {
+	if write {
+		return dio.Write
+	}
+	return dio.Read
+}
+
+// openPread prepares a pread job: one os.File opened with O_DIRECT, read
+// and written with ReadAt/WriteAt (pread/pwrite) from qd goroutines, which
+// is what a Go program does without io_uring.
+func openPread(j *Job) (JobRunner, error) {
+	cfg := j.Cfg
+	if cfg.IOPoll || cfg.SQPoll || cfg.FixedBufs {
+		return nil, skipf("pread has no io_uring ring: -sqpoll, -fixedbufs and -iopoll do not apply")
+	}
+	flag := os.O_RDONLY
+	if cfg.Writes() {
+		flag = os.O_RDWR
+	}
+	f, err := os.OpenFile(cfg.Path, flag|oDirect, 0)
+	if err != nil {
+		return nil, err
+	}
+	p := &preadRunner{f: f}
+	for range cfg.QD {
+		b, err := ring.Alloc(cfg.BS)
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		p.bufs = append(p.bufs, b)
+		p.workers = append(p.workers, j.NewWorker())
+	}
+	return p, nil
+}
+
+type preadRunner struct {
+	f       *os.File
+	bufs    [][]byte
+	workers []*Worker
+}
+
+func (p *preadRunner) Run() {
+	var wg sync.WaitGroup
+	for i, w := range p.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := p.bufs[i]
+			verify := w.job.written != nil
+			t := nanotime()
+			for {
+				write, off, ok := w.Next(t)
+				if !ok {
+					return
+				}
+				if verify {
+					w.Prepare(buf, write, off)
+					t = nanotime()
+				}
+				var n int
+				var err error
+				if write {
+					n, err = p.f.WriteAt(buf, off)
+				} else {
+					n, err = p.f.ReadAt(buf, off)
+				}
+				e := nanotime()
+				w.Done(t, e, n, len(buf), err)
+				t = e
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (p *preadRunner) Close() error {
+	for _, b := range p.bufs {
+		ring.Free(b)
+	}
+	p.bufs = nil
+	return p.f.Close()
+}
+
+// checkIOPoll fails early, with the library's explanation, when -iopoll is
+// asked for on a device that cannot poll: polled I/O there would complete
+// with EOPNOTSUPP (or, in a careless harness, spin forever).
+func checkIOPoll(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ok, err := ring.PolledIOSupported(int(f.Fd()))
+	if ok {
+		return nil
+	}
+	if err == nil {
+		err = ring.ErrNoPolledIO
+	}
+	return fmt.Errorf("-iopoll on %s: %w", path, err)
+}
+
+// oDirect is O_DIRECT for os.OpenFile.
+const oDirect = syscall.O_DIRECT

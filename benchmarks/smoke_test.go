@@ -1,0 +1,137 @@
+package benchmarks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uringdio/uringdio/benchmarks/internal/harness"
+)
+
+// jsonFields are diobench's JSON contract (issue 5).
+var jsonFields = []string{"engine", "rw", "bs", "qd", "jobs", "iops", "mbps", "lat_p50_us",
+	"lat_p99_us", "lat_p999_us", "cpu_us_per_op", "sys_cpu_us_per_op", "errors"}
+
+// TestSmoke runs diobench's suite code briefly on an 8 MiB file with every
+// engine that can run here (a read and a verified write each) and checks
+// the results are sane. Engines that cannot run are skipped with the
+// reason; the iceber helper build is skipped in -short mode.
+func TestSmoke(t *testing.T) {
+	target, err := harness.CreateScratch(t.TempDir(), 8<<20, nil)
+	if err != nil {
+		t.Skipf("no O_DIRECT scratch file here: %v", err)
+	}
+	defer target.Close()
+
+	engines := []string{"uringdio", "uringdio/caller", "uringdio/pool", "uringdio/wait", "pread", "fio"}
+	if !testing.Short() {
+		engines = append(engines, "iceber")
+	} else {
+		t.Log("iceber: skipped in -short mode (builds a helper binary)")
+	}
+	specs, err := harness.ParseEngines(strings.Join(engines, ","), harness.CompInline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := &harness.Plan{
+		Base:    harness.Config{Duration: 60 * time.Millisecond, Verify: true, Seed: 7},
+		Engines: specs,
+		Shapes: []harness.Shape{
+			{Device: "scratch", Target: target, RW: harness.RandRead, BS: 4096, QD: 4, Jobs: 1},
+			{Device: "scratch", Target: target, RW: harness.RandWrite, BS: 4096, QD: 4, Jobs: 2},
+		},
+	}
+	var lines [][]byte
+	results := plan.Run(context.Background(), nil, func(r *harness.Result) {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Error(err)
+		}
+		lines = append(lines, b)
+	})
+	if len(results) != len(specs)*len(plan.Shapes) {
+		t.Fatalf("%d results, want %d", len(results), len(specs)*len(plan.Shapes))
+	}
+	ran := map[string]bool{}
+	for i, r := range results {
+		name := r.Label() + " " + r.RW
+		if r.Skipped != "" {
+			if r.Engine == harness.EngineUringdio || r.Engine == harness.EnginePread {
+				t.Errorf("%s skipped: %s", name, r.Skipped)
+			}
+			t.Logf("%s: skipped: %s", name, r.Skipped)
+			continue
+		}
+		ran[r.Label()] = true
+		if r.Errors != 0 || r.FirstError != "" {
+			t.Errorf("%s: %d errors, first: %s", name, r.Errors, r.FirstError)
+		}
+		if r.IOPS <= 0 || r.Ops <= 0 || r.MBps <= 0 {
+			t.Errorf("%s: iops %v, ops %d, MB/s %v", name, r.IOPS, r.Ops, r.MBps)
+		}
+		if !(r.LatP50 > 0 && r.LatP50 <= r.LatP99 && r.LatP99 <= r.LatP999) {
+			t.Errorf("%s: latency percentiles p50 %v p99 %v p99.9 %v", name, r.LatP50, r.LatP99, r.LatP999)
+		}
+		if r.CPUPerOp < 0 || r.SysCPUPerOp < 0 {
+			t.Errorf("%s: negative CPU per op", name)
+		}
+		if r.RW == harness.RandWrite && r.Engine != harness.EngineFio && r.Verified == 0 {
+			t.Errorf("%s: -verify checked no block", name)
+		}
+		if r.Engine != harness.EngineFio && r.VsFio == 0 && ran["fio"] {
+			t.Errorf("%s: no ratio to fio", name)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(lines[i], &m); err != nil {
+			t.Fatalf("%s: JSON line does not parse: %v\n%s", name, err, lines[i])
+		}
+		for _, f := range jsonFields {
+			if _, ok := m[f]; !ok {
+				t.Errorf("%s: JSON lacks %q: %s", name, f, lines[i])
+			}
+		}
+		t.Logf("%-16s %-9s %8.0f IOPS  p50 %6.1f µs  cpu %6.2f µs/op  verified %d", r.Label(), r.RW, r.IOPS, r.LatP50, r.CPUPerOp, r.Verified)
+	}
+	for _, e := range []string{"uringdio", "uringdio/caller", "uringdio/pool", "uringdio/wait", "pread"} {
+		if !ran[e] {
+			t.Errorf("%s did not run", e)
+		}
+	}
+
+	// The outputs: table, plot, report.
+	var tab bytes.Buffer
+	if err := harness.WriteTable(&tab, results); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(tab.String(), "×fio") || !strings.Contains(tab.String(), "uringdio/wait") {
+		t.Errorf("table lacks columns or lines:\n%s", tab.String())
+	}
+	dir := t.TempDir()
+	for _, name := range []string{"plot.png", "plot.svg"} {
+		p := filepath.Join(dir, name)
+		if err := harness.WritePlot(p, results); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if st, err := os.Stat(p); err != nil || st.Size() < 1000 {
+			t.Errorf("%s: %v, %d bytes", name, err, st.Size())
+		}
+	}
+	report := filepath.Join(dir, "RESULTS.md")
+	os.WriteFile(report, []byte("old\n<!-- analysis:begin (kept when the report is regenerated) -->\nkeep me\n<!-- analysis:end -->\n"), 0o644)
+	info := harness.GatherInfo(time.Now(), harness.LoadAvg(), target, nil)
+	info.Command, info.Plan = "go test", plan
+	if err := harness.WriteReportFile(report, info, results); err != nil {
+		t.Fatal(err)
+	}
+	md, _ := os.ReadFile(report)
+	for _, want := range []string{"## Targets (issue 5)", "| engine |", "keep me", "not measured"} {
+		if !bytes.Contains(md, []byte(want)) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}
