@@ -28,7 +28,7 @@ func TestSmoke(t *testing.T) {
 	}
 	defer target.Close()
 
-	engines := []string{"uringdio", "uringdio/caller", "uringdio/pool", "uringdio/wait", "pread", "fio"}
+	engines := []string{"uringdio", "uringdio/caller", "uringdio/pool", "uringdio/wait", "pread", "ring", "fio"}
 	if !testing.Short() {
 		engines = append(engines, "iceber")
 	} else {
@@ -61,7 +61,7 @@ func TestSmoke(t *testing.T) {
 	for i, r := range results {
 		name := r.Label() + " " + r.RW
 		if r.Skipped != "" {
-			if r.Engine == harness.EngineUringdio || r.Engine == harness.EnginePread {
+			if r.Engine == harness.EngineUringdio || r.Engine == harness.EnginePread || (r.Engine == harness.EngineRing && r.RW == harness.RandRead) {
 				t.Errorf("%s skipped: %s", name, r.Skipped)
 			}
 			t.Logf("%s: skipped: %s", name, r.Skipped)
@@ -80,7 +80,7 @@ func TestSmoke(t *testing.T) {
 		if r.CPUPerOp < 0 || r.SysCPUPerOp < 0 {
 			t.Errorf("%s: negative CPU per op", name)
 		}
-		if r.RW == harness.RandWrite && r.Engine != harness.EngineFio && r.Verified == 0 {
+		if r.RW == harness.RandWrite && r.Engine != harness.EngineFio && r.Engine != harness.EngineRing && r.Verified == 0 {
 			t.Errorf("%s: -verify checked no block", name)
 		}
 		if r.Engine != harness.EngineFio && r.VsFio == 0 && ran["fio"] {

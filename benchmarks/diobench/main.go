@@ -26,6 +26,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,6 +59,9 @@ type options struct {
 	rounds     int
 	zram       string
 	seed       uint64
+	ringflags  string
+	batch      int
+	cpuprofile string
 }
 
 func main() {
@@ -69,7 +73,7 @@ func main() {
 	flag.StringVar(&o.qd, "qd", "", "queue depth(s): I/Os in flight per job, e.g. 32 or 1,8,32,128 (default 32)")
 	flag.IntVar(&o.jobs, "jobs", 1, "independent jobs, each with its own file handle and ring (fio's numjobs)")
 	flag.DurationVar(&o.duration, "duration", 0, "time per run (default 3s; -report: 5s)")
-	flag.StringVar(&o.engines, "engine", "uringdio,pread,iceber,fio", "comma list of uringdio, pread, iceber, fio (uringdio/wait etc. picks a completion mode per entry)")
+	flag.StringVar(&o.engines, "engine", "uringdio,pread,iceber,fio", "comma list of uringdio, pread, iceber, fio (uringdio/wait etc. picks a completion mode per entry; ring is a diagnostic floor: ring.Ring driven directly, fio-style)")
 	flag.StringVar(&o.completion, "completion", "inline", "uringdio completion: inline|caller|pool (async loop of qd requests resubmitted by their callbacks) or wait (qd goroutines calling ReadAt/WriteAt)")
 	flag.BoolVar(&o.sqpoll, "sqpoll", false, "kernel submission-queue polling thread (uringdio, iceber, fio)")
 	flag.BoolVar(&o.fixedbufs, "fixedbufs", false, "registered buffers (read_fixed/write_fixed)")
@@ -82,6 +86,9 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 0, "repeat each shape's engines this many times in alternating order and keep each engine's median (default 1; -report: 3)")
 	flag.StringVar(&o.zram, "zram", "/dev/zram0", "-report: the zram device for the RAM-bound comparison (filled with random data first unless it holds a signature); empty to leave it out")
 	flag.Uint64Var(&o.seed, "seed", 1, "random seed of offsets and data")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a Go CPU profile of the runs to this file (go tool pprof)")
+	flag.IntVar(&o.batch, "submit-batch", 0, "diagnostic engine ring only: enter the kernel once this many SQEs are prepared (0: once per reaped batch of completions)")
+	flag.StringVar(&o.ringflags, "ringflags", "", "extra io_uring setup flags for uringdio's ring, for experiments: comma list of coop, taskrun, single, defer, submitall")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: diobench [flags]\n\nMeasures uringdio against fio (io_uring), Go's os.File pread/pwrite and iceber/iouring-go on the same file.\nWith no flags: 1 GiB scratch file in %s, a short suite, a table.\n\n", os.TempDir())
 		flag.PrintDefaults()
@@ -126,7 +133,7 @@ func run(ctx context.Context, o *options) error {
 	}
 	base := harness.Config{
 		Duration: o.duration, Completion: o.completion, SQPoll: o.sqpoll, FixedBufs: o.fixedbufs,
-		IOPoll: o.iopoll, Verify: o.verify, Seed: o.seed,
+		IOPoll: o.iopoll, Verify: o.verify, Seed: o.seed, RingFlags: o.ringflags, SubmitBatch: o.batch,
 	}
 	var size int64
 	if o.size != "" {
@@ -238,6 +245,16 @@ func run(ctx context.Context, o *options) error {
 	if o.json {
 		enc := json.NewEncoder(os.Stdout)
 		emit = func(r *harness.Result) { enc.Encode(r) }
+	}
+	if o.cpuprofile != "" {
+		pf, err := os.Create(o.cpuprofile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); pf.Close() }()
 	}
 	started := time.Now()
 	load0 := harness.LoadAvg()

@@ -62,7 +62,13 @@ type Config struct {
 	FixedBufs  bool          `json:"fixedbufs,omitempty"`
 	IOPoll     bool          `json:"iopoll,omitempty"`
 	Verify     bool          `json:"verify,omitempty"`
-	Seed       uint64        `json:"seed,omitempty"`
+	// RingFlags adds io_uring setup flags to uringdio's ring (comma list of
+	// coop, taskrun, single, defer, submitall): for experiments with what
+	// the library's defaults should be.
+	RingFlags string `json:"ringflags,omitempty"`
+	// SubmitBatch is the ring engine's submission batch (see EngineRing).
+	SubmitBatch int    `json:"submit_batch,omitempty"`
+	Seed        uint64 `json:"seed,omitempty"`
 }
 
 // Validate checks a config and fills defaults (jobs 1, completion inline).
@@ -115,6 +121,9 @@ func (c *Config) Options() string {
 	}
 	if c.IOPoll {
 		o = append(o, "iopoll")
+	}
+	if c.RingFlags != "" && (c.Engine == EngineUringdio || c.Engine == EngineRing) {
+		o = append(o, c.RingFlags)
 	}
 	return strings.Join(o, ",")
 }

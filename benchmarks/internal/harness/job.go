@@ -127,6 +127,27 @@ func (w *Worker) Next(now int64) (write bool, off int64, ok bool) {
 	return write, blk * int64(j.Cfg.BS), true
 }
 
+// AllocBuffer returns an aligned off-heap I/O buffer of the job's block
+// size (free it with ring.Free). For a job that writes, it holds random
+// data, as fio's buffers do: zero pages would let a device such as zram
+// store them as "same-filled" pages and make writes and later reads
+// unrealistically cheap.
+func (j *Job) AllocBuffer() ([]byte, error) {
+	b, err := ring.Alloc(j.Cfg.BS)
+	if err == nil {
+		j.FillBuffer(b)
+	}
+	return b, err
+}
+
+// FillBuffer fills buf with random data if the job writes.
+func (j *Job) FillBuffer(buf []byte) {
+	if j.Cfg.Writes() {
+		rng := rand.NewChaCha8([32]byte{byte(j.ID), byte(j.Cfg.Seed), 'b', 'u', 'f'})
+		rng.Read(buf)
+	}
+}
+
 // Prepare readies buf for a write at off: with -verify it fills it with a
 // self-checking pattern and marks its blocks written.
 func (w *Worker) Prepare(buf []byte, write bool, off int64) {

@@ -33,6 +33,8 @@ func Run(ctx context.Context, cfg *Config, hooks *Hooks) (*Result, error) {
 		return res, err
 	case EngineFio:
 		return runFio(ctx, cfg)
+	case EngineRing:
+		return RunJobs(ctx, cfg, openRingLoop, hooks)
 	}
 	return nil, fmt.Errorf("harness: unknown engine %q (uringdio, pread, iceber, fio)", cfg.Engine)
 }
@@ -67,8 +69,8 @@ func ParseEngines(list, completion string) ([]EngineSpec, error) {
 		if n, c, ok := strings.Cut(name, "/"); ok {
 			e.Engine, e.Completion = n, c
 		}
-		if !slices.Contains(Engines, e.Engine) {
-			return nil, fmt.Errorf("unknown engine %q (uringdio, pread, iceber, fio)", name)
+		if !slices.Contains(Engines, e.Engine) && e.Engine != EngineRing {
+			return nil, fmt.Errorf("unknown engine %q (uringdio, pread, iceber, fio; ring for diagnosis)", name)
 		}
 		if e.Engine == EngineUringdio && e.Completion == "" {
 			e.Completion = completion

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -34,6 +35,13 @@ func openUringdio(j *Job) (JobRunner, error) {
 	if cfg.FixedBufs {
 		opts = append(opts, dio.WithFixedBuffers(cfg.QD, cfg.BS))
 	}
+	if cfg.RingFlags != "" {
+		fl, err := parseRingFlags(cfg.RingFlags)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, dio.WithRingFlags(fl))
+	}
 	if cfg.Block {
 		// A block device: fstat says size 0, and its mapping is the identity.
 		opts = append(opts, dio.WithMapper(iomap.NewWholeFile(cfg.Size)), dio.WithSize(cfg.Size))
@@ -55,7 +63,8 @@ func openUringdio(j *Job) (JobRunner, error) {
 				return nil, fmt.Errorf("uringdio: no registered buffer left (asked for %d of %d bytes)", cfg.QD, cfg.BS)
 			}
 			b = b[:cfg.BS]
-		} else if b, err = ring.Alloc(cfg.BS); err != nil {
+			j.FillBuffer(b)
+		} else if b, err = j.AllocBuffer(); err != nil {
 			u.Close()
 			return nil, err
 		}
@@ -228,6 +237,29 @@ func (u *uringRunner) Close() error {
 	return u.f.Close()
 }
 
+// parseRingFlags parses -ringflags.
+func parseRingFlags(list string) (ring.SetupFlags, error) {
+	var fl ring.SetupFlags
+	for _, n := range strings.Split(list, ",") {
+		switch strings.TrimSpace(n) {
+		case "":
+		case "coop":
+			fl |= ring.SetupCoopTaskrun
+		case "taskrun":
+			fl |= ring.SetupTaskrunFlag
+		case "single":
+			fl |= ring.SetupSingleIssuer
+		case "defer":
+			fl |= ring.SetupDeferTaskrun
+		case "submitall":
+			fl |= ring.SetupSubmitAll
+		default:
+			return 0, fmt.Errorf("unknown ring flag %q (coop, taskrun, single, defer, submitall)", n)
+		}
+	}
+	return fl, nil
+}
+
 func opOf(write bool) dio.Op {
 	if write {
 		return dio.Write
@@ -253,7 +285,7 @@ func openPread(j *Job) (JobRunner, error) {
 	}
 	p := &preadRunner{f: f}
 	for range cfg.QD {
-		b, err := ring.Alloc(cfg.BS)
+		b, err := j.AllocBuffer()
 		if err != nil {
 			p.Close()
 			return nil, err

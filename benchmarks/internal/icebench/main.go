@@ -47,7 +47,7 @@ func open(j *harness.Job) (harness.JobRunner, error) {
 	}
 	r := &runner{iour: iour, f: f, w: j.NewWorker(), ch: make(chan iouring.Result, cfg.QD)}
 	for range cfg.QD {
-		b, err := ring.Alloc(cfg.BS)
+		b, err := j.AllocBuffer()
 		if err != nil {
 			r.Close()
 			return nil, err
