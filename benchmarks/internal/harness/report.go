@@ -152,9 +152,9 @@ func GatherInfo(started time.Time, load0 string, file, zram *Target) *ReportInfo
 	}
 	if file != nil {
 		in.FileDev = DeviceName(file.Path)
-		desc := fmt.Sprintf("`%s`, %s", file.Path, FormatSize(file.Size))
+		desc := fmt.Sprintf("`%s`, %s", file.Path, humanSize(file.Size))
 		if file.Scratch {
-			desc = fmt.Sprintf("scratch file of random data in %s (%s), written with O_DIRECT and removed afterwards", filepath.Dir(file.Path), FormatSize(file.Size))
+			desc = fmt.Sprintf("a %s scratch file of random data in %s, written with O_DIRECT and removed afterwards", humanSize(file.Size), filepath.Dir(file.Path))
 		}
 		desc += " on " + describeDevice(in.FileDev)
 		if fs := fsType(file.Path); fs != "" {
@@ -164,7 +164,7 @@ func GatherInfo(started time.Time, load0 string, file, zram *Target) *ReportInfo
 	}
 	if zram != nil {
 		in.ZramDev = DeviceName(zram.Path)
-		add("zram", fmt.Sprintf("`%s`: %s; the first %s filled with random data before the runs", zram.Path, describeDevice(in.ZramDev), FormatSize(zram.Size)))
+		add("zram", fmt.Sprintf("`%s`: %s; the first %s filled with random data before the runs", zram.Path, describeDevice(in.ZramDev), humanSize(zram.Size)))
 	} else {
 		add("zram", "not measured (no configured zram device; see \"Setting up zram\")")
 	}
@@ -210,16 +210,16 @@ func describeDevice(dev string) string {
 	var parts []string
 	if strings.HasPrefix(dev, "zram") {
 		if n, err := ParseSize(sysBlock(dev, "disksize")); err == nil && n > 0 {
-			parts = append(parts, "disksize "+FormatSize(n))
+			parts = append(parts, "disksize "+humanSize(n))
 		}
-		if a := sysBlock(dev, "comp_algorithm"); a != "" {
+		if a := selected(sysBlock(dev, "comp_algorithm")); a != "" {
 			parts = append(parts, "compression "+a)
 		}
 	} else {
 		if strings.HasPrefix(dev, "vd") {
 			parts = append(parts, "virtio-blk")
 		}
-		if s := sysBlock(dev, "queue/scheduler"); s != "" {
+		if s := selected(sysBlock(dev, "queue/scheduler")); s != "" {
 			parts = append(parts, "scheduler "+s)
 		}
 		if r := sysBlock(dev, "queue/rotational"); r == "0" {
@@ -233,6 +233,28 @@ func describeDevice(dev string) string {
 		return dev
 	}
 	return dev + " (" + strings.Join(parts, ", ") + ")"
+}
+
+// selected picks the bracketed choice of a sysfs list ("none [mq-deadline] kyber").
+func selected(s string) string {
+	if _, rest, ok := strings.Cut(s, "["); ok {
+		if v, _, ok := strings.Cut(rest, "]"); ok {
+			return v
+		}
+	}
+	return s
+}
+
+func humanSize(n int64) string {
+	for _, u := range []struct {
+		s string
+		v int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.v {
+			return strings.TrimSuffix(strings.TrimSuffix(fmt.Sprintf("%.1f", float64(n)/float64(u.v)), "0"), ".") + " " + u.s
+		}
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 func fsType(path string) string {
@@ -291,7 +313,7 @@ func EvaluateTargets(results []*Result, fileDev, zramDev string) []Check {
 		if !atLeast {
 			met = ratio <= limit
 		}
-		c.Measured = fmt.Sprintf("%.2f× (%s vs %s %s)", ratio, fmtNum(get(u)), fmtNum(get(peer)), unit)
+		c.Measured = fmt.Sprintf("%.3f× (%s vs %s %s)", ratio, fmtNum(get(u)), fmtNum(get(peer)), unit)
 		c.Status = "missed"
 		if met {
 			c.Status = "met"
@@ -381,8 +403,8 @@ func WriteReport(w io.Writer, in *ReportInfo, results []*Result, analysis string
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("# diobench results\n\n")
 	p("Measured on %s with\n\n```sh\n%s\n```\n\n", in.Started.UTC().Format("2006-01-02 15:04 MST"), in.Command)
-	p("which regenerates this file (as root, for the zram device; about %d minutes). It keeps the analysis section below.\n\n",
-		int(in.Finished.Sub(in.Started).Round(time.Minute).Minutes()))
+	p("which regenerates this file (as root, for the zram device; it took %s). It keeps the analysis section below.\n\n",
+		in.Finished.Sub(in.Started).Round(time.Second))
 	p("## Machine\n\n| | |\n|---|---|\n")
 	for _, kv := range in.Machine {
 		p("| %s | %s |\n", kv[0], kv[1])
