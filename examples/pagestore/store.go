@@ -116,6 +116,7 @@ type Store struct {
 	arena    []byte            // off-heap frames: dirty pages, one spare, headers
 	hdr      []byte            // walSlotSize bytes for the WAL header
 	walReq   *dio.Request      // reused for every append
+	walWG    sync.WaitGroup    // the append in flight
 	ckptReqs []*dio.Request    // reused by every checkpoint
 	ckptQ    completion.Queue  // Caller completions of page writes
 	ckptWG   sync.WaitGroup    // page writes not completed yet
@@ -280,6 +281,7 @@ func (s *Store) setupMemory(readSlots int) {
 	}
 	s.hdr = s.arena[(s.walCap+1)*PageSize:]
 	s.walReq = dio.NewRequest()
+	s.walReq.Callback = func(*dio.Request) { s.walWG.Done() }
 	for range s.walCap {
 		s.ckptReqs = append(s.ckptReqs, dio.NewRequest())
 	}
@@ -357,15 +359,22 @@ func (s *Store) Put(ctx context.Context, id uint32, payload []byte) error {
 
 	// The append: DSYNC, asking for Caller completion. A pure overwrite
 	// written through needs no work after the data, so it keeps Caller
-	// and Wait below runs its (trivial) completion here. If write-through
-	// were impossible, the engine would downgrade it to the pool, which
-	// runs the fdatasync; EffectivePolicy tells us which happened.
+	// and r.Wait below runs its (trivial) completion here. If
+	// write-through were impossible, the engine would downgrade it to the
+	// pool, which runs the fdatasync; EffectivePolicy tells us which
+	// happened. Either way the completion ends in the callback, walWG.Done.
 	r := s.walReq
 	r.Op, r.Off, r.Buf, r.Flags, r.Policy = dio.Write, walHeader+int64(s.walNext)*PageSize, f, dio.DSync, completion.Caller
+	s.walWG.Add(1)
 	if err := s.wal.Submit(r); err != nil {
+		s.walWG.Done()
 		return err
 	}
-	if _, err := r.Wait(ctx); err != nil {
+	if p, _ := r.EffectivePolicy(); p == completion.Caller {
+		r.Wait(ctx)
+	}
+	s.walWG.Wait()
+	if _, err := r.Result(); err != nil {
 		// The record may or may not be on disk: the next append
 		// overwrites the same slot. A Put that failed may still show up
 		// after a crash, never a Put that succeeded go missing.

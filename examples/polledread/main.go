@@ -104,12 +104,17 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		}
 	}
 
+	// A block device's fstat size is 0: tell the engine the real size.
+	size, err := sizeOf(path)
+	if err != nil {
+		return err
+	}
+
 	// Polled I/O if the device can; the library checks and says why not.
 	var f *dio.File
-	var err error
 	mode := "IOPOLL"
 	if cfg.Mode == "auto" || cfg.Mode == "iopoll" {
-		f, err = dio.Open(path, os.O_RDONLY, 0, dio.WithIOPoll(), dio.WithQueueDepth(2*cfg.QD))
+		f, err = dio.Open(path, os.O_RDONLY, 0, dio.WithIOPoll(), dio.WithQueueDepth(2*cfg.QD), dio.WithSize(size))
 		if err != nil {
 			if cfg.Mode == "iopoll" || !errors.Is(err, errors.ErrUnsupported) {
 				return err
@@ -120,7 +125,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 	if f == nil {
 		mode = "SQPOLL"
-		f, err = dio.Open(path, os.O_RDONLY, 0, dio.WithSQPoll(time.Second), dio.WithQueueDepth(2*cfg.QD))
+		f, err = dio.Open(path, os.O_RDONLY, 0, dio.WithSQPoll(time.Second), dio.WithQueueDepth(2*cfg.QD), dio.WithSize(size))
 		if err != nil {
 			return err
 		}
@@ -133,7 +138,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	report(out, mode+", spinning on the CQ", true, cfg, st)
 
 	if cfg.Baseline {
-		f, err := dio.Open(path, os.O_RDONLY, 0, dio.WithQueueDepth(2*cfg.QD))
+		f, err := dio.Open(path, os.O_RDONLY, 0, dio.WithQueueDepth(2*cfg.QD), dio.WithSize(size))
 		if err != nil {
 			return err
 		}
@@ -329,6 +334,17 @@ func nvcsw() int64 {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Nvcsw
+}
+
+// sizeOf returns the size of a file or block device (whose fstat size is
+// 0: dio.Open would see an empty file).
+func sizeOf(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return f.Seek(0, io.SeekEnd)
 }
 
 // deviceName names the block device a file lives on ("vda"), for the

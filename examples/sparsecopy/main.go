@@ -200,10 +200,11 @@ func copySparse(ctx context.Context, src, dst string, cfg config) (*copyStats, e
 
 	// The copy gets its size first, so that writes land in holes below
 	// the size (the destination's mapper reports them as new space)
-	// rather than all extending the file. Rounded down to the alignment:
-	// a write across an unaligned end of file fails with EINVAL (the
-	// mapping is cut at the size, leaving an unaligned SQE; see the
-	// README's known issues). The final truncate sets the exact size.
+	// rather than all extending the file. Rounded down to 4096 bytes (a
+	// multiple of any direct-I/O alignment): the engine currently fails
+	// an aligned write across an unaligned end of file with EINVAL (the
+	// mapping is cut at the size, leaving SQEs of unaligned length). The
+	// final truncate sets the exact size.
 	df, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, err
