@@ -15,8 +15,9 @@
 //     engine downgrades it to the worker pool; the example counts both;
 //   - the WAL is appended with dio.DSync. Its file is written with zeroes
 //     when the store is created, so an append overwrites allocated blocks
-//     and is written through (RWF_DSYNC on the SQE, FUA on the device)
-//     instead of being followed by an fdatasync;
+//     and is written through (RWF_DSYNC on the SQE: a FUA write, or a
+//     cache flush where the device has no FUA) instead of being followed
+//     by an fdatasync;
 //   - a checkpoint writes the dirty pages, fdatasyncs pages.db, then starts
 //     a new WAL generation in a ping-pong header.
 //

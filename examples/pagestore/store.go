@@ -32,7 +32,7 @@ import (
 // replaying it is idempotent and repairs a page torn by a crash during a
 // checkpoint. The file is written with zeroes once, at creation: appends
 // are then overwrites of allocated, written blocks, which is what lets a
-// DSYNC append be written through (RWF_DSYNC, FUA) instead of being
+// DSYNC append be written through (RWF_DSYNC) instead of being
 // followed by an fdatasync.
 //
 // A frame (a page, or a WAL record) is:
