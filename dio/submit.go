@@ -63,6 +63,7 @@ func (f *File) start(r *Request, sync bool) error {
 		}
 		r.policy = completion.Wait
 		r.n = r.DoneBefore
+		r.once.Claim() // completed here, without the file's in-flight ref: no RunCompletion
 		r.state.Store(stateComplete)
 		return nil
 	}
@@ -71,6 +72,7 @@ func (f *File) start(r *Request, sync bool) error {
 			// Entirely past EOF: nothing to read, no I/O.
 			r.policy = completion.Wait
 			r.n, r.err = r.DoneBefore, io.EOF
+			r.once.Claim() // as above
 			r.state.Store(stateComplete)
 			if !sync {
 				r.runCallback()

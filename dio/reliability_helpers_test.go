@@ -1,0 +1,193 @@
+//go:build linux
+
+package dio_test
+
+// Helpers shared by the reliability tests (reliability_*_test.go): the
+// model checker, the differential run, fault injection, real file systems,
+// runtime stress and crash tests.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"unsafe"
+
+	"github.com/uringdio/uringdio/dio"
+	"github.com/uringdio/uringdio/ring"
+	"golang.org/x/sys/unix"
+)
+
+// longMode reports whether the long runs were asked for (UIRINGDIO_LONG=1).
+func longMode() bool { return os.Getenv("UIRINGDIO_LONG") != "" && os.Getenv("UIRINGDIO_LONG") != "0" }
+
+// envInt returns the integer in the environment variable name, or def.
+func envInt(name string, def int64) int64 {
+	if v := os.Getenv(name); v != "" {
+		if n, err := strconv.ParseInt(v, 0, 64); err == nil {
+			return n
+		}
+	}
+	return def
+}
+
+// relBuf returns n bytes of aligned off-heap memory, freed at cleanup.
+func relBuf(t testing.TB, n int) []byte {
+	t.Helper()
+	b, err := ring.Alloc(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ring.Free(b) })
+	return b
+}
+
+func addr(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
+
+// checkOpError describes what is wrong with err as the error of an
+// operation op on path at off of length n, or returns "".
+func checkOpError(err error, op, path string, off, n int64) string {
+	var oe *dio.OpError
+	if !errors.As(err, &oe) {
+		return fmt.Sprintf("error %v (%T) is not a *dio.OpError", err, err)
+	}
+	if oe.Op != op || oe.Path != path || oe.Off != off || oe.Len != n {
+		return fmt.Sprintf("OpError{Op:%q Path:%q Off:%d Len:%d}, want {%q %q %d %d}: %v",
+			oe.Op, oe.Path, oe.Off, oe.Len, op, path, off, n, err)
+	}
+	return ""
+}
+
+// errnoOf returns the errno err wraps, or 0.
+func errnoOf(err error) syscall.Errno {
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return e
+	}
+	return 0
+}
+
+// preadAll reads [off, off+n) of path with buffered pread (bypassing the
+// engine): what the kernel has.
+func preadAll(t testing.TB, path string, off, n int64) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	m, err := f.ReadAt(b, off)
+	if err != nil && err != io.EOF {
+		t.Fatal(err)
+	}
+	return b[:m]
+}
+
+// fileSize returns the size fstat reports for path.
+func fileSize(t testing.TB, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+// ---- loop-mounted file systems ----
+
+// loopFS is a file system on a loop device, mounted in a temporary
+// directory; it is unmounted and detached at cleanup.
+type loopFS struct {
+	Dir    string
+	Dev    string
+	FSType string
+	Sector int
+}
+
+// needRoot skips the test unless it runs as root with the named tools.
+func needRoot(t testing.TB, tools ...string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop devices and mount)")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if _, err2 := os.Stat("/usr/sbin/" + tool); err2 != nil {
+				if _, err3 := os.Stat("/sbin/" + tool); err3 != nil {
+					t.Skipf("needs %s: %v", tool, err)
+				}
+			}
+		}
+	}
+}
+
+func run(name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "PATH="+os.Getenv("PATH")+":/usr/sbin:/sbin")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// mountLoop makes a file system of type fstype (ext4, xfs, btrfs) of size
+// bytes on a loop device with the given logical sector size, mounts it and
+// returns it. It skips the test if that cannot be done here.
+func mountLoop(t testing.TB, fstype string, size int64, sector int) *loopFS {
+	t.Helper()
+	mkfs := "mkfs." + fstype
+	needRoot(t, "losetup", "mount", "umount", mkfs)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run("losetup", "--find", "--show", "--sector-size", strconv.Itoa(sector), "--direct-io=on", img)
+	if err != nil {
+		// Older losetup or a backing file system without O_DIRECT.
+		out, err = run("losetup", "--find", "--show", "--sector-size", strconv.Itoa(sector), img)
+	}
+	if err != nil {
+		t.Skipf("cannot attach a loop device: %v", err)
+	}
+	dev := strings.TrimSpace(out)
+	t.Cleanup(func() { run("losetup", "-d", dev) })
+	var args []string
+	switch fstype {
+	case "ext4":
+		args = []string{"-q", "-F", "-b", "4096", dev}
+	case "xfs":
+		args = []string{"-q", "-f", dev}
+	case "btrfs":
+		args = []string{"-q", "-f", dev}
+	default:
+		t.Fatalf("unknown fs %s", fstype)
+	}
+	if _, err := run(mkfs, args...); err != nil {
+		t.Skipf("%s on %s with %d-byte sectors: %v", mkfs, dev, sector, err)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("mount", "-t", fstype, dev, mnt); err != nil {
+		t.Skipf("cannot mount %s: %v", fstype, err)
+	}
+	t.Cleanup(func() {
+		if _, err := run("umount", mnt); err != nil {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	})
+	return &loopFS{Dir: mnt, Dev: dev, FSType: fstype, Sector: sector}
+}
