@@ -301,6 +301,20 @@ func (f *File) addPieces(r *Request, m *iomap.Mapping, pos, n int64, write bool)
 			sqeLen = min(alignUp(pos+l, a)-pos, int64(len(b)))
 		}
 		_, fixed := f.eng.fixedIndex(b[:sqeLen])
+		if q := r.lastPiece(); write && q != nil && q.fileOff >= 0 && (q.fileOff+int64(q.n))%f.align.Offset != 0 &&
+			q.fileOff+int64(q.n) == pos && q.off+int64(q.n) == addr && q.addr+uintptr(q.n) == p &&
+			q.fd == fd && q.regFile == reg && q.fixed == fixed && int64(q.n) < f.maxIO {
+			// The previous mapping ended at an unaligned offset (the EOF of
+			// a file whose size is not a multiple of the alignment): an SQE
+			// ending there, and one starting there, would fail with EINVAL.
+			// Carry the previous piece on instead, as one write.
+			l = min(l, f.maxIO-int64(q.n))
+			q.n += uint32(l)
+			pos += l
+			addr += l
+			n -= l
+			continue
+		}
 		r.pieces = append(r.pieces, piece{
 			fd: fd, regFile: reg, fixed: fixed, write: write,
 			addr: p, n: uint32(sqeLen), off: addr, fileOff: pos,
@@ -310,6 +324,14 @@ func (f *File) addPieces(r *Request, m *iomap.Mapping, pos, n int64, write bool)
 		n -= l
 	}
 	return nil
+}
+
+// lastPiece returns the request's last piece, or nil.
+func (r *Request) lastPiece() *piece {
+	if len(r.pieces) == 0 {
+		return nil
+	}
+	return &r.pieces[len(r.pieces)-1]
 }
 
 // addZero adds a write of zeroes over [pos, pos+n) of m.
