@@ -74,9 +74,16 @@ func (readOnlyErr) Is(t error) bool {
 	return t == ErrReadOnly || t == syscall.EBADF
 }
 
-func unsupported(what string) error {
-	return ring.Unsupported("dio", what, 0)
+// unsupportedErr names what is missing; it matches ErrUnsupported,
+// errors.ErrUnsupported and ring.ErrUnsupported.
+type unsupportedErr struct{ what string }
+
+func (u unsupportedErr) Error() string { return "dio: unsupported: " + u.what }
+func (u unsupportedErr) Is(t error) bool {
+	return t == ErrUnsupported || t == errors.ErrUnsupported || t == ring.ErrUnsupported
 }
+
+func unsupported(what string) error { return unsupportedErr{what} }
 
 // errnoOf extracts an errno from a kernel result.
 func errnoOf(res int32) syscall.Errno { return syscall.Errno(-res) }

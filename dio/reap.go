@@ -118,6 +118,9 @@ func (e *Engine) put(r *Request) {
 	e.mu.Lock() // orders the result with cancel's and the reaper's writes
 	r.finishResult()
 	e.mu.Unlock()
+	// I/O is done before any completion work: a reaper waiting for this
+	// request stops reaping here, whoever runs the completion.
+	r.state.Store(stateIODone)
 	switch r.policy {
 	case completion.Inline:
 		r.RunCompletion()
@@ -129,13 +132,11 @@ func (e *Engine) put(r *Request) {
 		// Pure overwrites only: nothing in the completion touches the fd.
 		r.file.inflight.Add(-1)
 		r.fileDec = true
-		r.state.Store(stateIODone)
 		if r.Queue != nil {
 			r.Queue.Push(r)
 		}
 		signal(r.wake)
 	default: // Wait, Polled: the waiter runs the completion
-		r.state.Store(stateIODone)
 		signal(r.wake)
 	}
 }
@@ -146,8 +147,9 @@ func (e *Engine) await(r *Request, done <-chan struct{}) {
 	if r.state.Load() < stateIODone {
 		e.waitReq(r, done)
 	}
-	if r.state.Load() == stateIODone {
-		r.RunCompletion() // Wait, Polled, Caller: ours to run (once)
+	switch r.policy {
+	case completion.Wait, completion.Polled, completion.Caller:
+		r.RunCompletion() // ours to run (once: a Queue.Poll may race us)
 	}
 	for r.state.Load() != stateComplete {
 		<-r.wake // Inline or Pool completion running elsewhere
