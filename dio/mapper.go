@@ -6,5 +6,5 @@ import "github.com/uringdio/uringdio/iomap"
 
 // defaultMapper is the mapper a File gets without WithMapper.
 func defaultMapper(fd int, size int64) (iomap.Mapper, error) {
-	return iomap.NewWholeFile(size), nil
+	return iomap.NewFileMapper(fd, iomap.FileMapperOptions{})
 }

@@ -118,26 +118,34 @@ func (e *Engine) put(r *Request) {
 	e.mu.Lock() // orders the result with cancel's and the reaper's writes
 	r.finishResult()
 	e.mu.Unlock()
+	// Everything put needs from r is read before the I/O is published as
+	// done: from then on a waiter may run the completion and reuse r.
+	policy, wake, q := r.policy, r.wake, r.Queue
+	if policy == completion.Caller {
+		// Pure overwrites only: nothing in the completion touches the fd.
+		r.file.inflight.Add(-1)
+		r.fileDec = true
+	}
 	// I/O is done before any completion work: a reaper waiting for this
 	// request stops reaping here, whoever runs the completion.
 	r.state.Store(stateIODone)
-	switch r.policy {
+	switch policy {
 	case completion.Inline:
 		r.RunCompletion()
 	case completion.Pool:
+		// The waiter waits for stateComplete, which only the pool sets.
 		if err := e.pool.Submit(r); err != nil {
 			r.RunCompletion() // pool closed: complete here rather than lose it
 		}
 	case completion.Caller:
-		// Pure overwrites only: nothing in the completion touches the fd.
-		r.file.inflight.Add(-1)
-		r.fileDec = true
-		if r.Queue != nil {
-			r.Queue.Push(r)
+		// With a Queue the completion runs only from the Queue, so r cannot
+		// be reused (and pushed again) before this push.
+		if q != nil {
+			q.Push(r)
 		}
-		signal(r.wake)
+		signal(wake)
 	default: // Wait, Polled: the waiter runs the completion
-		signal(r.wake)
+		signal(wake)
 	}
 }
 
@@ -147,9 +155,17 @@ func (e *Engine) await(r *Request, done <-chan struct{}) {
 	if r.state.Load() < stateIODone {
 		e.waitReq(r, done)
 	}
-	switch r.policy {
-	case completion.Wait, completion.Polled, completion.Caller:
-		r.RunCompletion() // ours to run (once: a Queue.Poll may race us)
+	switch {
+	case r.policy == completion.Caller && r.Queue != nil:
+		// The completion runs from the caller's Queue: run what is ready
+		// there (this request's, and others'), until ours has run.
+		for r.state.Load() != stateComplete {
+			if r.Queue.Poll() == 0 && r.state.Load() != stateComplete {
+				<-r.wake
+			}
+		}
+	case r.policy == completion.Wait || r.policy == completion.Polled || r.policy == completion.Caller:
+		r.RunCompletion() // ours to run
 	}
 	for r.state.Load() != stateComplete {
 		<-r.wake // Inline or Pool completion running elsewhere

@@ -4,7 +4,6 @@ package dio
 
 import (
 	"errors"
-	"io"
 	"syscall"
 
 	"github.com/uringdio/uringdio/completion"
@@ -69,17 +68,10 @@ func (f *File) start(r *Request, sync bool) error {
 	}
 	if r.Op == Read {
 		if r.Off >= r.sizeAt {
-			// Entirely past EOF: nothing to read, no I/O.
-			r.policy = completion.Wait
-			r.n, r.err = r.DoneBefore, io.EOF
-			r.once.Claim() // as above
-			r.state.Store(stateComplete)
-			if !sync {
-				r.runCallback()
-			}
-			return nil
-		}
-		if end := r.Off + length; end > r.sizeAt {
+			// Entirely past EOF: no I/O; the request still completes
+			// through its policy, with 0 bytes and io.EOF.
+			r.want, r.stopAt = 0, r.Off
+		} else if end := r.Off + length; end > r.sizeAt {
 			// Clip to EOF rounded up to the alignment; the kernel returns the
 			// short count at EOF.
 			r.want = alignUp(r.sizeAt-r.Off, f.align.Offset)
