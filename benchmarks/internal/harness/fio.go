@@ -161,8 +161,16 @@ func runFio(ctx context.Context, cfg *Config) (*Result, error) {
 		res.LatP50, res.LatP99, res.LatP999 = us("50.000000"), us("99.000000"), us("99.900000")
 	}
 	if res.Ops > 0 {
-		cpu := (job.UsrCPU + job.SysCPU) / 100 * float64(job.JobRuntime) * 1e3 // µs
-		res.CPUPerOp = cpu / float64(res.Ops)
+		// Process CPU: the rusage of fio and its job processes (wait4), every
+		// thread, as getrusage(RUSAGE_SELF) is for the in-process engines.
+		// fio's own usr_cpu/sys_cpu count only its job thread (RUSAGE_THREAD),
+		// not the io-wq workers that run reads the device cannot do without
+		// blocking (zram): that number is kept apart.
+		if ps := cmd.ProcessState; ps != nil {
+			res.CPUPerOp = float64((ps.UserTime() + ps.SystemTime()).Nanoseconds()) / 1e3 / float64(res.Ops)
+		}
+		own := (job.UsrCPU + job.SysCPU) / 100 * float64(job.JobRuntime) * 1e3 // µs
+		res.FioThreadCPU = own / float64(res.Ops)
 		end := exited
 		if fo.TimestampMs > 0 {
 			end = time.UnixMilli(fo.TimestampMs)
@@ -179,7 +187,7 @@ func runFio(ctx context.Context, cfg *Config) (*Result, error) {
 		res.Errors++
 	}
 	if cfg.Verify && cfg.Writes() {
-		res.Note = "fio: -verify not applied"
+		res.Note = "-verify is not applied to fio"
 	}
 	return res, nil
 }

@@ -288,6 +288,12 @@ type Check struct {
 
 // EvaluateTargets checks issue 5's targets on the report's results.
 func EvaluateTargets(results []*Result, fileDev, zramDev string) []Check {
+	if fileDev == "" {
+		fileDev = "file"
+	}
+	if zramDev == "" {
+		zramDev = "zram"
+	}
 	find := func(dev, rw string, bs, qd int, label string) *Result {
 		for _, r := range results {
 			if r.Device == dev && r.RW == rw && r.BS == bs && r.QD == qd && r.Label() == label && r.Skipped == "" && r.Ops > 0 {
@@ -426,7 +432,7 @@ func WriteReport(w io.Writer, in *ReportInfo, results []*Result, analysis string
 	p("- **iceber**: github.com/iceber/iouring-go's request API (`SubmitRequest(Pread(...), ch)`), one goroutine keeping qd requests in flight and taking results from the channel; run in a helper binary linked with `-ldflags=-checklinkname=0`.\n")
 	p("- **fio**: fio's io_uring engine with the same file, size, mode, block size, depth and jobs, e.g.\n\n  ```sh\n  fio %s\n  ```\n", strings.Join(fioArgs(&Config{Path: "FILE", Size: 1 << 30, RW: RandRead, BS: 4096, QD: 32, Jobs: 1, Duration: 5 * time.Second}), " "))
 	p("- Offsets are uniform random with repeats (fio `--norandommap`); buffers are page-aligned off-heap memory. Latency is each I/O's time from issue to the completion being seen, recorded per I/O in HdrHistogram (fio: `lat_ns`, the same span).\n")
-	p("- **CPU µs/op** is the engine's process (getrusage: every thread, including io_uring's io-wq workers and SQPOLL thread; fio: its own usr+sys) per I/O; **machine µs/op** is the busy time of all CPUs (/proc/stat: user, nice, system, irq, softirq, steal) over the run window per I/O, which also counts kernel work done outside the process (and anything else running).\n")
+	p("- **CPU µs/op** is the engine's process per I/O (getrusage: every thread, including io_uring's io-wq workers and SQPOLL thread; fio: the rusage of the fio process and its job processes, every thread, from wait4 — fio's own usr_cpu/sys_cpu count only its job thread, not the io-wq workers that do zram's reads, and are kept as `fio_thread_cpu_us_per_op` in the JSON); **machine µs/op** is the busy time of all CPUs (/proc/stat: user, nice, system, irq, softirq, steal) over the run window per I/O, which also counts kernel work done outside the process (and anything else running).\n")
 	p("- MB/s is 10^6 bytes per second. ×fio and ×pread are IOPS ratios to those engines' lines of the same shape.\n\n")
 
 	p("## Results\n\n")

@@ -36,9 +36,12 @@ type Result struct {
 	FirstError string  `json:"first_error,omitempty"`
 	Skipped    string  `json:"skipped,omitempty"` // why the engine did not run
 	Note       string  `json:"note,omitempty"`
-	Rounds     int     `json:"rounds,omitempty"`   // runs of which this is the median
-	VsFio      float64 `json:"vs_fio,omitempty"`   // IOPS ratio to fio's line of the same shape
-	VsPread    float64 `json:"vs_pread,omitempty"` // IOPS ratio to pread's line
+	Rounds     int     `json:"rounds,omitempty"` // runs of which this is the median
+	// FioThreadCPU is fio's own usr+sys per op, which counts its job
+	// thread only (not its io-wq workers); CPUPerOp counts every thread.
+	FioThreadCPU float64 `json:"fio_thread_cpu_us_per_op,omitempty"`
+	VsFio        float64 `json:"vs_fio,omitempty"`   // IOPS ratio to fio's line of the same shape
+	VsPread      float64 `json:"vs_pread,omitempty"` // IOPS ratio to pread's line
 }
 
 // Label is the engine's name as tables show it (uringdio with its
