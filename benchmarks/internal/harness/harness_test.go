@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -155,4 +156,43 @@ func TestNoAllocsPerIO(t *testing.T) {
 			t.Errorf("%s: %.3f allocations per I/O in steady state", c, per)
 		}
 	}
+}
+
+// TestRefuseWriteToBlockDeviceWithSignature: a block device that starts
+// like a file system is read, but not written without force. It needs root
+// and a free loop device.
+func TestRefuseWriteToBlockDeviceWithSignature(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a loop device")
+	}
+	losetup, err := exec.LookPath("losetup")
+	if err != nil {
+		t.Skip("losetup not installed")
+	}
+	img := make([]byte, 8<<20)
+	binary.LittleEndian.PutUint16(img[1080:], 0xEF53)
+	p := filepath.Join(t.TempDir(), "ext4.img")
+	if err := os.WriteFile(p, img, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(losetup, "--find", "--show", p).Output()
+	if err != nil {
+		t.Skipf("no loop device: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	defer exec.Command(losetup, "-d", dev).Run()
+
+	tg, err := OpenTarget(dev, 0, false, false)
+	if err != nil || !tg.Block || tg.Size != 8<<20 {
+		t.Fatalf("read-only OpenTarget(%s) = %+v, %v", dev, tg, err)
+	}
+	tg.Close()
+	if _, err := OpenTarget(dev, 0, true, false); err == nil || !strings.Contains(err.Error(), "ext2/3/4") {
+		t.Errorf("writing to %s with an ext4 signature: %v", dev, err)
+	}
+	tg, err = OpenTarget(dev, 0, true, true)
+	if err != nil {
+		t.Fatalf("with -force: %v", err)
+	}
+	tg.Close()
 }
