@@ -465,6 +465,9 @@ func (e *Engine) fail(err error) {
 		return
 	}
 	e.mu.Lock()
+	// Resubmissions waiting for SQ room are for slots freed below: a later
+	// flush must not prepare SQEs for them (their request is gone).
+	e.resub = e.resub[:0]
 	var reqs []*Request
 	for i := range e.slots {
 		s := &e.slots[i]
