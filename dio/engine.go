@@ -348,7 +348,11 @@ func (e *Engine) backgroundReaper() {
 func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
 	// Anything prepared but not yet handed to the kernel goes in first,
 	// or the wait below could wait for completions of SQEs never submitted.
-	e.flush()
+	// If the kernel would not take it all (enter refused with EBUSY or
+	// EAGAIN, SQ full), the wait is short, and the next round tries again.
+	if left := e.flush(); left && (timeout == 0 || timeout > time.Millisecond) {
+		timeout = time.Millisecond
+	}
 	n, err := e.ring.Peek(e.cqes)
 	if err != nil {
 		return err
@@ -379,13 +383,17 @@ func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
 }
 
 // flush submits prepared SQEs and moves backlogged requests into the ring.
-func (e *Engine) flush() {
+// It reports whether work is left that the kernel has not taken.
+func (e *Engine) flush() (left bool) {
 	e.mu.Lock()
 	e.drainBacklogLocked()
 	if e.ring.Pending() > 0 {
 		e.enterLocked()
 	}
+	left = e.backlog != nil || len(e.resub) > 0 ||
+		(e.ring.Pending() > 0 && e.ring.Flags()&ring.SetupSQPoll == 0)
 	e.unlockAndDrop()
+	return left
 }
 
 // unlockAndDrop releases mu, then drops the references of backlogged
