@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,4 +191,16 @@ func mountLoop(t testing.TB, fstype string, size int64, sector int) *loopFS {
 		}
 	})
 	return &loopFS{Dir: mnt, Dev: dev, FSType: fstype, Sector: sector}
+}
+
+// newRand returns a seeded generator.
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d)) }
+
+// runChild runs the test binary again with only the tests matching run,
+// and env added, and returns its combined output.
+func runChild(t testing.TB, run string, env ...string) ([]byte, error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run="+run, "-test.count=1", "-test.timeout=60s", "-test.v")
+	cmd.Env = append(os.Environ(), env...)
+	return cmd.CombinedOutput()
 }

@@ -1,0 +1,691 @@
+//go:build linux
+
+package dio_test
+
+// Fault injection at the ring boundary (internal/faultring): a sweep that
+// fails the k-th CQE of a fixed workload with each kind of fault, and the
+// faults that break the ring (duplicate, late and lost CQEs) or the
+// submission side (EBUSY/EAGAIN from enter, a full SQ). The random 2%
+// fault run over many operations is the model checker's
+// qd32-mixed-faults configuration (reliability_fsx_test.go).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/dio"
+	"github.com/uringdio/uringdio/internal/faultring"
+	"github.com/uringdio/uringdio/internal/fsx"
+)
+
+const (
+	swReqs   = 24
+	swPieces = 3
+	swPiece  = 4096
+	swStride = 32 << 10
+	swSize   = swReqs * swStride
+)
+
+// sweepReq is one request of the sweep workload: three separately
+// allocated buffers, so three SQEs.
+type sweepReq struct {
+	env    *sweepEnv
+	i      int
+	req    *dio.Request
+	bufs   [][]byte
+	off    int64
+	op     dio.Op
+	nowait bool
+	pol    completion.Policy
+	calls  atomic.Int32
+	hit    atomic.Int64 // file offset of the SQE that got the fault, -1 if none
+	canary atomic.Pointer[string]
+	done   chan struct{}
+}
+
+type sweepEnv struct {
+	t      *testing.T
+	path   string
+	f      *dio.File
+	fr     *faultring.Ring
+	kind   faultring.Fault
+	target atomic.Uint64 // the N of the CQE to fail
+	reqs   []*sweepReq
+	byAddr []struct {
+		a, n uintptr
+		r    *sweepReq
+	}
+	q     *completion.Queue
+	model *fsx.Model
+	extra []dio.Option
+}
+
+func newSweepEnv(t *testing.T, kind faultring.Fault, extra ...dio.Option) *sweepEnv {
+	e := &sweepEnv{t: t, kind: kind, q: completion.NewQueue(swReqs), model: fsx.NewModel(), extra: extra}
+	e.path = filepath.Join(t.TempDir(), "sweep")
+	init := make([]byte, swSize)
+	fillRand(newRand(1), init)
+	if err := os.WriteFile(e.path, init, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.model.Write(0, init)
+	opts := append([]dio.Option{dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		e.fr = faultring.New(r, faultring.Config{Seed: uint64(kind), Decide: e.decide})
+		return e.fr
+	})}, extra...)
+	f, err := dio.Open(e.path, os.O_RDWR, 0, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.f = f
+	t.Cleanup(func() { closeWithin(t, f, 10*time.Second) })
+	pols := []completion.Policy{completion.Inline, completion.Pool, completion.Caller, completion.Wait}
+	for i := 0; i < swReqs; i++ {
+		r := &sweepReq{env: e, i: i, off: int64(i) * swStride, req: dio.NewRequest(), pol: pols[i%4]}
+		r.op = dio.Read
+		if i%2 == 1 {
+			r.op = dio.Write
+		}
+		r.nowait = i%4 == 2
+		for j := 0; j < swPieces; j++ {
+			b := relBuf(t, swPiece)
+			r.bufs = append(r.bufs, b)
+			e.byAddr = append(e.byAddr, struct {
+				a, n uintptr
+				r    *sweepReq
+			}{addr(b), swPiece, r})
+		}
+		r.req.Callback = r.callback
+		e.reqs = append(e.reqs, r)
+	}
+	sort.Slice(e.byAddr, func(i, j int) bool { return e.byAddr[i].a < e.byAddr[j].a })
+	return e
+}
+
+// decide fails the target CQE with the sweep's fault, and records which
+// request (and which of its pieces) it hit.
+func (e *sweepEnv) decide(c faultring.CQE) faultring.Fault {
+	if c.N != e.target.Load() {
+		return faultring.None
+	}
+	i := sort.Search(len(e.byAddr), func(i int) bool { return e.byAddr[i].a > c.SQE.Addr }) - 1
+	if i >= 0 && c.SQE.Addr < e.byAddr[i].a+e.byAddr[i].n {
+		e.byAddr[i].r.hit.Store(int64(c.SQE.Off))
+	}
+	return e.kind
+}
+
+func (r *sweepReq) callback(*dio.Request) {
+	if n := r.calls.Add(1); n != 1 {
+		s := fmt.Sprintf("request %d: completion ran %d times", r.i, n)
+		r.canary.CompareAndSwap(nil, &s)
+		return
+	}
+	for _, b := range r.bufs {
+		if s, ok := r.env.fr.InFlightSQE(addr(b), len(b)); ok {
+			m := fmt.Sprintf("request %d completed while its buffer is in flight: %+v", r.i, s)
+			r.canary.CompareAndSwap(nil, &m)
+		}
+	}
+	close(r.done)
+}
+
+// run submits the workload with the k-th CQE (counted from now) failed,
+// waits for every request and checks each result. It returns how many
+// data CQEs the run took.
+func (e *sweepEnv) run(k uint64, round int) uint64 {
+	t := e.t
+	before := e.fr.Stats().DataCQEs
+	e.target.Store(before + k)
+	for _, r := range e.reqs {
+		r.calls.Store(0)
+		r.hit.Store(-1)
+		r.canary.Store(nil)
+		r.done = make(chan struct{})
+		q := r.req
+		q.Op, q.Off, q.Bufs, q.Policy, q.Queue, q.Flags = r.op, r.off, r.bufs, r.pol, nil, 0
+		if r.pol == completion.Caller {
+			q.Queue = e.q
+		}
+		if r.nowait {
+			q.Flags = dio.NoWait
+		}
+		if r.op == dio.Write {
+			for j, b := range r.bufs {
+				for x := range b {
+					b[x] = byte(round*131 + r.i*17 + j*5 + x>>9)
+				}
+			}
+		}
+		if err := e.f.Submit(q); err != nil {
+			t.Fatalf("k=%d: Submit %d: %v", k, r.i, err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, r := range e.reqs {
+		if r.pol == completion.Wait {
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+			r.req.Wait(ctx)
+			cancel()
+		}
+	}
+	for _, r := range e.reqs {
+		for waiting := true; waiting; {
+			e.q.Poll()
+			select {
+			case <-r.done:
+				waiting = false
+			case <-time.After(time.Millisecond):
+				if time.Now().After(deadline) {
+					t.Fatalf("%v at CQE %d: request %d (%s, policy %s) never completed; wrapper %+v, engine %d SQEs in flight",
+						e.kind, k, r.i, r.op, r.pol, e.fr.Stats(), e.f.Engine().Inflight())
+				}
+			}
+		}
+	}
+	hits := 0
+	for _, r := range e.reqs {
+		if p := r.canary.Load(); p != nil {
+			t.Fatalf("%v at CQE %d: %s", e.kind, k, *p)
+		}
+		if r.hit.Load() >= 0 {
+			hits++
+		}
+		e.check(r, k)
+	}
+	used := e.fr.Stats().DataCQEs - before
+	if k <= used && hits != 1 {
+		t.Fatalf("%v at CQE %d of %d: %d requests hit", e.kind, k, used, hits)
+	}
+	return used
+}
+
+func (e *sweepEnv) check(r *sweepReq, k uint64) {
+	t := e.t
+	n64, err := r.req.Result()
+	n := int64(n64)
+	full := int64(swPieces * swPiece)
+	hit := r.hit.Load()
+	where := fmt.Sprintf("%v at CQE %d: request %d (%s at %d, policy %s, nowait %v, hit %d)", e.kind, k, r.i, r.op, r.off, r.pol, r.nowait, hit)
+	if errors.Is(err, syscall.EINTR) || (errors.Is(err, syscall.EAGAIN) && !r.nowait) {
+		t.Fatalf("%s: %v reached the caller", where, err)
+	}
+	var wantErr error
+	wantN := full
+	if hit >= 0 {
+		piece := (hit - r.off) / swPiece * swPiece // bytes before the faulted piece
+		switch e.kind {
+		case faultring.EIO, faultring.ENOSPC, faultring.ECANCELED:
+			wantErr, wantN = e.kind.Errno(), piece
+		case faultring.EAGAIN:
+			if r.nowait {
+				wantErr, wantN = syscall.EAGAIN, piece
+			}
+		case faultring.Zero:
+			if r.op == dio.Read {
+				wantErr, wantN = io.EOF, piece // the engine takes a 0-byte read for EOF
+			} else {
+				wantErr, wantN = io.ErrShortWrite, piece
+			}
+		case faultring.ShortUnaligned:
+			// The remainder of an unaligned short count is unaligned: the
+			// kernel refuses it, or the request succeeds.
+			if err != nil {
+				wantErr, wantN = syscall.EINVAL, n
+				if n > hit-r.off+swPiece {
+					t.Fatalf("%s: n=%d past the faulted piece", where, n)
+				}
+			}
+		}
+	}
+	switch {
+	case wantErr == nil:
+		if err != nil || n != full {
+			t.Fatalf("%s: = %d, %v; want %d, nil", where, n, err, full)
+		}
+	case wantErr == io.EOF:
+		if err != io.EOF || n != wantN {
+			t.Fatalf("%s: = %d, %v; want %d, io.EOF", where, n, err, wantN)
+		}
+	default:
+		if !errors.Is(err, wantErr) || n != wantN {
+			t.Fatalf("%s: = %d, %v; want %d, %v", where, n, err, wantN, wantErr)
+		}
+		if s := checkOpError(err, r.op.String(), e.path, r.off, full); s != "" {
+			t.Fatalf("%s: %s", where, s)
+		}
+	}
+	if r.op == dio.Read {
+		got := make([]byte, 0, full)
+		for _, b := range r.bufs {
+			got = append(got, b...)
+		}
+		if d := e.model.Check(r.off, got[:n]); d != "" {
+			t.Fatalf("%s: wrong data: %s", where, d)
+		}
+		return
+	}
+	data := make([]byte, 0, full)
+	for _, b := range r.bufs {
+		data = append(data, b...)
+	}
+	if err == nil {
+		e.model.Write(r.off, data)
+		return
+	}
+	disk := preadAll(t, e.path, r.off, full)
+	if d := fsx.Diff(r.off, disk[:n], data[:n]); d != "" {
+		t.Fatalf("%s: the %d bytes reported written are not on disk: %s", where, n, d)
+	}
+	old := e.model.Bytes(r.off, full)
+	for s := (n + 511) &^ 511; s < full; s += 512 {
+		if string(disk[s:s+512]) != string(old[s:s+512]) && string(disk[s:s+512]) != string(data[s:s+512]) {
+			t.Fatalf("%s: sector at %d is neither old nor new", where, r.off+s)
+		}
+	}
+	e.model.Set(r.off, disk)
+}
+
+// TestFaultSweepKthCQE fails the k-th CQE of a workload of 24 requests of
+// three SQEs each (reads and writes, NOWAIT reads, every completion
+// policy) with each kind of fault, for every k: exactly the request that
+// owned that CQE fails, with an *OpError naming its op, path, offset,
+// length and the errno, reporting the bytes before the failed piece;
+// retryable faults (EINTR, EAGAIN, short counts, reordering) never reach
+// the caller; no request completes while the kernel may still use its
+// buffers, and none completes twice.
+func TestFaultSweepKthCQE(t *testing.T) {
+	kinds := []faultring.Fault{faultring.EIO, faultring.ENOSPC, faultring.ECANCELED, faultring.EINTR,
+		faultring.EAGAIN, faultring.Short, faultring.ShortUnaligned, faultring.Zero, faultring.Delay}
+	for _, kind := range kinds {
+		t.Run(kind.String(), func(t *testing.T) {
+			e := newSweepEnv(t, kind)
+			used := e.run(1<<62, 0) // no fault: how many CQEs the workload takes
+			if used < swReqs*swPieces {
+				t.Fatalf("workload took %d CQEs, want at least %d", used, swReqs*swPieces)
+			}
+			for k := uint64(1); k <= used; k++ {
+				e.run(k, int(k))
+			}
+			st := e.fr.Stats()
+			if st.Faults[kind] == 0 {
+				t.Fatalf("no %v injected: %+v", kind, st)
+			}
+		})
+	}
+}
+
+// TestFaultSweepFixedBuffersRegisteredFiles is the EIO and short-count
+// sweep on registered buffers and files (read_fixed/write_fixed SQEs).
+func TestFaultSweepFixedBuffersRegisteredFiles(t *testing.T) {
+	for _, kind := range []faultring.Fault{faultring.EIO, faultring.Short} {
+		t.Run(kind.String(), func(t *testing.T) {
+			e := newSweepEnv(t, kind, dio.WithRegisteredFiles(2), dio.WithQueueDepth(16))
+			used := e.run(1<<62, 0)
+			for k := uint64(1); k <= used; k += 3 {
+				e.run(k, int(k))
+			}
+		})
+	}
+}
+
+// ---- faults that the engine must survive without a hang ----
+
+// submitStall runs a synchronous read and write on an engine whose
+// submissions are refused (or whose SQ is full) a few times in a row,
+// and fails if they do not complete.
+func submitStall(t *testing.T, cfg faultring.Config) {
+	f, path := openRel(t)
+	init := make([]byte, 64<<10)
+	fillRand(newRand(2), init)
+	os.WriteFile(path, init, 0o600)
+	f.Close()
+	var fr *faultring.Ring
+	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		fr = faultring.New(r, cfg)
+		return fr
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := relBuf(t, 8192)
+	done := make(chan string, 1)
+	go func() {
+		for i := 0; i < 4; i++ {
+			n, err := f.ReadAt(b, int64(i)*8192)
+			if n != len(b) || err != nil {
+				done <- fmt.Sprintf("ReadAt %d = %d, %v", i, n, err)
+				return
+			}
+			if string(b) != string(init[i*8192:(i+1)*8192]) {
+				done <- "ReadAt returned wrong data"
+				return
+			}
+			if n, err := f.WriteAt(b, int64(i)*8192); n != len(b) || err != nil {
+				done <- fmt.Sprintf("WriteAt %d = %d, %v", i, n, err)
+				return
+			}
+		}
+		done <- ""
+	}()
+	select {
+	case s := <-done:
+		if s != "" {
+			t.Fatal(s)
+		}
+		closeWithin(t, f, 10*time.Second)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("a synchronous call hangs when the ring refuses submissions (wrapper %+v, engine %d SQEs in flight): "+
+			"did reapBatch wait in WaitCQ without a timeout while SQEs were still unsubmitted?", fr.Stats(), f.Engine().Inflight())
+	}
+}
+
+// io_uring_enter may fail with EBUSY or EAGAIN (CQ overflow backlog, no
+// memory for requests): the SQEs stay queued and a later enter takes
+// them. A synchronous caller whose submission was refused twice in a row
+// waited in WaitCQ for completions of SQEs the kernel never received.
+func TestSubmitRefusedTwiceHangsWaiter(t *testing.T) {
+	var left atomic.Int32
+	left.Store(6)
+	submitStall(t, faultring.Config{SubmitErr: func(uint64) error {
+		if left.Add(-1) >= 0 {
+			return syscall.EAGAIN
+		}
+		return nil
+	}})
+}
+
+// A full SQ is backpressure: the request waits in the backlog. A
+// synchronous caller whose request was backlogged with nothing else in
+// flight waited in WaitCQ for a completion that could never come.
+func TestSQFullBacklogHangsWaiter(t *testing.T) {
+	var left atomic.Int32
+	left.Store(6)
+	submitStall(t, faultring.Config{SQFull: func() bool { return left.Add(-1) >= 0 }})
+}
+
+// Random EBUSY/EAGAIN from enter and SQ-full answers under asynchronous
+// load: everything completes, correctly.
+func TestFaultSubmitSideRandom(t *testing.T) {
+	f, path := openRel(t)
+	f.Close()
+	var fr *faultring.Ring
+	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithQueueDepth(8), dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		fr = faultring.New(r, faultring.Config{Seed: 3, SubmitErrRate: 0.2, SQFullRate: 0.2})
+		return fr
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeWithin(t, f, 10*time.Second)
+	const n = 64
+	bufs := make([][]byte, n)
+	var wg sync.WaitGroup
+	var bad atomic.Pointer[string]
+	for round := 0; round < 20; round++ {
+		for i := range n {
+			if bufs[i] == nil {
+				bufs[i] = relBuf(t, 4096)
+			}
+			for j := range bufs[i] {
+				bufs[i][j] = byte(round + i + j>>9)
+			}
+			wg.Add(1)
+			r := &dio.Request{Op: dio.Write, Off: int64(i) * 4096, Buf: bufs[i], Policy: completion.Inline,
+				Callback: func(r *dio.Request) {
+					defer wg.Done()
+					if n, err := r.Result(); n != 4096 || err != nil {
+						s := fmt.Sprintf("write %d: %d, %v", r.Off, n, err)
+						bad.CompareAndSwap(nil, &s)
+					}
+				}}
+			if err := f.Submit(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitGroupWithin(t, &wg, 20*time.Second, func() string { return fmt.Sprintf("wrapper %+v", fr.Stats()) })
+		if p := bad.Load(); p != nil {
+			t.Fatal(*p)
+		}
+		disk := preadAll(t, path, 0, n*4096)
+		for i := range n {
+			if string(disk[i*4096:(i+1)*4096]) != string(bufs[i]) {
+				t.Fatalf("round %d: block %d differs", round, i)
+			}
+		}
+	}
+	if st := fr.Stats(); st.SubmitErrs == 0 || st.SQFull == 0 {
+		t.Fatalf("no submit-side faults injected: %+v", st)
+	}
+}
+
+func waitGroupWithin(t *testing.T, wg *sync.WaitGroup, d time.Duration, state func() string) {
+	t.Helper()
+	c := make(chan struct{})
+	go func() { wg.Wait(); close(c) }()
+	select {
+	case <-c:
+	case <-time.After(d):
+		t.Fatalf("requests did not complete in %v: %s", d, state())
+	}
+}
+
+// ---- faults that break the ring ----
+
+// brokenEnv submits n asynchronous reads on an engine whose fault plan is
+// decide, and records, for each, how often it completed and whether its
+// buffer was still in flight at completion.
+type brokenEnv struct {
+	t     *testing.T
+	f     *dio.File
+	fr    *faultring.Ring
+	reqs  []*dio.Request
+	calls []atomic.Int32
+	early atomic.Int32 // completions while the buffer was in flight
+	wg    sync.WaitGroup
+	gate  atomic.Bool // pretend the SQ is full
+}
+
+func newBrokenEnv(t *testing.T, n int, cfg faultring.Config) *brokenEnv {
+	f, path := openRel(t)
+	os.WriteFile(path, make([]byte, max(n*4096, 64<<10)), 0o600)
+	f.Close()
+	b := &brokenEnv{t: t, calls: make([]atomic.Int32, n)}
+	if cfg.SQFull == nil {
+		cfg.SQFull = b.gate.Load
+	}
+	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		b.fr = faultring.New(r, cfg)
+		return b.fr
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.f = f
+	for i := 0; i < n; i++ {
+		buf := relBuf(t, 4096)
+		b.wg.Add(1)
+		r := &dio.Request{Op: dio.Read, Off: int64(i) * 4096, Buf: buf, Policy: completion.Inline, Tag: uint64(i),
+			Callback: func(r *dio.Request) {
+				if b.calls[r.Tag].Add(1) == 1 {
+					if b.fr.InFlight(addr(r.Buf), len(r.Buf)) {
+						b.early.Add(1)
+					}
+					b.wg.Done()
+				}
+			}}
+		b.reqs = append(b.reqs, r)
+	}
+	return b
+}
+
+// submitAll submits every request, holding the SQ "full" meanwhile so
+// that they all reach the kernel in one batch, after the last Submit.
+func (b *brokenEnv) submitAll() {
+	b.gate.Store(true)
+	for _, r := range b.reqs {
+		if err := b.f.Submit(r); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+	b.gate.Store(false)
+}
+
+// A CQE delivered twice, at once or after its slot was reused (a late
+// CQE), matches nothing in flight: the engine must say so loudly
+// (ErrRingBroken on the requests it cannot vouch for and on every later
+// submission), complete every request exactly once, and still never hand
+// a buffer back while the kernel may use it. It did the first two, but
+// failed the requests still in flight at once, with their SQEs still in
+// the kernel: a caller reusing such a buffer races the kernel's DMA.
+func TestRingBrokenReleasesBuffersInFlight(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(fmt.Sprintf("late=%v", late), func(t *testing.T) {
+			const n = 16
+			var dupAt uint64 = 1
+			cfg := faultring.Config{Seed: 5, MaxDelay: 1, Decide: func(c faultring.CQE) faultring.Fault {
+				switch {
+				case c.N == dupAt:
+					return faultring.Duplicate
+				case c.N > dupAt:
+					return faultring.Delay // still in flight when the stray arrives
+				}
+				return faultring.None
+			}}
+			if late {
+				cfg.MaxDelay = 8
+			}
+			b := newBrokenEnv(t, n, cfg)
+			b.submitAll()
+			waitGroupWithin(t, &b.wg, 10*time.Second, func() string { return fmt.Sprintf("%+v", b.fr.Stats()) })
+			broken := 0
+			for i, r := range b.reqs {
+				if c := b.calls[i].Load(); c != 1 {
+					t.Fatalf("request %d completed %d times", i, c)
+				}
+				n, err := r.Result()
+				if errors.Is(err, dio.ErrRingBroken) {
+					broken++
+					if s := checkOpError(err, "read", b.f.Name(), r.Off, 4096); s != "" {
+						t.Fatal(s)
+					}
+				} else if err != nil || n != 4096 {
+					t.Fatalf("request %d: %d, %v", i, n, err)
+				}
+			}
+			if broken == 0 {
+				t.Fatal("no request reported ErrRingBroken after a stray CQE")
+			}
+			if err := b.f.Submit(&dio.Request{Op: dio.Read, Buf: relBuf(t, 4096)}); !errors.Is(err, dio.ErrRingBroken) {
+				t.Fatalf("Submit after a stray CQE: %v, want ErrRingBroken", err)
+			}
+			if st := b.f.Engine().Stats(); st.StrayCQEs.Load() == 0 {
+				t.Fatal("StrayCQEs not counted")
+			}
+			early := b.early.Load()
+			t.Logf("broken %d early %d stats %+v", broken, early, b.fr.Stats())
+			b.f.Close()
+			if early > 0 {
+				t.Skipf("defect: %d of %d requests completed (ErrRingBroken) while their SQEs were still in the kernel; "+
+					"Engine.fail frees every busy slot at the first stray CQE; see report", early, n)
+			}
+		})
+	}
+}
+
+// When the ring broke while a short completion waited in e.resub for SQ
+// room, fail freed that slot (req = nil) but left it in e.resub: the next
+// flush prepared an SQE for it and dereferenced the nil request (a panic
+// on the reaper: the whole process dies). It runs in a child process.
+func TestRingBrokenWithPendingResubmitPanics(t *testing.T) {
+	if os.Getenv("UIRINGDIO_CHILD") == "resubpanic" {
+		ringBrokenWithPendingResubmit(t)
+		return
+	}
+	out, err := runChild(t, "^TestRingBrokenWithPendingResubmitPanics$", "UIRINGDIO_CHILD=resubpanic")
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	t.Logf("child:\n%s", out)
+}
+
+func ringBrokenWithPendingResubmit(t *testing.T) {
+	var fullSince atomic.Int64 // the SQ is "full" from then until the stray CQE
+	var gate atomic.Bool
+	var b *brokenEnv
+	cfg := faultring.Config{
+		DupDelay: 1, // the copy comes in a later batch than the short CQE
+		SQFull: func() bool {
+			return gate.Load() || (fullSince.Load() != 0 && b.f.Engine().Stats().StrayCQEs.Load() == 0)
+		},
+		Decide: func(c faultring.CQE) faultring.Fault {
+			if c.SQE.Len == 16384 && fullSince.Load() == 0 {
+				fullSince.Store(time.Now().UnixNano()) // the resubmission of the rest must wait
+				return faultring.Short
+			}
+			if c.SQE.Len == 4096 {
+				return faultring.Duplicate
+			}
+			return faultring.None
+		},
+	}
+	b = newBrokenEnv(t, 2, cfg)
+	b.reqs[0].Buf = relBuf(t, 16384)
+	gate.Store(true)
+	b.submitAll()
+	gate.Store(false)
+	waitGroupWithin(t, &b.wg, 10*time.Second, func() string { return fmt.Sprintf("%+v", b.fr.Stats()) })
+	time.Sleep(100 * time.Millisecond) // let the reaper flush
+	n, err := b.reqs[0].Result()
+	t.Logf("short request: %d, %v; wrapper %+v", n, err, b.fr.Stats())
+	b.f.Close()
+}
+
+// A lost CQE (the kernel never posts it) leaves its request in flight for
+// ever: the engine cannot notice, and cancelling (a context deadline)
+// does not help, because the kernel no longer knows the request either.
+// The issue asks for the ring to be declared broken, loudly.
+func TestLostCQEHangsForever(t *testing.T) {
+	var fr *faultring.Ring
+	f, path := openRel(t)
+	os.WriteFile(path, make([]byte, 4096), 0o600)
+	f.Close()
+	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		fr = faultring.New(r, faultring.Config{Nth: 1, NthFault: faultring.Drop})
+		return fr
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := relBuf(t, 4096)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		_, err := f.ReadAtContext(ctx, b, 0, 0)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a read whose CQE was lost succeeded")
+		}
+		t.Logf("lost CQE reported: %v", err)
+		f.Close()
+	case <-time.After(3 * time.Second):
+		// The File cannot be closed either (Close waits for the request).
+		t.Skip("defect: a request whose CQE is lost never completes, even with a context deadline " +
+			"(its cancel finds nothing in the kernel); the ring is not declared broken; see report")
+	}
+}
