@@ -50,6 +50,7 @@ import (
 
 	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/dio"
+	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
 )
 
@@ -109,12 +110,11 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			return err
 		}
 	}
-	// A block device's fstat size is 0: tell the engine the real size.
-	size, err := sizeOf(path)
+	devOpts, err := fileOptions(path)
 	if err != nil {
 		return err
 	}
-	f, err := dio.Open(path, os.O_RDONLY, 0, dio.WithQueueDepth(cfg.Depth), dio.WithSize(size))
+	f, err := dio.Open(path, os.O_RDONLY, 0, append(devOpts, dio.WithQueueDepth(cfg.Depth))...)
 	if err != nil {
 		return err
 	}
@@ -330,15 +330,28 @@ func report(out io.Writer, r *result) {
 	}
 }
 
-// sizeOf returns the size of a file or block device (whose fstat size is
-// 0: dio.Open would see an empty file).
-func sizeOf(path string) (int64, error) {
+// fileOptions returns what dio.Open needs for path beyond the defaults:
+// for a block device, its size (fstat says 0) and the WholeFile mapper
+// (the default mapper reads a regular file's extents, and a device has
+// none).
+func fileOptions(path string) ([]dio.Option, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+		return nil, nil
+	}
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer f.Close()
-	return f.Seek(0, io.SeekEnd)
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
+	return []dio.Option{dio.WithSize(size), dio.WithMapper(iomap.NewWholeFile(size))}, nil
 }
 
 // writeScratch fills path with size bytes of random data, with O_DIRECT

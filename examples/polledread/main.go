@@ -53,6 +53,7 @@ import (
 
 	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/dio"
+	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
 	"golang.org/x/sys/unix"
 )
@@ -104,17 +105,19 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		}
 	}
 
-	// A block device's fstat size is 0: tell the engine the real size.
-	size, err := sizeOf(path)
+	devOpts, err := fileOptions(path)
 	if err != nil {
 		return err
+	}
+	open := func(opts ...dio.Option) (*dio.File, error) {
+		return dio.Open(path, os.O_RDONLY, 0, append(opts, devOpts...)...)
 	}
 
 	// Polled I/O if the device can; the library checks and says why not.
 	var f *dio.File
 	mode := "IOPOLL"
 	if cfg.Mode == "auto" || cfg.Mode == "iopoll" {
-		f, err = dio.Open(path, os.O_RDONLY, 0, dio.WithIOPoll(), dio.WithQueueDepth(2*cfg.QD), dio.WithSize(size))
+		f, err = open(dio.WithIOPoll(), dio.WithQueueDepth(2*cfg.QD))
 		if err != nil {
 			if cfg.Mode == "iopoll" || !errors.Is(err, errors.ErrUnsupported) {
 				return err
@@ -125,7 +128,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 	if f == nil {
 		mode = "SQPOLL"
-		f, err = dio.Open(path, os.O_RDONLY, 0, dio.WithSQPoll(time.Second), dio.WithQueueDepth(2*cfg.QD), dio.WithSize(size))
+		f, err = open(dio.WithSQPoll(time.Second), dio.WithQueueDepth(2*cfg.QD))
 		if err != nil {
 			return err
 		}
@@ -138,7 +141,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	report(out, mode+", spinning on the CQ", true, cfg, st)
 
 	if cfg.Baseline {
-		f, err := dio.Open(path, os.O_RDONLY, 0, dio.WithQueueDepth(2*cfg.QD), dio.WithSize(size))
+		f, err := open(dio.WithQueueDepth(2 * cfg.QD))
 		if err != nil {
 			return err
 		}
@@ -336,15 +339,28 @@ func nvcsw() int64 {
 	return ru.Nvcsw
 }
 
-// sizeOf returns the size of a file or block device (whose fstat size is
-// 0: dio.Open would see an empty file).
-func sizeOf(path string) (int64, error) {
+// fileOptions returns what dio.Open needs for path beyond the defaults:
+// for a block device, its size (fstat says 0) and the WholeFile mapper
+// (the default mapper reads a regular file's extents, and a device has
+// none).
+func fileOptions(path string) ([]dio.Option, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+		return nil, nil
+	}
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer f.Close()
-	return f.Seek(0, io.SeekEnd)
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
+	return []dio.Option{dio.WithSize(size), dio.WithMapper(iomap.NewWholeFile(size))}, nil
 }
 
 // deviceName names the block device a file lives on ("vda"), for the

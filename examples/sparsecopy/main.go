@@ -200,17 +200,14 @@ func copySparse(ctx context.Context, src, dst string, cfg config) (*copyStats, e
 
 	// The copy gets its size first, so that writes land in holes below
 	// the size (the destination's mapper reports them as new space)
-	// rather than all extending the file. Rounded down to 4096 bytes (a
-	// multiple of any direct-I/O alignment): the engine currently fails
-	// an aligned write across an unaligned end of file with EINVAL (the
-	// mapping is cut at the size, leaving SQEs of unaligned length). The
-	// final truncate sets the exact size.
+	// rather than all extending the file. The last write may still run
+	// past an unaligned size (whole blocks); the final truncate cuts it.
 	df, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer df.Close()
-	if err := df.Truncate(size / 4096 * 4096); err != nil {
+	if err := df.Truncate(size); err != nil {
 		return nil, err
 	}
 	dmap, err := iomap.NewFileMapper(int(df.Fd()), iomap.FileMapperOptions{})
