@@ -4,6 +4,7 @@ package dio
 
 import (
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,7 +115,25 @@ func NewEngine(opts ...Option) (*Engine, error) {
 }
 
 func newEngine(c *config) (*Engine, error) {
-	p := ring.Params{Entries: c.entries, Flags: c.ringFlags, SQThreadIdle: c.sqIdle}
+	flags := c.ringFlags
+	if flags&ring.SetupSQPoll == 0 && !c.noCoop {
+		// COOP_TASKRUN: completions that need the submitting thread (task
+		// work) wait until that thread next enters the kernel instead of
+		// interrupting it with an IPI; a sleeping thread is still woken.
+		// Go threads enter the kernel constantly (and async preemption
+		// signals a busy one every 10ms), and the reaper enters to wait,
+		// so nothing waits long, and every completion stops costing an
+		// interrupt. Measured on zram, 4K random reads at QD32: 0.64x fio
+		// without it, 0.92x with it (fio sets it too). TASKRUN_FLAG lets
+		// a reaper see pending task work in the SQ ring flags.
+		if p, err := ring.Probe(); err == nil {
+			want := ring.SetupCoopTaskrun | ring.SetupTaskrunFlag
+			if p.SetupFlags&want == want {
+				flags |= want
+			}
+		}
+	}
+	p := ring.Params{Entries: c.entries, Flags: flags, SQThreadIdle: c.sqIdle}
 	r, err := ring.New(p)
 	if err != nil {
 		return nil, &OpError{Op: "engine", Err: err}
@@ -320,6 +339,12 @@ var errStop = errors.New("dio: engine stopping")
 // waiter holds the token.
 func (e *Engine) backgroundReaper() {
 	defer e.wg.Done()
+	// One OS thread submits what callbacks resubmit and reaps: completions
+	// of reads the kernel had to hand to io_uring's workers come back to
+	// the submitting thread as task work, and io-wq worker pools are per
+	// submitting thread, so a reaper hopping between threads costs both.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	for {
 		if e.asyncInflight.Load() <= 0 {
 			select {
@@ -530,11 +555,18 @@ func (e *Engine) sqeLocked() *ring.SQE {
 	return e.ring.GetSQE()
 }
 
+// submitBatch is how many SQEs a reaper gathers from callbacks before it
+// submits them in the middle of a batch. Holding a whole reaped batch back
+// until the end sends the device bursts it completes together, leaving it
+// idle in between (measured on virtio-blk at QD32: 0.81x fio with one
+// enter per reaped batch, 0.93x with one per 8 requests).
+const submitBatch = 8
+
 // enterLocked hands prepared SQEs to the kernel, unless a reaper is
-// processing a batch: then it will submit them all at once when it is done
-// (one io_uring_enter per batch).
+// processing a batch and fewer than submitBatch are waiting: then it
+// submits them with the next group or when the batch is done.
 func (e *Engine) enterLocked() {
-	if e.reaping.Load() {
+	if e.reaping.Load() && e.ring.Pending() < submitBatch {
 		return
 	}
 	if n, err := e.ring.Submit(); err == nil {

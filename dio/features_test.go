@@ -294,6 +294,7 @@ func testCancelRaces(t *testing.T, wantCancels bool, opts ...Option) {
 		go func() {
 			defer wg.Done()
 			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
 			buf := mem[i*blk : (i+1)*blk]
 			op := Read
 			if i%2 == 1 {

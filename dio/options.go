@@ -35,6 +35,7 @@ type config struct {
 	workers     int
 	poolQueue   int
 	wrapRing    func(Ring) Ring
+	noCoop      bool
 }
 
 // WithEngine shares an engine (its ring, reaper and pool) between Files.
@@ -77,6 +78,14 @@ func WithSQPoll(idle time.Duration) Option {
 // device must support polled I/O: Open fails with ring.ErrNoPolledIO if it
 // does not.
 func WithIOPoll() Option { return func(c *config) { c.ringFlags |= ring.SetupIOPoll } }
+
+// WithoutCoopTaskrun creates the ring without IORING_SETUP_COOP_TASKRUN,
+// which the engine sets by default when the kernel has it. Without it
+// every completion that needs its submitting thread interrupts that
+// thread; with it a thread busy in user space sees its completions when it
+// next enters the kernel (at worst at the runtime's next preemption, about
+// 10ms for a goroutine that never yields).
+func WithoutCoopTaskrun() Option { return func(c *config) { c.noCoop = true } }
 
 // WithRingFlags adds raw setup flags.
 func WithRingFlags(f ring.SetupFlags) Option { return func(c *config) { c.ringFlags |= f } }

@@ -239,8 +239,25 @@ func setup(entries uint32, p *params) (int, error) {
 }
 
 // enter wraps io_uring_enter(2), retrying EINTR. It never returns EINTR.
+//
+// An enter that cannot block (it waits for no completion) is a raw
+// syscall: the goroutine keeps its P, so the Go scheduler does no hand-off
+// when the kernel spends a while in it (on a RAM device such as zram the
+// reads themselves run inside the submit). A waiting enter goes through
+// the io_uring dependency's wrapper, which tells the scheduler it may
+// block.
 func enter(fd int, toSubmit, minComplete, flags uint32) (int, error) {
 	for {
+		if minComplete == 0 {
+			r, _, e := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(fd), uintptr(toSubmit), 0, uintptr(flags), 0, 0)
+			if e == 0 {
+				return int(r), nil
+			}
+			if e != syscall.EINTR {
+				return 0, e
+			}
+			continue
+		}
 		n, err := iosys.IOURingEnter(fd, toSubmit, minComplete, flags, nil)
 		if err == nil {
 			return n, nil
