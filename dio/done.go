@@ -73,9 +73,11 @@ func (r *Request) RunCompletion() {
 	if !r.fileDec {
 		f.inflight.Add(-1)
 	}
-	r.state.Store(stateComplete)
+	r.state.Store(stateResult)
 	r.runCallback()
-	signal(r.wake)
+	wake := r.wake
+	r.state.Store(stateComplete) // from here the caller may reuse r
+	signal(wake)
 }
 
 func (r *Request) runCallback() {

@@ -178,8 +178,10 @@ func newEngine(c *config) (*Engine, error) {
 			return nil, &OpError{Op: "register files", Err: err}
 		}
 	}
-	e.wg.Add(1)
-	go e.backgroundReaper()
+	if !c.noReaper {
+		e.wg.Add(1)
+		go e.backgroundReaper()
+	}
 	return e, nil
 }
 

@@ -442,3 +442,80 @@ func TestExtentMapVolume(t *testing.T) {
 		t.Errorf("space leak: %+v", st)
 	}
 }
+
+// TestOpenBlockDevice: a block device gets its size from the device and
+// the identity mapping, without options.
+func TestOpenBlockDevice(t *testing.T) {
+	dev := "/dev/zram0"
+	st, err := os.Stat(dev)
+	if err != nil || st.Mode()&os.ModeDevice == 0 {
+		t.Skip("no /dev/zram0")
+	}
+	f, err := Open(dev, os.O_RDONLY, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if f.Size() == 0 {
+		t.Skip("zram0 has no disksize set")
+	}
+	b := abuf(t, blk)
+	if n, err := f.ReadAt(b, f.Size()-blk); n != blk || err != nil {
+		t.Fatalf("read of the last block: %d, %v", n, err)
+	}
+}
+
+// TestDoneMeansCallbackReturned: Done turns true only after the callback
+// has returned, and Result works inside the callback.
+func TestDoneMeansCallbackReturned(t *testing.T) {
+	f, _ := openTemp(t)
+	b := abuf(t, blk)
+	f.WriteAt(b, 0)
+	release := make(chan struct{})
+	inCallback := make(chan struct{})
+	var resErr error
+	r := &Request{Op: Read, Buf: b, Policy: completion.Pool, Callback: func(r *Request) {
+		_, resErr = r.Result()
+		close(inCallback)
+		<-release
+	}}
+	if err := f.Submit(r); err != nil {
+		t.Fatal(err)
+	}
+	<-inCallback
+	if r.Done() {
+		t.Error("Done is true while the callback is still running")
+	}
+	close(release)
+	r.Wait(context.Background())
+	if !r.Done() || resErr != nil {
+		t.Fatalf("Done %v, Result in callback: %v", r.Done(), resErr)
+	}
+}
+
+// TestPollWithoutReaper: with no background reaper, a goroutine that polls
+// reaps every completion itself.
+func TestPollWithoutReaper(t *testing.T) {
+	f, _ := openTemp(t, WithoutReaper())
+	mem := abuf(t, 64*blk)
+	f.WriteAt(mem, 0)
+	var done atomic.Int32
+	for i := 0; i < 64; i++ {
+		r := &Request{Op: Read, Off: int64(i) * blk, Buf: mem[i*blk : (i+1)*blk], Policy: completion.Inline,
+			Callback: func(*Request) { done.Add(1) }}
+		if err := f.Submit(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	polled := 0
+	deadline := time.Now().Add(5 * time.Second)
+	for done.Load() < 64 && time.Now().Before(deadline) {
+		polled += f.Engine().Poll()
+	}
+	if done.Load() != 64 || polled < 64 {
+		t.Fatalf("%d of 64 completed, %d reaped by Poll", done.Load(), polled)
+	}
+}

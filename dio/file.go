@@ -90,6 +90,17 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 		return fail("stat", err)
 	}
 	size := st.Size
+	block := st.Mode&unix.S_IFMT == unix.S_IFBLK
+	if block {
+		// A block device: fstat says 0; its size is where it ends, and its
+		// mapping is the identity (no FIEMAP on a device).
+		if size, err = osf.Seek(0, io.SeekEnd); err != nil {
+			return fail("size", err)
+		}
+		if f.mapper == nil {
+			f.mapper = iomap.NewWholeFile(size)
+		}
+	}
 	if c.sizeSet {
 		size = c.size
 	}

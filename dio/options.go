@@ -36,6 +36,7 @@ type config struct {
 	poolQueue   int
 	wrapRing    func(Ring) Ring
 	noCoop      bool
+	noReaper    bool
 }
 
 // WithEngine shares an engine (its ring, reaper and pool) between Files.
@@ -86,6 +87,13 @@ func WithIOPoll() Option { return func(c *config) { c.ringFlags |= ring.SetupIOP
 // next enters the kernel (at worst at the runtime's next preemption, about
 // 10ms for a goroutine that never yields).
 func WithoutCoopTaskrun() Option { return func(c *config) { c.noCoop = true } }
+
+// WithoutReaper starts no background reaper: completions are reaped only
+// by goroutines that wait (ReadAt, WriteAt, Request.Wait) or call
+// Engine.Poll. For an owner that spins on the completion queue and wants
+// every completion to itself; asynchronous requests nobody waits for or
+// polls never complete.
+func WithoutReaper() Option { return func(c *config) { c.noReaper = true } }
 
 // WithRingFlags adds raw setup flags.
 func WithRingFlags(f ring.SetupFlags) Option { return func(c *config) { c.ringFlags |= f } }

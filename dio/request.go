@@ -60,7 +60,8 @@ const (
 	stateIdle     uint32 = iota
 	stateInflight        // submitted, I/O references held
 	stateIODone          // every SQE completed; completion work not yet run
-	stateComplete        // result final, callback run
+	stateResult          // result final; the callback is running
+	stateComplete        // result final, callback returned
 )
 
 // Request is one direct-I/O operation: a read or write of one or many
@@ -138,15 +139,17 @@ func NewRequest() *Request {
 }
 
 // Result returns the bytes transferred (plus DoneBefore) and the error of a
-// completed request, or ErrInProgress.
+// completed request, or ErrInProgress. It is valid in the request's
+// Callback and after.
 func (r *Request) Result() (int, error) {
-	if r.state.Load() != stateComplete {
+	if r.state.Load() < stateResult {
 		return 0, ErrInProgress
 	}
 	return int(r.n), r.err
 }
 
-// Done reports whether the request has completed (its callback has run).
+// Done reports whether the request has completed: its callback has
+// returned, and the request and its buffers are the caller's again.
 func (r *Request) Done() bool { return r.state.Load() == stateComplete }
 
 // Policy returns the completion policy the request ran under and, if that
