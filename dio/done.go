@@ -76,7 +76,10 @@ func (r *Request) RunCompletion() {
 	r.state.Store(stateResult)
 	r.runCallback()
 	wake := r.wake
-	r.state.Store(stateComplete) // from here the caller may reuse r
+	// From here the caller may reuse r. The callback may already have
+	// resubmitted it (the usual asynchronous loop): then it is in flight
+	// again and stays so.
+	r.state.CompareAndSwap(stateResult, stateComplete)
 	signal(wake)
 }
 

@@ -519,3 +519,37 @@ func TestPollWithoutReaper(t *testing.T) {
 		t.Fatalf("%d of 64 completed, %d reaped by Poll", done.Load(), polled)
 	}
 }
+
+// TestResubmitFromCallback: a callback may resubmit the request it was
+// handed (the asynchronous loop), and the request stays in flight.
+func TestResubmitFromCallback(t *testing.T) {
+	for _, p := range []completion.Policy{completion.Inline, completion.Pool} {
+		t.Run(p.String(), func(t *testing.T) {
+			f, _ := openTemp(t)
+			b := abuf(t, blk)
+			f.WriteAt(b, 0)
+			var rounds atomic.Int32
+			done := make(chan error, 1)
+			r := &Request{Op: Read, Buf: b, Policy: p}
+			r.Callback = func(r *Request) {
+				if _, err := r.Result(); err != nil {
+					done <- err
+					return
+				}
+				if rounds.Add(1) == 100 {
+					done <- nil
+					return
+				}
+				if err := f.Submit(r); err != nil {
+					done <- err
+				}
+			}
+			if err := f.Submit(r); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("after %d rounds: %v", rounds.Load(), err)
+			}
+		})
+	}
+}

@@ -201,7 +201,9 @@ func (f *File) Submit(r *Request) error {
 	if r.wake == nil {
 		r.wake = make(chan struct{}, 1)
 	}
-	if s := r.state.Load(); s != stateIdle && s != stateComplete {
+	// Idle, complete, or in its own callback (stateResult): the callback
+	// may resubmit the request it was given.
+	if s := r.state.Load(); s != stateIdle && s != stateComplete && s != stateResult {
 		return &OpError{Op: r.Op.String(), Path: f.path, Off: r.Off, Err: fmt.Errorf("dio: request resubmitted while in flight")}
 	}
 	sync := r.Flags&ForceWait != 0
