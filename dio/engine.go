@@ -33,6 +33,16 @@ type Ring interface {
 
 var _ Ring = (*ring.Ring)(nil)
 
+// submitWaiter is the optional part of a Ring that publishes SQEs and then
+// submits and waits in one system call (*ring.Ring has it; a wrapper that
+// lacks it gets the two-call path).
+type submitWaiter interface {
+	Flush() uint32
+	EnterWait(toSubmit, n uint32) (uint32, error)
+}
+
+var _ submitWaiter = (*ring.Ring)(nil)
+
 // userData layout: generation in the high 32 bits, slot index in the low 32.
 // A CQE whose generation does not match its slot is late or duplicated.
 // cancelTag marks the engine's own cancel SQEs, whose CQEs carry no result.
@@ -66,6 +76,7 @@ type slot struct {
 // requests are in flight and nobody else is reaping.
 type Engine struct {
 	ring    Ring
+	sw      submitWaiter // nil if the ring cannot combine submit and wait
 	iopoll  bool
 	ownRing bool
 
@@ -157,6 +168,7 @@ func newEngine(c *config) (*Engine, error) {
 		stop:    make(chan struct{}),
 		pool:    completion.NewPool(c.workers, c.poolQueue),
 	}
+	e.sw, _ = rr.(submitWaiter)
 	e.freeSlots = make([]uint32, n)
 	for i := range e.freeSlots {
 		e.freeSlots[i] = uint32(n - 1 - i)
@@ -375,17 +387,20 @@ func (e *Engine) backgroundReaper() {
 func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
 	// Anything prepared but not yet handed to the kernel goes in first,
 	// or the wait below could wait for completions of SQEs never submitted.
-	// If the kernel would not take it all (enter refused with EBUSY or
-	// EAGAIN, SQ full), the wait is short, and the next round tries again.
-	if left := e.flush(); left && (timeout == 0 || timeout > time.Millisecond) {
-		timeout = time.Millisecond
-	}
+	// Where the ring can, publishing and submitting are split so that the
+	// submit rides on the wait's system call.
+	combine := block && timeout == 0 && e.sw != nil
+	pending := e.flush(combine)
 	n, err := e.ring.Peek(e.cqes)
 	if err != nil {
 		return err
 	}
-	if n == 0 && block {
-		if timeout > 0 {
+	switch {
+	case n == 0 && block:
+		if combine {
+			_, err = e.sw.EnterWait(pending, 1)
+			e.stats.Submitted.Add(uint64(pending))
+		} else if timeout > 0 {
 			_, err = e.ring.WaitCQTimeout(1, timeout)
 		} else {
 			_, err = e.ring.WaitCQ(1)
@@ -396,6 +411,10 @@ func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
 		if n, err = e.ring.Peek(e.cqes); err != nil {
 			return err
 		}
+	case combine && pending > 0:
+		if _, err := e.sw.EnterWait(pending, 0); err == nil {
+			e.stats.Submitted.Add(uint64(pending))
+		}
 	}
 	if n == 0 {
 		return nil
@@ -405,22 +424,24 @@ func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
 		e.complete(&e.cqes[i])
 	}
 	e.reaping.Store(false)
-	e.flush()
+	e.flush(false)
 	return nil
 }
 
-// flush submits prepared SQEs and moves backlogged requests into the ring.
-// It reports whether work is left that the kernel has not taken.
-func (e *Engine) flush() (left bool) {
+// flush moves backlogged requests into the ring and submits prepared
+// SQEs; with publishOnly it only publishes them and returns how many the
+// kernel has yet to take (the caller submits them with its wait).
+func (e *Engine) flush(publishOnly bool) uint32 {
 	e.mu.Lock()
 	e.drainBacklogLocked()
-	if e.ring.Pending() > 0 {
+	var pending uint32
+	if publishOnly {
+		pending = e.sw.Flush()
+	} else if e.ring.Pending() > 0 {
 		e.enterLocked()
 	}
-	left = e.backlog != nil || len(e.resub) > 0 ||
-		(e.ring.Pending() > 0 && e.ring.Flags()&ring.SetupSQPoll == 0)
 	e.unlockAndDrop()
-	return left
+	return pending
 }
 
 // unlockAndDrop releases mu, then drops the references of backlogged
@@ -457,39 +478,48 @@ func (e *Engine) drain(cond func() bool) {
 // when it holds the token. ctx cancellation (done) cancels the request's
 // SQEs and goes on waiting for their CQEs: a buffer is never given back
 // before its CQE.
-func (e *Engine) waitReq(req *Request, done <-chan struct{}) {
+func (e *Engine) waitReq(req *Request, done <-chan struct{}, held bool) {
 	cancelled := false
 	for req.state.Load() < stateIODone {
-		select {
-		case <-e.tok:
-			for req.state.Load() < stateIODone {
-				timeout := time.Duration(0)
-				if done != nil && !cancelled {
-					timeout = 5 * time.Millisecond
+		if !held {
+			select {
+			case <-e.tok:
+				held = true
+			case <-req.wake:
+				continue
+			case <-done:
+				if !cancelled {
+					cancelled = true
+					e.cancel(req)
 				}
-				err := e.reapBatch(true, timeout)
-				if done != nil && !cancelled {
-					select {
-					case <-done:
-						cancelled = true
-						e.cancel(req)
-					default:
-					}
-				}
-				if err != nil && !errors.Is(err, ring.ErrTimeout) {
-					// The ring itself failed: nothing more will complete.
-					e.fail(err)
-				}
+				done = nil
+				continue
 			}
-			e.tok <- struct{}{}
-		case <-req.wake:
-		case <-done:
-			if !cancelled {
-				cancelled = true
-				e.cancel(req)
-			}
-			done = nil
 		}
+		for req.state.Load() < stateIODone {
+			timeout := time.Duration(0)
+			if done != nil && !cancelled {
+				timeout = 5 * time.Millisecond
+			}
+			err := e.reapBatch(true, timeout)
+			if done != nil && !cancelled {
+				select {
+				case <-done:
+					cancelled = true
+					e.cancel(req)
+				default:
+				}
+			}
+			if err != nil && !errors.Is(err, ring.ErrTimeout) {
+				// The ring itself failed: nothing more will complete.
+				e.fail(err)
+			}
+		}
+		e.tok <- struct{}{}
+		held = false
+	}
+	if held {
+		e.tok <- struct{}{}
 	}
 }
 

@@ -182,15 +182,31 @@ func (f *File) WriteAtContext(ctx context.Context, p []byte, off int64, fl Flags
 }
 
 func (f *File) syncIO(ctx context.Context, op Op, p []byte, off int64, fl Flags) (int, error) {
-	r := f.eng.getReq()
+	e := f.eng
+	r := e.getReq()
 	r.Op, r.Off, r.Buf, r.Flags = op, off, p, fl
+	// If nobody is reaping, take the token before submitting: the SQEs are
+	// then only published, and submitted by the same io_uring_enter that
+	// waits for them (one system call per read at queue depth 1).
+	held := false
+	if e.sw != nil {
+		select {
+		case <-e.tok:
+			held = true
+		default:
+		}
+	}
+	r.deferEnter = held
 	if err := f.start(r, true); err != nil {
-		f.eng.putReq(r)
+		if held {
+			e.tok <- struct{}{}
+		}
+		e.putReq(r)
 		return 0, err
 	}
-	f.eng.await(r, ctx.Done())
+	e.awaitHeld(r, ctx.Done(), held)
 	n, err := int(r.n), r.err
-	f.eng.putReq(r)
+	e.putReq(r)
 	return n, err
 }
 
@@ -207,6 +223,7 @@ func (f *File) Submit(r *Request) error {
 		return &OpError{Op: r.Op.String(), Path: f.path, Off: r.Off, Err: fmt.Errorf("dio: request resubmitted while in flight")}
 	}
 	sync := r.Flags&ForceWait != 0
+	r.deferEnter = false
 	if err := f.start(r, sync); err != nil {
 		return err
 	}

@@ -151,9 +151,16 @@ func (e *Engine) put(r *Request) {
 
 // await waits for r to complete, reaping meanwhile, and runs its
 // completion on this goroutine if the policy leaves it to the waiter.
-func (e *Engine) await(r *Request, done <-chan struct{}) {
+func (e *Engine) await(r *Request, done <-chan struct{}) { e.awaitHeld(r, done, false) }
+
+// awaitHeld is await for a caller that may already hold the reap token
+// (a synchronous call that took it before submitting, so that its submit
+// and its wait are one system call).
+func (e *Engine) awaitHeld(r *Request, done <-chan struct{}, held bool) {
 	if r.state.Load() < stateIODone {
-		e.waitReq(r, done)
+		e.waitReq(r, done, held)
+	} else if held {
+		e.tok <- struct{}{}
 	}
 	switch {
 	case r.policy == completion.Caller && r.Queue != nil:

@@ -110,6 +110,9 @@ type Request struct {
 	async     bool
 	fileDec   bool
 	cancelled bool
+	// deferEnter: the submitter holds the reap token and submits with its
+	// wait; queue only prepares the SQEs.
+	deferEnter bool
 	// guarded by the engine's mu until I/O is done
 	errno  error
 	stopAt int64 // lowest file offset where data stopped (EOF, error)

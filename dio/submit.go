@@ -369,7 +369,9 @@ func (e *Engine) queue(r *Request) {
 		e.backlogEnd = r
 		e.drainBacklogLocked()
 	}
-	e.enterLocked()
+	if !r.deferEnter {
+		e.enterLocked()
+	}
 	e.unlockAndDrop()
 }
 

@@ -437,6 +437,48 @@ func (r *Ring) WaitTimeout(n uint32, d time.Duration) (uint32, error) {
 	return r.waitArg(toSubmit, n, enterGetEvents|r.wakeFlag(), d)
 }
 
+// Flush publishes the prepared SQEs to the kernel without entering it and
+// returns how many the kernel has not consumed yet. Submission side.
+func (r *Ring) Flush() uint32 {
+	if r.closed {
+		return 0
+	}
+	return r.flush()
+}
+
+// EnterWait is one io_uring_enter that submits up to toSubmit published
+// SQEs and waits until n CQEs are ready (n may be 0: submit only). It
+// touches no submission-side state, so the completion side's owner may
+// call it while another goroutine owns the submission side; the kernel
+// takes at most the SQEs that are published, whoever published them. With
+// a Flush before it, a goroutine that both submits and waits (a
+// synchronous read at queue depth 1) needs one system call, not two.
+func (r *Ring) EnterWait(toSubmit, n uint32) (uint32, error) {
+	if r.closed {
+		return 0, ErrClosed
+	}
+	flags := r.wakeFlag()
+	if r.flags&SetupSQPoll != 0 {
+		toSubmit = 0
+	}
+	if n > 0 || r.flags&SetupIOPoll != 0 || r.needFlushCQ() {
+		flags |= enterGetEvents
+	}
+	if toSubmit == 0 && flags == 0 {
+		return r.Ready(), nil
+	}
+	for {
+		if _, err := enter(r.fd, toSubmit, n, flags); err != nil {
+			return r.Ready(), opErr("enter", err)
+		}
+		ready := r.Ready()
+		if ready >= n {
+			return ready, nil
+		}
+		toSubmit = 0 // interrupted after submitting: only wait now
+	}
+}
+
 // WaitCQ blocks until at least n CQEs are ready, like Wait, but touches
 // only the completion side: it submits nothing. One goroutine may call
 // WaitCQ, WaitCQTimeout, Peek and Ready while another owns the submission

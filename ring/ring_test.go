@@ -882,3 +882,63 @@ func BenchmarkNop(b *testing.B) {
 		}
 	}
 }
+
+// TestFlushEnterWait: publishing and then submitting with the wait is one
+// enter; the completion side may do it while another goroutine keeps
+// preparing SQEs (the split ownership package dio relies on).
+func TestFlushEnterWait(t *testing.T) {
+	r, err := New(Params{Entries: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	s := mustSQE(t, r)
+	s.PrepNop()
+	s.UserData = 7
+	if p := r.Flush(); p != 1 {
+		t.Fatalf("Flush = %d pending, want 1", p)
+	}
+	if n, err := r.EnterWait(1, 1); err != nil || n != 1 {
+		t.Fatalf("EnterWait = %d, %v", n, err)
+	}
+	c := make([]CQE, 2)
+	if n, _ := r.Peek(c); n != 1 || c[0].UserData != 7 {
+		t.Fatalf("Peek = %d %+v", n, c[0])
+	}
+
+	var mu sync.Mutex
+	const total = 2000
+	go func() {
+		for i := 0; i < total; i++ {
+			for {
+				mu.Lock()
+				s := r.GetSQE()
+				if s != nil {
+					s.PrepNop()
+					s.UserData = uint64(i)
+					r.Flush()
+				}
+				mu.Unlock()
+				if s != nil {
+					break
+				}
+				runtime.Gosched()
+			}
+		}
+	}()
+	got := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for got < total && time.Now().Before(deadline) {
+		mu.Lock()
+		p := r.Flush()
+		mu.Unlock()
+		if _, err := r.EnterWait(p, 0); err != nil {
+			t.Fatal(err)
+		}
+		n, _ := r.Peek(c)
+		got += n
+	}
+	if got != total {
+		t.Fatalf("reaped %d of %d", got, total)
+	}
+}
