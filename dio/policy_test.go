@@ -280,3 +280,48 @@ func TestDSyncWriteThrough(t *testing.T) {
 		t.Errorf("size %d after extending write, want %d", f.Size(), 2*blk)
 	}
 }
+
+// TestDowngrades shows each downgrade the engine makes, with its reason,
+// on real requests.
+func TestDowngrades(t *testing.T) {
+	lm := &layoutMapper{segs: []seg{
+		{off: 0, n: 8 * blk, typ: iomap.Mapped},
+		{off: 8 * blk, n: 8 * blk, typ: iomap.Hole},
+	}}
+	f, path := openTemp(t, WithMapper(lm))
+	os.WriteFile(path, make([]byte, 16*blk), 0o600)
+	f.Truncate(16 * blk)
+	b := abuf(t, blk)
+	for _, tc := range []struct {
+		name       string
+		op         Op
+		off        int64
+		flags      Flags
+		ask        completion.Policy
+		want       completion.Policy
+		wantReason completion.Reason
+	}{
+		{"read default", Read, 0, 0, completion.Default, completion.Inline, completion.NoDowngrade},
+		{"read polled on a plain ring", Read, 0, 0, completion.Polled, completion.Inline, completion.DowngradeNotPolledRing},
+		{"pure overwrite caller", Write, 0, 0, completion.Caller, completion.Caller, completion.NoDowngrade},
+		{"write into a hole", Write, 8 * blk, 0, completion.Caller, completion.Pool, completion.DowngradeNotOverwrite},
+		{"extending write", Write, 16 * blk, 0, completion.Caller, completion.Pool, completion.DowngradeNotOverwrite},
+		{"O_SYNC-like overwrite", Write, 0, Sync, completion.Caller, completion.Pool, completion.DowngradeNeedsSync},
+		{"dsync overwrite is write-through", Write, blk, DSync, completion.Caller, completion.Caller, completion.NoDowngrade},
+		{"force wait", Read, 0, ForceWait, completion.Inline, completion.Wait, completion.NoDowngrade},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Request{Op: tc.op, Off: tc.off, Buf: b, Flags: tc.flags, Policy: tc.ask}
+			if err := f.Submit(r); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Wait(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			got, why := r.EffectivePolicy()
+			if got != tc.want || (tc.wantReason != completion.NoDowngrade && why != tc.wantReason) {
+				t.Errorf("ran under %v (%v), want %v (%v)", got, why, tc.want, tc.wantReason)
+			}
+		})
+	}
+}
