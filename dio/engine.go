@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/uringdio/uringdio/completion"
@@ -390,7 +391,14 @@ func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
 	// Where the ring can, publishing and submitting are split so that the
 	// submit rides on the wait's system call.
 	combine := block && timeout == 0 && e.sw != nil
-	pending := e.flush(combine)
+	pending, stuck := e.flush(combine)
+	if stuck && block && (timeout == 0 || timeout > stuckRetry) {
+		// The kernel refused SQEs (EBUSY, EAGAIN), or the SQ or the slab
+		// is full with requests backlogged: a wait without a limit could
+		// wait for completions of work that was never submitted. Wait a
+		// little, then try again.
+		timeout, combine = stuckRetry, false
+	}
 	n, err := e.ring.Peek(e.cqes)
 	if err != nil {
 		return err
@@ -399,13 +407,17 @@ func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
 	case n == 0 && block:
 		if combine {
 			_, err = e.sw.EnterWait(pending, 1)
-			e.stats.Submitted.Add(uint64(pending))
+			if isBusy(err) {
+				_, err = e.ring.WaitCQTimeout(1, stuckRetry)
+			} else {
+				e.stats.Submitted.Add(uint64(pending))
+			}
 		} else if timeout > 0 {
 			_, err = e.ring.WaitCQTimeout(1, timeout)
 		} else {
 			_, err = e.ring.WaitCQ(1)
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, ring.ErrTimeout) {
 			return err
 		}
 		if n, err = e.ring.Peek(e.cqes); err != nil {
@@ -428,20 +440,30 @@ func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
 	return nil
 }
 
+// stuckRetry is how long a reaper waits for a completion before it tries
+// again to submit what the kernel (or a full SQ) refused.
+const stuckRetry = time.Millisecond
+
+func isBusy(err error) bool {
+	return errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EAGAIN)
+}
+
 // flush moves backlogged requests into the ring and submits prepared
 // SQEs; with publishOnly it only publishes them and returns how many the
-// kernel has yet to take (the caller submits them with its wait).
-func (e *Engine) flush(publishOnly bool) uint32 {
+// kernel has yet to take (the caller submits them with its wait). stuck
+// says that work is left that no completion will push along: requests
+// still backlogged, or SQEs the kernel refused.
+func (e *Engine) flush(publishOnly bool) (pending uint32, stuck bool) {
 	e.mu.Lock()
 	e.drainBacklogLocked()
-	var pending uint32
 	if publishOnly {
 		pending = e.sw.Flush()
 	} else if e.ring.Pending() > 0 {
-		e.enterLocked()
+		stuck = !e.enterLocked()
 	}
+	stuck = stuck || e.backlog != nil || len(e.resub) > 0
 	e.unlockAndDrop()
-	return pending
+	return pending, stuck
 }
 
 // unlockAndDrop releases mu, then drops the references of backlogged
@@ -597,14 +619,17 @@ const submitBatch = 8
 // enterLocked hands prepared SQEs to the kernel, unless a reaper is
 // processing a batch and fewer than submitBatch are waiting: then it
 // submits them with the next group or when the batch is done.
-func (e *Engine) enterLocked() {
+func (e *Engine) enterLocked() bool {
 	if e.reaping.Load() && e.ring.Pending() < submitBatch {
-		return
+		return true
 	}
-	if n, err := e.ring.Submit(); err == nil {
-		e.stats.Submitted.Add(uint64(n))
+	n, err := e.ring.Submit()
+	if err != nil {
+		// EBUSY/EAGAIN: the SQEs stay in the SQ and the next flush retries.
+		return false
 	}
-	// EBUSY/EAGAIN: the SQEs stay in the SQ and the next flush retries.
+	e.stats.Submitted.Add(uint64(n))
+	return true
 }
 
 func (e *Engine) freeSlotLocked(i uint32) {
