@@ -25,7 +25,13 @@ func (f *File) start(r *Request, sync bool) error {
 		opName = "write"
 	}
 	length := r.totalLen()
+	// The File's in-flight reference is taken before the closed check:
+	// Close either sees it and waits, or start sees closed and backs out.
+	// Taken after mapping, it let Close find nothing in flight and close
+	// the descriptor under a request about to be queued with it.
+	f.inflight.Add(1)
 	bad := func(err error) error {
+		f.inflight.Add(-1)
 		return &OpError{Op: opName, Path: f.path, Off: r.Off, Len: length, Err: err}
 	}
 	if f.closed.Load() || f.eng.closed.Load() {
@@ -63,6 +69,7 @@ func (f *File) start(r *Request, sync bool) error {
 		r.policy = completion.Wait
 		r.n = r.DoneBefore
 		r.once.Claim() // completed here, without the file's in-flight ref: no RunCompletion
+		f.inflight.Add(-1)
 		r.state.Store(stateComplete)
 		return nil
 	}
@@ -135,7 +142,6 @@ func (f *File) start(r *Request, sync bool) error {
 		r.async = false
 	}
 
-	f.inflight.Add(1)
 	r.refs.Store(int32(len(r.pieces)) + 1)
 	r.state.Store(stateInflight)
 	if r.async {
