@@ -57,8 +57,9 @@ type fsxConfig struct {
 	faultRate  float64
 	faultKinds []faultring.Fault
 	ops        int
-	maxLen     int64 // longest request
-	maxSize    int64 // file size bound
+	maxLen     int64  // longest request
+	maxSize    int64  // file size bound
+	dir        string // where the file goes (default: a temporary directory)
 }
 
 func fsxConfigs() []fsxConfig {
@@ -163,8 +164,11 @@ func runFSX(t *testing.T, cfg fsxConfig, seed uint64) {
 	if cfg.maxSize == 0 {
 		cfg.maxSize = 8 << 20
 	}
+	if cfg.dir == "" {
+		cfg.dir = t.TempDir()
+	}
 	x := &fsxRun{t: t, cfg: cfg, seed: seed, rnd: rand.New(rand.NewPCG(seed, seed*0x9e3779b97f4a7c15+1)),
-		path: filepath.Join(t.TempDir(), "fsx"), m: fsx.NewModel(), log: fsx.NewLog(400),
+		path: filepath.Join(cfg.dir, "fsx"), m: fsx.NewModel(), log: fsx.NewLog(400),
 		done: make(chan *fsxReq, cfg.qd+1), q: completion.NewQueue(cfg.qd)}
 	t.Logf("seed %d, %d ops", seed, cfg.ops)
 	if cfg.shared {

@@ -112,23 +112,6 @@ type loopFS struct {
 	Sector int
 }
 
-// needRoot skips the test unless it runs as root with the named tools.
-func needRoot(t testing.TB, tools ...string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (loop devices and mount)")
-	}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if _, err2 := os.Stat("/usr/sbin/" + tool); err2 != nil {
-				if _, err3 := os.Stat("/sbin/" + tool); err3 != nil {
-					t.Skipf("needs %s: %v", tool, err)
-				}
-			}
-		}
-	}
-}
-
 func run(name string, args ...string) (string, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), "PATH="+os.Getenv("PATH")+":/usr/sbin:/sbin")
@@ -144,15 +127,36 @@ func run(name string, args ...string) (string, error) {
 // returns it. It skips the test if that cannot be done here.
 func mountLoop(t testing.TB, fstype string, size int64, sector int) *loopFS {
 	t.Helper()
+	l, err := mountLoopErr(t, fstype, size, sector)
+	if err != nil {
+		t.Skip(err)
+	}
+	return l
+}
+
+// mountLoopErr is mountLoop that says why instead of skipping.
+func mountLoopErr(t testing.TB, fstype string, size int64, sector int) (*loopFS, error) {
+	t.Helper()
 	mkfs := "mkfs." + fstype
-	needRoot(t, "losetup", "mount", "umount", mkfs)
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("needs root (loop devices and mount)")
+	}
+	for _, tool := range []string{"losetup", "mount", "umount", mkfs} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if _, err2 := os.Stat("/usr/sbin/" + tool); err2 != nil {
+				if _, err3 := os.Stat("/sbin/" + tool); err3 != nil {
+					return nil, fmt.Errorf("needs %s: %v", tool, err)
+				}
+			}
+		}
+	}
 	dir := t.TempDir()
 	img := filepath.Join(dir, "img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	out, err := run("losetup", "--find", "--show", "--sector-size", strconv.Itoa(sector), "--direct-io=on", img)
 	if err != nil {
@@ -160,7 +164,7 @@ func mountLoop(t testing.TB, fstype string, size int64, sector int) *loopFS {
 		out, err = run("losetup", "--find", "--show", "--sector-size", strconv.Itoa(sector), img)
 	}
 	if err != nil {
-		t.Skipf("cannot attach a loop device: %v", err)
+		return nil, fmt.Errorf("cannot attach a loop device: %v", err)
 	}
 	dev := strings.TrimSpace(out)
 	t.Cleanup(func() { run("losetup", "-d", dev) })
@@ -168,29 +172,27 @@ func mountLoop(t testing.TB, fstype string, size int64, sector int) *loopFS {
 	switch fstype {
 	case "ext4":
 		args = []string{"-q", "-F", "-b", "4096", dev}
-	case "xfs":
-		args = []string{"-q", "-f", dev}
-	case "btrfs":
+	case "xfs", "btrfs":
 		args = []string{"-q", "-f", dev}
 	default:
-		t.Fatalf("unknown fs %s", fstype)
+		return nil, fmt.Errorf("unknown file system %s", fstype)
 	}
 	if _, err := run(mkfs, args...); err != nil {
-		t.Skipf("%s on %s with %d-byte sectors: %v", mkfs, dev, sector, err)
+		return nil, fmt.Errorf("%s on %s with %d-byte sectors: %v", mkfs, dev, sector, err)
 	}
 	mnt := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if _, err := run("mount", "-t", fstype, dev, mnt); err != nil {
-		t.Skipf("cannot mount %s: %v", fstype, err)
+		return nil, fmt.Errorf("cannot mount %s: %v", fstype, err)
 	}
 	t.Cleanup(func() {
 		if _, err := run("umount", mnt); err != nil {
 			unix.Unmount(mnt, unix.MNT_DETACH)
 		}
 	})
-	return &loopFS{Dir: mnt, Dev: dev, FSType: fstype, Sector: sector}
+	return &loopFS{Dir: mnt, Dev: dev, FSType: fstype, Sector: sector}, nil
 }
 
 // newRand returns a seeded generator.
