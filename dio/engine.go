@@ -107,6 +107,7 @@ type Engine struct {
 	fixedSize  int
 	fixedMu    sync.Mutex
 	zero       []byte   // zeroes for sub-block zeroing
+	zeroOld    [][]byte // outgrown zero buffers, freed at Close
 	resub      []uint32 // slots whose resubmission waits for SQ room
 	dropped    []droppedPieces
 }
@@ -213,8 +214,10 @@ func (e *Engine) Close() error {
 	if e.fixedArena != nil {
 		ring.Free(e.fixedArena)
 	}
-	if e.zero != nil {
-		ring.Free(e.zero)
+	for _, z := range append(e.zeroOld, e.zero) {
+		if z != nil {
+			ring.Free(z)
+		}
 	}
 	return err
 }
@@ -337,8 +340,8 @@ func (e *Engine) zeroes(n int) ([]byte, error) {
 			return nil, err
 		}
 		if e.zero != nil {
-			// The old buffer may still be in flight; keep it (rare).
-			_ = e.zero
+			// The smaller buffer may still be in flight: keep it until Close.
+			e.zeroOld = append(e.zeroOld, e.zero)
 		}
 		e.zero = z
 	}

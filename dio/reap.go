@@ -3,7 +3,6 @@
 package dio
 
 import (
-	"errors"
 	"io"
 	"syscall"
 
@@ -219,5 +218,3 @@ func checkPolled(fd int) error {
 	}
 	return err
 }
-
-var _ = errors.Is

@@ -8,7 +8,6 @@ import (
 	"unsafe"
 
 	"github.com/uringdio/uringdio/completion"
-	"github.com/uringdio/uringdio/ring"
 )
 
 // Op says whether a Request reads or writes.
@@ -247,4 +246,3 @@ func signal(c chan struct{}) {
 func addrOf(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
 
 var _ completion.Task = (*Request)(nil)
-var _ = ring.OpRead

@@ -4,6 +4,7 @@ package dio
 
 import (
 	"errors"
+	"strconv"
 	"syscall"
 
 	"github.com/uringdio/uringdio/completion"
@@ -468,12 +469,4 @@ type droppedPieces struct {
 
 func alignUp(v, a int64) int64 { return (v + a - 1) / a * a }
 
-func itoa(v int) string {
-	if v < 0 {
-		return "-" + itoa(-v)
-	}
-	if v < 10 {
-		return string(rune('0' + v))
-	}
-	return itoa(v/10) + string(rune('0'+v%10))
-}
+func itoa(v int) string { return strconv.Itoa(v) }
