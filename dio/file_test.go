@@ -233,4 +233,21 @@ func TestReadAtAllocs(t *testing.T) {
 	if a := testing.AllocsPerRun(500, func() { f.WriteAt(b, 0) }); a != 0 {
 		t.Errorf("WriteAt allocates %.1f per call", a)
 	}
+	// The asynchronous path with a reused request, under each policy.
+	ctx := context.Background()
+	q := &completion.Queue{}
+	for _, p := range []completion.Policy{completion.Inline, completion.Caller, completion.Pool} {
+		r := NewRequest()
+		r.Op, r.Buf, r.Policy, r.Queue = Read, b, p, q
+		f.Submit(r)
+		r.Wait(ctx)
+		if a := testing.AllocsPerRun(500, func() {
+			if err := f.Submit(r); err != nil {
+				panic(err)
+			}
+			r.Wait(ctx)
+		}); a != 0 {
+			t.Errorf("Submit+Wait under %v allocates %.1f per request", p, a)
+		}
+	}
 }
