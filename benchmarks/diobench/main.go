@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command diobench measures uringdio against the peers a Go user would pick
 // instead, in one run, on the same file: fio's io_uring engine (the C
 // reference), os.File.ReadAt/WriteAt on an O_DIRECT file from qd goroutines

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package harness is diobench's measurement code: the workload shapes, the
 // engines compared (uringdio, pread, iceber/iouring-go, fio), the per-I/O
 // latency histograms, CPU accounting, and the table, JSON, report and plot

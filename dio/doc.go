@@ -1,0 +1,42 @@
+// Package dio is uringdio's direct-I/O engine: files opened with O_DIRECT
+// whose reads and writes are mapped to extents by an iomap.Mapper and
+// carried out as io_uring SQEs, completing under the policy each request
+// needs (package completion).
+//
+// # The data path
+//
+// File.ReadAt, File.WriteAt and File.Submit check alignment (statx
+// STATX_DIOALIGN, or the device's logical block size) before anything is
+// submitted, then run iomap's iterator over the range: holes and unwritten
+// extents read as zeroes without I/O, mapped extents become one SQE per
+// piece (split at the device's maximum I/O size and at buffer boundaries),
+// new blocks of a mapper that allocates in blocks larger than the I/O
+// alignment get their head and tail zeroed, and delayed-allocation extents
+// are refused. Each SQE holds a reference on its request; the first error
+// wins, the last reference completes the request. Short transfers before
+// end of file are resubmitted for the remainder; reads that run into end
+// of file return what was there and io.EOF.
+//
+// # Completion
+//
+// A synchronous call (ReadAt, WriteAt) waits and completes on its own
+// goroutine; while it waits it reaps the ring for everyone (leader and
+// followers share one reap token). An asynchronous Request completes Inline
+// (on whichever goroutine reaped its last CQE), on the Caller's goroutine
+// (through its completion.Queue, or in Request.Wait), or on the engine's
+// worker Pool; completion.Choose downgrades what a request asks for the way
+// the kernel's iomap code does: only reads and pure overwrites may
+// complete inline or deferred, everything that may block (fdatasync, size
+// extension, extent conversion, an end-of-I/O hook) goes to the pool.
+//
+// # Memory
+//
+// Buffers must stay untouched from Submit until the request completes.
+// Page-aligned off-heap memory from ring.Alloc, or registered buffers from
+// Engine.GetBuffer (WithFixedBuffers), satisfy every alignment; Go heap
+// memory works where it is aligned, since the garbage collector does not
+// move heap objects and the engine keeps the request (and so the buffer)
+// reachable until its last CQE.
+//
+// dio needs Linux; elsewhere Open fails with ErrUnsupported.
+package dio
