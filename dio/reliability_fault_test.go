@@ -66,13 +66,20 @@ type sweepEnv struct {
 		a, n uintptr
 		r    *sweepReq
 	}
-	q     *completion.Queue
-	model *fsx.Model
-	extra []dio.Option
+	q       *completion.Queue
+	model   *fsx.Model
+	extra   []dio.Option
+	combine bool
 }
 
 func newSweepEnv(t *testing.T, kind faultring.Fault, extra ...dio.Option) *sweepEnv {
-	e := &sweepEnv{t: t, kind: kind, q: completion.NewQueue(swReqs), model: fsx.NewModel(), extra: extra}
+	return newSweepEnvC(t, kind, false, extra...)
+}
+
+// newSweepEnvC is newSweepEnv; with combine the wrapper keeps the ring's
+// combined submit-and-wait, the engine's one-system-call path.
+func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, extra ...dio.Option) *sweepEnv {
+	e := &sweepEnv{t: t, kind: kind, q: completion.NewQueue(swReqs), model: fsx.NewModel(), extra: extra, combine: combine}
 	e.path = filepath.Join(t.TempDir(), "sweep")
 	init := make([]byte, swSize)
 	fillRand(newRand(1), init)
@@ -81,7 +88,13 @@ func newSweepEnv(t *testing.T, kind faultring.Fault, extra ...dio.Option) *sweep
 	}
 	e.model.Write(0, init)
 	opts := append([]dio.Option{dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
-		e.fr = faultring.New(r, faultring.Config{Seed: uint64(kind), Decide: e.decide})
+		cfg := faultring.Config{Seed: uint64(kind), Decide: e.decide}
+		if combine {
+			w := faultring.NewCombining(r, cfg)
+			e.fr = faultring.Of(w)
+			return w
+		}
+		e.fr = faultring.New(r, cfg)
 		return e.fr
 	})}, extra...)
 	f, err := dio.Open(e.path, os.O_RDWR, 0, opts...)
@@ -175,6 +188,11 @@ func (e *sweepEnv) run(k uint64, round int) uint64 {
 	deadline := time.Now().Add(20 * time.Second)
 	for _, r := range e.reqs {
 		if r.pol == completion.Wait {
+			if e.combine {
+				// No context: the waiter submits and waits in one call.
+				r.req.Wait(context.Background())
+				continue
+			}
 			ctx, cancel := context.WithDeadline(context.Background(), deadline)
 			r.req.Wait(ctx)
 			cancel()
@@ -308,21 +326,23 @@ func (e *sweepEnv) check(r *sweepReq, k uint64) {
 func TestFaultSweepKthCQE(t *testing.T) {
 	kinds := []faultring.Fault{faultring.EIO, faultring.ENOSPC, faultring.ECANCELED, faultring.EINTR,
 		faultring.EAGAIN, faultring.Short, faultring.ShortUnaligned, faultring.Zero, faultring.Delay}
-	for _, kind := range kinds {
-		t.Run(kind.String(), func(t *testing.T) {
-			e := newSweepEnv(t, kind)
-			used := e.run(1<<62, 0) // no fault: how many CQEs the workload takes
-			if used < swReqs*swPieces {
-				t.Fatalf("workload took %d CQEs, want at least %d", used, swReqs*swPieces)
-			}
-			for k := uint64(1); k <= used; k++ {
-				e.run(k, int(k))
-			}
-			st := e.fr.Stats()
-			if st.Faults[kind] == 0 {
-				t.Fatalf("no %v injected: %+v", kind, st)
-			}
-		})
+	for _, combine := range []bool{false, true} {
+		for _, kind := range kinds {
+			t.Run(fmt.Sprintf("%v/combined-submit-wait=%v", kind, combine), func(t *testing.T) {
+				e := newSweepEnvC(t, kind, combine)
+				used := e.run(1<<62, 0) // no fault: how many CQEs the workload takes
+				if used < swReqs*swPieces {
+					t.Fatalf("workload took %d CQEs, want at least %d", used, swReqs*swPieces)
+				}
+				for k := uint64(1); k <= used; k++ {
+					e.run(k, int(k))
+				}
+				st := e.fr.Stats()
+				if st.Faults[kind] == 0 {
+					t.Fatalf("no %v injected: %+v", kind, st)
+				}
+			})
+		}
 	}
 }
 
@@ -345,7 +365,7 @@ func TestFaultSweepFixedBuffersRegisteredFiles(t *testing.T) {
 // submitStall runs a synchronous read and write on an engine whose
 // submissions are refused (or whose SQ is full) a few times in a row,
 // and fails if they do not complete.
-func submitStall(t *testing.T, cfg faultring.Config) {
+func submitStall(t *testing.T, cfg faultring.Config, combine bool) {
 	f, path := openRel(t)
 	init := make([]byte, 64<<10)
 	fillRand(newRand(2), init)
@@ -353,6 +373,11 @@ func submitStall(t *testing.T, cfg faultring.Config) {
 	f.Close()
 	var fr *faultring.Ring
 	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		if combine {
+			w := faultring.NewCombining(r, cfg)
+			fr = faultring.Of(w)
+			return w
+		}
 		fr = faultring.New(r, cfg)
 		return fr
 	}))
@@ -396,14 +421,18 @@ func submitStall(t *testing.T, cfg faultring.Config) {
 // them. A synchronous caller whose submission was refused twice in a row
 // waited in WaitCQ for completions of SQEs the kernel never received.
 func TestSubmitRefusedTwiceHangsWaiter(t *testing.T) {
-	var left atomic.Int32
-	left.Store(6)
-	submitStall(t, faultring.Config{SubmitErr: func(uint64) error {
-		if left.Add(-1) >= 0 {
-			return syscall.EAGAIN
-		}
-		return nil
-	}})
+	for _, combine := range []bool{false, true} {
+		t.Run(fmt.Sprintf("combined-submit-wait=%v", combine), func(t *testing.T) {
+			var left atomic.Int32
+			left.Store(6)
+			submitStall(t, faultring.Config{SubmitErr: func(uint64) error {
+				if left.Add(-1) >= 0 {
+					return syscall.EAGAIN
+				}
+				return nil
+			}}, combine)
+		})
+	}
 }
 
 // A full SQ is backpressure: the request waits in the backlog. A
@@ -412,7 +441,7 @@ func TestSubmitRefusedTwiceHangsWaiter(t *testing.T) {
 func TestSQFullBacklogHangsWaiter(t *testing.T) {
 	var left atomic.Int32
 	left.Store(6)
-	submitStall(t, faultring.Config{SQFull: func() bool { return left.Add(-1) >= 0 }})
+	submitStall(t, faultring.Config{SQFull: func() bool { return left.Add(-1) >= 0 }}, false)
 }
 
 // Random EBUSY/EAGAIN from enter and SQ-full answers under asynchronous

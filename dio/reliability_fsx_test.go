@@ -229,7 +229,7 @@ func runFSX(t *testing.T, cfg fsxConfig, seed uint64) {
 // wrap installs the fault plan on the engine's ring.
 func (x *fsxRun) wrap(r dio.Ring) dio.Ring {
 	rnd := rand.New(rand.NewPCG(x.seed, 7))
-	x.fr = faultring.New(r, faultring.Config{Seed: x.seed, ShortAlign: 512, Decide: func(c faultring.CQE) faultring.Fault {
+	w := faultring.NewCombining(r, faultring.Config{Seed: x.seed, ShortAlign: 512, Decide: func(c faultring.CQE) faultring.Fault {
 		if rnd.Float64() >= x.cfg.faultRate {
 			return faultring.None
 		}
@@ -239,7 +239,8 @@ func (x *fsxRun) wrap(r dio.Ring) dio.Ring {
 		}
 		return f
 	}})
-	return x.fr
+	x.fr = faultring.Of(w)
+	return w
 }
 
 // owner finds the slot whose buffer holds a.

@@ -240,7 +240,23 @@ func (r *Ring) GetSQE() *ring.SQE {
 // Submit implements dio.Ring: it records the prepared SQEs, then may fail
 // without submitting them (they stay queued, as with a real EBUSY).
 func (r *Ring) Submit() (int, error) {
+	if err := r.recordAndDecide(); err != nil {
+		return 0, err
+	}
+	return r.in.Submit()
+}
+
+// recordAndDecide records the SQEs prepared since the last submission and
+// decides whether this submission fails.
+func (r *Ring) recordAndDecide() error {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record()
+	return r.submitFault()
+}
+
+// record notes the prepared read and write SQEs as in flight. r.mu held.
+func (r *Ring) record() {
 	for _, s := range r.prepared {
 		switch s.Opcode {
 		case ring.OpRead, ring.OpWrite, ring.OpReadFixed, ring.OpWriteFixed, ring.OpReadv, ring.OpWritev:
@@ -250,6 +266,10 @@ func (r *Ring) Submit() (int, error) {
 		}
 	}
 	r.prepared = r.prepared[:0]
+}
+
+// submitFault decides whether this submission fails. r.mu held.
+func (r *Ring) submitFault() error {
 	r.submits++
 	var err error
 	if r.cfg.SubmitErr != nil {
@@ -262,11 +282,59 @@ func (r *Ring) Submit() (int, error) {
 	}
 	if err != nil {
 		r.stats.SubmitErrs++
-		r.mu.Unlock()
-		return 0, &ring.Error{Op: "enter", Err: err}
+		return &ring.Error{Op: "enter", Err: err}
 	}
-	r.mu.Unlock()
-	return r.in.Submit()
+	return nil
+}
+
+// SubmitWaiter is the optional part of *ring.Ring that publishes SQEs
+// (Flush) and then submits and waits in one system call (EnterWait); the
+// engine uses it when the ring has it.
+type SubmitWaiter interface {
+	Flush() uint32
+	EnterWait(toSubmit, n uint32) (uint32, error)
+}
+
+// Combining is a Ring that also has the inner ring's combined submit and
+// wait, so that the engine's one-system-call path runs under faults too.
+type Combining struct {
+	*Ring
+	sw SubmitWaiter
+}
+
+var _ SubmitWaiter = (*Combining)(nil)
+
+// NewCombining wraps in like New, keeping its SubmitWaiter methods; if in
+// has none, it returns a plain *Ring.
+func NewCombining(in Inner, cfg Config) Inner {
+	r := New(in, cfg)
+	if sw, ok := in.(SubmitWaiter); ok {
+		return &Combining{Ring: r, sw: sw}
+	}
+	return r
+}
+
+// Flush records the prepared SQEs and publishes them.
+func (c *Combining) Flush() uint32 {
+	c.mu.Lock()
+	c.record()
+	c.mu.Unlock()
+	return c.sw.Flush()
+}
+
+// EnterWait may fail like Submit; it does not wait in the kernel while
+// the wrapper holds CQEs back (they may be all there is).
+func (c *Combining) EnterWait(toSubmit, n uint32) (uint32, error) {
+	c.mu.Lock()
+	err := c.submitFault()
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 && c.ready(n) {
+		n = 0
+	}
+	return c.sw.EnterWait(toSubmit, n)
 }
 
 // Pending implements dio.Ring.
@@ -473,4 +541,15 @@ func (r *Ring) Stats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.stats
+}
+
+// Of returns the *Ring inside what New or NewCombining returned.
+func Of(i Inner) *Ring {
+	switch r := i.(type) {
+	case *Ring:
+		return r
+	case *Combining:
+		return r.Ring
+	}
+	return nil
 }
