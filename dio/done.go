@@ -43,8 +43,19 @@ func (r *Request) RunCompletion() {
 	}
 	if r.Op == Write && !r.facts.PureOverwrite {
 		if c, ok := f.mapper.(iomap.IOCompleter); ok {
-			if cerr := c.IOComplete(r.Off, n, iomap.OpWrite|iomap.OpDirect, err); cerr != nil && err == nil {
-				err = cerr
+			// The bytes reported written did reach the target: the mapper
+			// converts them; the rest failed, and the mapper learns that
+			// too (a file mapper forgets what it cached of the range).
+			op := iomap.OpWrite | iomap.OpDirect
+			if n > 0 {
+				if cerr := c.IOComplete(r.Off, n, op, nil); cerr != nil && err == nil {
+					err = cerr
+				}
+			}
+			if n < r.length {
+				if cerr := c.IOComplete(r.Off+n, r.length-n, op, err); cerr != nil && err == nil {
+					err = cerr
+				}
 			}
 		}
 	}

@@ -177,7 +177,7 @@ func testMappingCase(t *testing.T, si int, op Op, p completion.Policy, sync bool
 		wantPolicy = completion.Wait
 	case p == completion.Default && op == Read:
 		wantPolicy = completion.Inline
-	case op == Write && !pure && p != completion.Wait:
+	case op == Write && !pure:
 		wantPolicy = completion.Pool
 	case p == completion.Default:
 		wantPolicy = completion.Inline

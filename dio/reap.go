@@ -10,7 +10,9 @@ import (
 	"github.com/uringdio/uringdio/ring"
 )
 
-const maxRetries = 16
+// maxRetries bounds the resubmissions of an SQE that keeps completing with
+// EAGAIN (without NoWait); EINTR is resubmitted without a bound.
+const maxRetries = 64
 
 // complete processes one CQE: it finds the slot by user_data, checks the
 // result, resubmits the remainder of a short transfer, records the first
@@ -37,9 +39,13 @@ func (e *Engine) complete(c *ring.CQE) {
 	switch {
 	case res < 0:
 		errno := syscall.Errno(-res)
-		retry := errno == syscall.EINTR || (errno == syscall.EAGAIN && r.Flags&NoWait == 0)
-		if retry && s.retries < maxRetries && !r.cancelled {
-			s.retries++
+		// EINTR never reaches a caller; EAGAIN without NoWait is retried a
+		// bounded number of times, then reported (it is retryable).
+		retry := errno == syscall.EINTR || (errno == syscall.EAGAIN && r.Flags&NoWait == 0 && s.retries < maxRetries)
+		if retry && !r.cancelled {
+			if s.retries < 255 {
+				s.retries++
+			}
 			e.resubmitLocked(idx)
 			e.mu.Unlock()
 			return
@@ -120,8 +126,10 @@ func (e *Engine) put(r *Request) {
 	// Everything put needs from r is read before the I/O is published as
 	// done: from then on a waiter may run the completion and reuse r.
 	policy, wake, q := r.policy, r.wake, r.Queue
-	if policy == completion.Caller {
-		// Pure overwrites only: nothing in the completion touches the fd.
+	if policy == completion.Caller || (policy == completion.Wait && !r.facts.Sync) {
+		// Deferred to the caller, who may never come: only completions
+		// that do no I/O are deferred (start makes sure), so the File's
+		// in-flight count drops here and Close does not wait for them.
 		r.file.inflight.Add(-1)
 		r.fileDec = true
 	}

@@ -135,7 +135,19 @@ func (f *File) start(r *Request, sync bool) error {
 		PolledRing:    f.eng.iopoll,
 		HasEndIO:      f.endIO != nil,
 	}
+	var deferredWhy completion.Reason
+	if requested == completion.Wait && !sync {
+		// An asynchronous request that its caller will Wait for is deferred
+		// completion like Caller, under the same rules: its completion
+		// must do no I/O, since the caller may never come.
+		if p, why := completion.Choose(completion.Caller, r.facts); p != completion.Caller {
+			requested, deferredWhy = p, why
+		}
+	}
 	r.policy, r.reason = completion.Choose(requested, r.facts)
+	if deferredWhy != completion.NoDowngrade {
+		r.reason = deferredWhy
+	}
 	if !r.async && r.policy != completion.Polled {
 		r.policy = completion.Wait
 	}
