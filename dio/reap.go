@@ -26,10 +26,13 @@ func (e *Engine) complete(c *ring.CQE) {
 	if int(idx) >= len(e.slots) || !e.slots[idx].busy || e.slots[idx].gen != gen {
 		e.mu.Unlock()
 		e.stats.StrayCQEs.Add(1)
-		// A completion for nothing in flight: lost, duplicated or late. We
-		// cannot know which request it belonged to, so no result from this
-		// ring can be trusted any more.
-		e.fail(ErrRingBroken)
+		// A completion for nothing in flight: duplicated or late (or a
+		// lost one's neighbour). Which request it belonged to cannot be
+		// known, so no result from this ring can be trusted any more: the
+		// engine refuses new I/O, and every request still in flight
+		// reports ErrRingBroken when its own CQEs are in. Nothing is
+		// completed early: the kernel may still be using its buffers.
+		e.broken.Store(true)
 		return
 	}
 	e.stats.Completed.Add(1)
@@ -121,6 +124,9 @@ func (e *Engine) put(r *Request) {
 		e.asyncInflight.Add(-1)
 	}
 	e.mu.Lock() // orders the result with cancel's and the reaper's writes
+	if e.broken.Load() && r.errno == nil {
+		r.errno = ErrRingBroken
+	}
 	r.finishResult()
 	e.mu.Unlock()
 	// Everything put needs from r is read before the I/O is published as
