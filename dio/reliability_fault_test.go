@@ -623,7 +623,6 @@ func TestRingBrokenReleasesBuffersInFlight(t *testing.T) {
 				t.Fatal("StrayCQEs not counted")
 			}
 			early := b.early.Load()
-			t.Logf("broken %d early %d stats %+v", broken, early, b.fr.Stats())
 			b.f.Close()
 			if early > 0 {
 				t.Fatalf("%d of %d requests completed (ErrRingBroken) while their SQEs were still in the kernel", early, n)
