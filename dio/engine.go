@@ -129,16 +129,17 @@ func NewEngine(opts ...Option) (*Engine, error) {
 
 func newEngine(c *config) (*Engine, error) {
 	flags := c.ringFlags
-	if flags&ring.SetupSQPoll == 0 && !c.noCoop {
-		// COOP_TASKRUN: completions that need the submitting thread (task
+	if flags&ring.SetupSQPoll == 0 && c.coop {
+		// COOP_TASKRUN: completions that need their submitting thread (task
 		// work) wait until that thread next enters the kernel instead of
-		// interrupting it with an IPI; a sleeping thread is still woken.
-		// Go threads enter the kernel constantly (and async preemption
-		// signals a busy one every 10ms), and the reaper enters to wait,
-		// so nothing waits long, and every completion stops costing an
-		// interrupt. Measured on zram, 4K random reads at QD32: 0.64x fio
-		// without it, 0.92x with it (fio sets it too). TASKRUN_FLAG lets
-		// a reaper see pending task work in the SQ ring flags.
+		// interrupting it. Measured on zram, 4K random reads at QD32: 0.64x
+		// fio without it, 0.92x with it. But a Go thread that submitted and
+		// then parked in the scheduler is not woken for it: a completion can
+		// wait until that thread happens to run again (seen as a hang of an
+		// asynchronous request whose submitter went to sleep in Wait). So it
+		// is opt-in (WithCoopTaskrun), for programs whose submissions come
+		// from the engine's reaper (callbacks) or from threads that keep
+		// entering the kernel. TASKRUN_FLAG lets a reaper see pending work.
 		if p, err := ring.Probe(); err == nil {
 			want := ring.SetupCoopTaskrun | ring.SetupTaskrunFlag
 			if p.SetupFlags&want == want {
@@ -389,6 +390,13 @@ func (e *Engine) backgroundReaper() {
 // reapBatch processes the CQEs that are ready; if none is and block is set
 // it waits for one (at most timeout, if not 0). The caller holds the token.
 func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
+	return e.reapBatchMore(block, timeout, false)
+}
+
+// reapBatchMore is reapBatch for a caller that reaps again right after:
+// with more set, the SQEs that completions prepared are left for the next
+// round's wait to submit, instead of an enter of their own.
+func (e *Engine) reapBatchMore(block bool, timeout time.Duration, more bool) error {
 	// Anything prepared but not yet handed to the kernel goes in first,
 	// or the wait below could wait for completions of SQEs never submitted.
 	// Where the ring can, publishing and submitting are split so that the
@@ -439,7 +447,9 @@ func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
 		e.complete(&e.cqes[i])
 	}
 	e.reaping.Store(false)
-	e.flush(false)
+	if !more || e.sw == nil {
+		e.flush(false)
+	}
 	return nil
 }
 
