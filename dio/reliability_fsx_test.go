@@ -507,7 +507,7 @@ func (x *fsxRun) reapOne() {
 			r.req.Wait(ctx)
 			cancel()
 			if !r.req.Done() {
-				x.failf("op %d (policy wait) did not complete in 60s; in flight %d, engine %d SQEs", r.id, len(x.inflt), x.eng0().Inflight())
+				x.failf("op %d (policy wait) did not complete in 60s; in flight %d, engine %d SQEs\nthreads in the kernel:\n%s", r.id, len(x.inflt), x.eng0().Inflight(), kernelStacks())
 			}
 			continue
 		}
@@ -518,8 +518,8 @@ func (x *fsxRun) reapOne() {
 		case <-time.After(200 * time.Microsecond):
 		}
 		if time.Now().After(deadline) {
-			x.failf("no completion in 60s: %d in flight (oldest: op %d %s off=%d len=%d policy=%s), engine %d SQEs%s",
-				len(x.inflt), x.inflt[0].id, x.inflt[0].op, x.inflt[0].off, x.inflt[0].n, x.inflt[0].pol, x.eng0().Inflight(), x.faultState())
+			x.failf("no completion in 60s: %d in flight (oldest: op %d %s off=%d len=%d policy=%s), engine %d SQEs%s\nthreads in the kernel:\n%s",
+				len(x.inflt), x.inflt[0].id, x.inflt[0].op, x.inflt[0].off, x.inflt[0].n, x.inflt[0].pol, x.eng0().Inflight(), x.faultState(), kernelStacks())
 		}
 	}
 }

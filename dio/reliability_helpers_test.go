@@ -206,3 +206,30 @@ func runChild(t testing.TB, run string, env ...string) ([]byte, error) {
 	cmd.Env = append(os.Environ(), env...)
 	return cmd.CombinedOutput()
 }
+
+// kernelStacks describes where the process's threads are in the kernel
+// (comm, state and stack of each thread that is not plainly idle), for a
+// report when I/O stops completing.
+func kernelStacks() string {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, e := range ents {
+		dir := "/proc/self/task/" + e.Name() + "/"
+		comm, _ := os.ReadFile(dir + "comm")
+		stat, _ := os.ReadFile(dir + "stat")
+		stack, _ := os.ReadFile(dir + "stack")
+		s := string(stack)
+		if strings.Contains(s, "futex_wait") && !strings.Contains(s, "io_") {
+			continue // an idle Go thread
+		}
+		state := ""
+		if f := strings.Fields(string(stat)); len(f) > 2 {
+			state = f[2]
+		}
+		fmt.Fprintf(&b, "thread %s %s state %s\n%s", e.Name(), strings.TrimSpace(string(comm)), state, s)
+	}
+	return b.String()
+}
