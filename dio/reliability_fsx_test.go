@@ -16,7 +16,8 @@ package dio_test
 // faults injected, may differ between runs; the operations do not).
 // Ops per configuration: 20k by default, 1M with UIRINGDIO_LONG=1, or
 // UIRINGDIO_FSX_OPS; the fault-injecting configuration (2% of CQEs) runs
-// two and a half times as many.
+// two and a half times as many. UIRINGDIO_FSX_COOP=1 runs every
+// configuration on the opt-in COOP_TASKRUN ring (WithCoopTaskrun).
 
 import (
 	"context"
@@ -28,6 +29,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -91,6 +93,12 @@ func TestFSX(t *testing.T) {
 		}
 		c := c
 		c.ops = ops
+		if os.Getenv("UIRINGDIO_FSX_COOP") != "" {
+			// The opt-in COOP_TASKRUN ring (not with SQPOLL).
+			if !strings.Contains(c.name, "sqpoll") {
+				c.opts = append(append([]dio.Option(nil), c.opts...), dio.WithCoopTaskrun())
+			}
+		}
 		if c.faultRate > 0 && os.Getenv("UIRINGDIO_FSX_OPS") == "" {
 			c.ops = ops * 5 / 2 // 50k in CI, 2.5M in long mode
 		}
