@@ -59,6 +59,7 @@ func (r *Request) RunCompletion() {
 			}
 		}
 	}
+	f.gateRelease(r) // extents converted: the next write sees them written
 	if r.facts.NeedsSync && n > 0 && err == nil {
 		sync := unix.Fdatasync
 		if r.Flags&Sync != 0 {

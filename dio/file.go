@@ -38,6 +38,12 @@ type File struct {
 
 	closed   atomic.Bool
 	inflight atomic.Int64
+
+	// zeroBS is the mapper's allocation unit when it is larger than the
+	// I/O alignment (the engine zeroes sub-block ranges): writes then pass
+	// the gate.
+	zeroBS int64
+	gate   writeGate
 }
 
 // Alignment is what direct I/O on a file requires: buffer addresses must be
@@ -118,6 +124,9 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 			return fail("mapper", err)
 		}
 	}
+	if b, ok := f.mapper.(interface{ BlockSize() int64 }); ok && b.BlockSize() > f.align.Offset {
+		f.zeroBS = b.BlockSize()
+	}
 	f.eng = c.engine
 	if f.eng == nil {
 		if f.eng, err = newEngine(&c); err != nil {
@@ -189,7 +198,7 @@ func (f *File) syncIO(ctx context.Context, op Op, p []byte, off int64, fl Flags)
 	// then only published, and submitted by the same io_uring_enter that
 	// waits for them (one system call per read at queue depth 1).
 	held := false
-	if e.sw != nil {
+	if e.sw != nil && (op != Write || f.zeroBS == 0) { // a gated write may wait: not holding the token
 		select {
 		case <-e.tok:
 			held = true

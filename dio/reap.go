@@ -139,6 +139,10 @@ func (e *Engine) put(r *Request) {
 		r.file.inflight.Add(-1)
 		r.fileDec = true
 	}
+	if r.gateHeld && r.facts.PureOverwrite {
+		// Nothing to convert: the next write may map these blocks now.
+		r.file.gateRelease(r)
+	}
 	// I/O is done before any completion work: a reaper waiting for this
 	// request stops reaping here, whoever runs the completion.
 	r.state.Store(stateIODone)

@@ -112,6 +112,12 @@ type Request struct {
 	// deferEnter: the submitter holds the reap token and submits with its
 	// wait; queue only prepares the SQEs.
 	deferEnter bool
+	// the file's write gate (gate.go)
+	gateExcl     bool // not aligned to the block size: needs the file alone
+	gateSync     bool // a synchronous caller waits for admission itself
+	gateHeld     bool // admitted, not yet released
+	gateAdmitted atomic.Bool
+	gateNext     *Request
 	// guarded by the engine's mu until I/O is done
 	errno  error
 	stopAt int64 // lowest file offset where data stopped (EOF, error)

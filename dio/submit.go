@@ -86,6 +86,37 @@ func (f *File) start(r *Request, sync bool) error {
 		}
 	}
 
+	r.gateHeld = false
+	r.gateAdmitted.Store(false)
+	if r.Op == Write && f.zeroBS > 0 {
+		// The engine zeroes sub-block ranges on this file: writes pass
+		// its gate (gate.go) before they are mapped.
+		r.gateExcl = r.Off%f.zeroBS != 0 || (r.Off+length)%f.zeroBS != 0
+		r.gateSync = sync
+		r.state.Store(stateInflight) // Wait waits for a write still at the gate
+		if !f.gate.enter(r) {
+			if !sync {
+				return nil // launched when the gate admits it
+			}
+			f.awaitAdmission(r)
+		}
+	}
+	return f.launch(r, sync)
+}
+
+// launch maps r and queues its pieces: the second half of start, run by
+// the submitter or, for a write that waited at the gate, by whoever let it
+// through. An error means nothing was submitted.
+func (f *File) launch(r *Request, sync bool) error {
+	opName := "read"
+	if r.Op == Write {
+		opName = "write"
+	}
+	bad := func(err error) error {
+		f.gateRelease(r)
+		f.inflight.Add(-1)
+		return &OpError{Op: opName, Path: f.path, Off: r.Off, Len: r.length, Err: err}
+	}
 	pure, err := f.mapRequest(r)
 	if err != nil && (r.Flags&Partial == 0 || r.submitted == 0) {
 		return bad(err)
@@ -117,13 +148,6 @@ func (f *File) start(r *Request, sync bool) error {
 			r.pieces[i].rwFlags |= ring.RWFNoWait
 		}
 	}
-	requested := r.Policy
-	if requested == completion.Default {
-		requested = f.policy
-	}
-	if r.Flags&ForceWait != 0 {
-		requested = completion.Wait
-	}
 	r.facts = completion.Facts{
 		Sync:          sync,
 		Write:         r.Op == Write,
@@ -134,6 +158,33 @@ func (f *File) start(r *Request, sync bool) error {
 		SingleSQE:     len(r.pieces) <= 1,
 		PolledRing:    f.eng.iopoll,
 		HasEndIO:      f.endIO != nil,
+	}
+	f.choosePolicy(r, sync)
+
+	r.refs.Store(int32(len(r.pieces)) + 1)
+	r.state.Store(stateInflight)
+	if r.async {
+		f.eng.asyncInflight.Add(1)
+	}
+	if len(r.pieces) > 0 {
+		f.eng.queue(r)
+		if r.async {
+			signal(f.eng.kick)
+		}
+	}
+	f.eng.put(r) // the submitter's reference
+	return nil
+}
+
+// choosePolicy picks r's completion policy from what it asked for and
+// r.facts (completion.Choose), and whether it completes asynchronously.
+func (f *File) choosePolicy(r *Request, sync bool) {
+	requested := r.Policy
+	if requested == completion.Default {
+		requested = f.policy
+	}
+	if r.Flags&ForceWait != 0 {
+		requested = completion.Wait
 	}
 	var deferredWhy completion.Reason
 	if requested == completion.Wait && !sync {
@@ -154,20 +205,6 @@ func (f *File) start(r *Request, sync bool) error {
 	if r.policy == completion.Wait || r.policy == completion.Polled {
 		r.async = false
 	}
-
-	r.refs.Store(int32(len(r.pieces)) + 1)
-	r.state.Store(stateInflight)
-	if r.async {
-		f.eng.asyncInflight.Add(1)
-	}
-	if len(r.pieces) > 0 {
-		f.eng.queue(r)
-		if r.async {
-			signal(f.eng.kick)
-		}
-	}
-	f.eng.put(r) // the submitter's reference
-	return nil
 }
 
 func (f *File) checkAlign(r *Request) error {

@@ -1,0 +1,170 @@
+//go:build linux
+
+package dio
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/uringdio/uringdio/completion"
+)
+
+// writeGate serializes the writes of a File whose mapper allocates in
+// blocks larger than the I/O alignment, where the engine itself zeroes the
+// parts of a new or unwritten block that a write does not cover. Two such
+// writes into the same block, in flight together, would each zero the
+// other's data. The kernel has the same problem for unaligned direct
+// writes and solves it the same way (xfs and ext4 take the inode's I/O
+// lock exclusively, wait for direct I/O in flight, and complete the write
+// before dropping the lock): a write that is not aligned to the block size
+// waits until no other write is in flight, and holds the file until its
+// extents are converted; block-aligned writes run together, but not
+// alongside an unaligned one. Waiting is FIFO, so a stream of aligned
+// writes cannot starve an unaligned one.
+//
+// Asynchronous writes never block Submit: a write that must wait is queued
+// here and launched by whoever releases the gate (the completion of the
+// write before it). Synchronous writes wait, reaping meanwhile.
+type writeGate struct {
+	mu         sync.Mutex
+	active     int  // writes admitted and not yet released
+	excl       bool // the one admitted write is unaligned
+	head, tail *Request
+	waited     uint64 // writes that had to wait (GateStats)
+}
+
+// admissibleLocked reports whether r may start now.
+func (g *writeGate) admissibleLocked(r *Request) bool {
+	if g.excl {
+		return false
+	}
+	return !r.gateExcl || g.active == 0
+}
+
+func (g *writeGate) admitLocked(r *Request) {
+	g.active++
+	if r.gateExcl {
+		g.excl = true
+	}
+	r.gateHeld = true
+}
+
+// enter admits r (true) or queues it behind the writes already waiting.
+func (g *writeGate) enter(r *Request) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r.gateNext = nil
+	if g.head == nil && g.admissibleLocked(r) {
+		g.admitLocked(r)
+		return true
+	}
+	g.waited++
+	if g.tail == nil {
+		g.head = r
+	} else {
+		g.tail.gateNext = r
+	}
+	g.tail = r
+	return false
+}
+
+// leave releases r's hold and returns the waiting writes it admits, in
+// order, linked through gateNext.
+func (g *writeGate) leave(r *Request) *Request {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.active--
+	if r.gateExcl {
+		g.excl = false
+	}
+	var first, last *Request
+	for g.head != nil && g.admissibleLocked(g.head) {
+		w := g.head
+		g.head = w.gateNext
+		if g.head == nil {
+			g.tail = nil
+		}
+		w.gateNext = nil
+		g.admitLocked(w)
+		if last == nil {
+			first = w
+		} else {
+			last.gateNext = w
+		}
+		last = w
+	}
+	return first
+}
+
+// gateRelease releases r's hold on the file's write gate, if it has one,
+// and starts the writes that were waiting for it. Called once r's I/O is
+// done and (for writes the mapper converts) its extents are converted.
+func (f *File) gateRelease(r *Request) {
+	if !r.gateHeld {
+		return
+	}
+	r.gateHeld = false
+	for w := f.gate.leave(r); w != nil; {
+		next := w.gateNext
+		w.gateNext = nil
+		if w.gateSync {
+			w.gateAdmitted.Store(true)
+			signal(w.wake)
+		} else {
+			f.launchAdmitted(w)
+		}
+		w = next
+	}
+}
+
+// awaitAdmission blocks a synchronous write until the gate admits it,
+// reaping meanwhile when nobody else is (the writes it waits for may need
+// a reaper to complete).
+func (f *File) awaitAdmission(r *Request) {
+	e := f.eng
+	for !r.gateAdmitted.Load() {
+		select {
+		case <-e.tok:
+			if !r.gateAdmitted.Load() {
+				e.reapBatch(true, time.Millisecond)
+			}
+			e.tok <- struct{}{}
+		case <-r.wake:
+		}
+	}
+}
+
+// launchAdmitted starts an asynchronous write the gate admitted after its
+// Submit returned. An error can no longer be returned to the submitter:
+// the request completes with it, through its policy, having moved no data.
+func (f *File) launchAdmitted(r *Request) {
+	err := f.launch(r, false)
+	if err == nil {
+		return
+	}
+	var oe *OpError
+	if errors.As(err, &oe) {
+		err = oe.Err
+	}
+	f.inflight.Add(1) // launch's failure path dropped the submission's reference
+	r.pieces = r.pieces[:0]
+	r.errno, r.stopAt = err, r.Off
+	r.facts = completion.Facts{Write: true, PureOverwrite: true, SingleSQE: true, HasEndIO: f.endIO != nil}
+	f.choosePolicy(r, false)
+	r.refs.Store(1)
+	r.state.Store(stateInflight)
+	if r.async {
+		f.eng.asyncInflight.Add(1)
+	}
+	f.eng.put(r)
+}
+
+// GateStats reports how many writes of the file waited for an unaligned
+// write into a block the engine zeroes (0 for files whose mapper leaves
+// zeroing to the kernel).
+func (f *File) GateStats() (waited uint64) {
+	f.gate.mu.Lock()
+	defer f.gate.mu.Unlock()
+	return f.gate.waited
+}

@@ -1,0 +1,306 @@
+//go:build linux
+
+package dio_test
+
+// The write gate: on a file whose mapper allocates in blocks larger than
+// the I/O alignment (an ExtentMap), writes that are not block-aligned run
+// alone, so that the sub-block zeroing the engine adds for new and
+// unwritten blocks never lands over another write's data.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/dio"
+	"github.com/uringdio/uringdio/iomap"
+)
+
+// openVolume opens a scratch device file of blocks*bs bytes behind an
+// ExtentMap with block size bs.
+func openVolume(t *testing.T, bs, blocks int64, opts ...dio.Option) *dio.File {
+	t.Helper()
+	dev := filepath.Join(t.TempDir(), "dev")
+	if err := os.WriteFile(dev, make([]byte, blocks*bs), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	em, err := iomap.NewExtentMap(iomap.ExtentMapConfig{BlockSize: bs, Devices: []int64{blocks * bs}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts = append([]dio.Option{dio.WithMapper(em), dio.WithSize(blocks * bs)}, opts...)
+	f, err := dio.Open(dev, os.O_RDWR, 0, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// Goroutines write interleaved sectors of the same new blocks (every write
+// is sub-block, so each zeroes the rest of its block if it is still new)
+// and whole blocks of their own (aligned, run together), synchronously and
+// asynchronously under every policy. Each sector has one writer, so the
+// final image is known exactly.
+func TestGateInterleavedSubBlockWrites(t *testing.T) {
+	const bs = 16 << 10
+	const shared, owned = 32, 32 // blocks written sector by sector; blocks owned whole
+	f := openVolume(t, bs, shared+owned)
+	defer closeWithin(t, f, 10*time.Second)
+	sec := f.Alignment().Offset
+	spb := bs / sec
+	g := min(int64(8), spb)
+	rounds := 3
+	if testing.Short() {
+		rounds = 1
+	}
+	want := make([]byte, (shared+owned)*bs)
+	pols := []completion.Policy{completion.Wait, completion.Inline, completion.Pool, completion.Caller}
+	bufs := make([][]byte, g)
+	for w := range bufs {
+		bufs[w] = relBuf(t, bs)
+	}
+	// One block at a time, all writers at once: each block is new when
+	// the writers' first sectors land on it together.
+	var i [8]int
+	step := func(blk int64, round int) error {
+		var wg sync.WaitGroup
+		errs := make(chan error, g)
+		for w := int64(0); w < g; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := bufs[w]
+				pol := func() completion.Policy { i[w]++; return pols[i[w]%len(pols)] }
+				if blk < shared {
+					// My sectors of this block, one write each, all in
+					// flight together (the last one synchronous).
+					var reqs []*dio.Request
+					for k, s := 0, blk*spb+w; s < (blk+1)*spb; k, s = k+1, s+g {
+						b := buf[int64(k)*sec : int64(k+1)*sec]
+						for j := range b {
+							b[j] = byte(round*16 + int(w) + 1)
+						}
+						off := s * sec
+						copy(want[off:off+sec], b)
+						if s+g >= (blk+1)*spb {
+							if _, err := f.WriteAt(b, off); err != nil {
+								errs <- fmt.Errorf("writer %d sector %d: %w", w, s, err)
+								return
+							}
+							break
+						}
+						r := &dio.Request{Op: dio.Write, Off: off, Buf: b, Policy: pol()}
+						if err := f.Submit(r); err != nil {
+							errs <- fmt.Errorf("writer %d sector %d: %w", w, s, err)
+							return
+						}
+						reqs = append(reqs, r)
+					}
+					for _, r := range reqs {
+						if n, err := r.Wait(context.Background()); n != int(sec) || err != nil {
+							errs <- fmt.Errorf("writer %d offset %d: %d, %w", w, r.Off, n, err)
+							return
+						}
+					}
+					return
+				}
+				// The whole block, aligned, if it is mine.
+				if blk%g != w {
+					return
+				}
+				for j := range buf {
+					buf[j] = byte(0x80 + round*16 + int(w))
+				}
+				if err := writeWith(f, pol(), buf, blk*bs); err != nil {
+					errs <- fmt.Errorf("writer %d block %d: %w", w, blk, err)
+					return
+				}
+				copy(want[blk*bs:(blk+1)*bs], buf)
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		return <-errs
+	}
+	for round := 0; round < rounds; round++ {
+		for blk := int64(0); blk < shared+owned; blk++ {
+			// Owned blocks go in pairs beside a shared one, so aligned and
+			// unaligned writes meet at the gate.
+			if err := step(blk, round); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got := relBuf(t, len(want))
+	if n, err := f.ReadAt(got, 0); n != len(want) || err != nil {
+		t.Fatalf("ReadAt = %d, %v", n, err)
+	}
+	for blk := 0; blk < shared+owned; blk++ {
+		a, b := got[blk*bs:(blk+1)*bs], want[blk*bs:(blk+1)*bs]
+		if !bytes.Equal(a, b) {
+			for s := int64(0); s < spb; s++ {
+				if !bytes.Equal(a[s*sec:(s+1)*sec], b[s*sec:(s+1)*sec]) {
+					t.Fatalf("block %d sector %d reads %#x, want %#x (lost to another write's zeroing)",
+						blk, s, a[s*sec], b[s*sec])
+				}
+			}
+		}
+	}
+	t.Logf("%d writes waited at the gate (sector %d)", f.GateStats(), sec)
+	if f.GateStats() == 0 && g > 1 {
+		t.Error("no write ever waited at the gate: the test did not exercise it")
+	}
+}
+
+// writeWith writes b at off under policy pol and waits for the result.
+func writeWith(f *dio.File, pol completion.Policy, b []byte, off int64) error {
+	if pol == completion.Wait {
+		n, err := f.WriteAt(b, off)
+		if err == nil && n != len(b) {
+			err = fmt.Errorf("short write %d", n)
+		}
+		return err
+	}
+	r := &dio.Request{Op: dio.Write, Off: off, Buf: b, Policy: pol}
+	if err := f.Submit(r); err != nil {
+		return err
+	}
+	n, err := r.Wait(context.Background())
+	if err == nil && n != len(b) {
+		err = fmt.Errorf("short write %d", n)
+	}
+	return err
+}
+
+// Callbacks that run on the reaper and submit the next sub-block write
+// (two chains racing for the gate, and a synchronous writer beside them)
+// must not deadlock: a write that has to wait is queued, not blocked on,
+// and starts when the write ahead of it releases the gate.
+func TestGateCallbackChains(t *testing.T) {
+	const bs = 16 << 10
+	const blocks = 16
+	f := openVolume(t, bs, blocks)
+	defer closeWithin(t, f, 10*time.Second)
+	sec := f.Alignment().Offset
+	spb := int64(bs) / sec
+	// Overwrites first, so the chains' writes are pure overwrites and keep
+	// the Inline policy (their callbacks run on the reaper).
+	whole := relBuf(t, blocks*bs)
+	if _, err := f.WriteAt(whole, 0); err != nil {
+		t.Fatal(err)
+	}
+	const perChain = 200
+	type chain struct {
+		r    *dio.Request
+		buf  []byte
+		k    int64
+		done chan error
+	}
+	var chains [2]*chain
+	for c := range chains {
+		ch := &chain{buf: relBuf(t, int(sec)), done: make(chan error, 1)}
+		for i := range ch.buf {
+			ch.buf[i] = byte(0x40 + c)
+		}
+		ch.r = &dio.Request{Op: dio.Write, Buf: ch.buf, Policy: completion.Inline}
+		ch.r.Callback = func(r *dio.Request) {
+			if n, err := r.Result(); err != nil || n != len(ch.buf) {
+				ch.done <- fmt.Errorf("chain %d write %d: %d, %v", c, ch.k, n, err)
+				return
+			}
+			if p, why := r.EffectivePolicy(); p != completion.Inline {
+				ch.done <- fmt.Errorf("chain %d ran under %v (%v), not Inline", c, p, why)
+				return
+			}
+			ch.k++
+			if ch.k == perChain {
+				ch.done <- nil
+				return
+			}
+			r.Off = (ch.k*2 + int64(c)) % (blocks * spb) * sec
+			if err := f.Submit(r); err != nil {
+				ch.done <- err
+			}
+		}
+		ch.r.Off = int64(c) * sec
+		chains[c] = ch
+	}
+	for _, ch := range chains {
+		if err := f.Submit(ch.r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sb := relBuf(t, int(sec))
+	for i := int64(0); i < perChain; i++ {
+		if _, err := f.WriteAt(sb, ((i*7)%(blocks*spb))*sec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for c, ch := range chains {
+		select {
+		case err := <-ch.done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("chain %d stopped after %d writes: deadlocked at the write gate", c, ch.k)
+		}
+	}
+}
+
+// An asynchronous write that waited at the gate and then fails to map (no
+// space left on the ExtentMap) has already been accepted by Submit: it
+// completes through its policy with the error, its callback runs once,
+// and the gate moves on.
+func TestGateAdmittedWriteFails(t *testing.T) {
+	const bs = 16 << 10
+	hold := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	var once sync.Once
+	f := openVolume(t, bs, 1, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
+		if r.Tag == 1 {
+			once.Do(func() {
+				entered <- struct{}{}
+				<-hold // the first write holds the gate while the second queues
+			})
+		}
+	}))
+	defer closeWithin(t, f, 10*time.Second)
+	sec := f.Alignment().Offset
+	first := &dio.Request{Op: dio.Write, Off: 0, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Tag: 1}
+	go f.Submit(first)
+	<-entered
+	calls := 0
+	cb := make(chan struct{}, 2)
+	second := &dio.Request{Op: dio.Write, Off: bs, Buf: relBuf(t, bs), Policy: completion.Pool,
+		Callback: func(*dio.Request) { calls++; cb <- struct{}{} }}
+	if err := f.Submit(second); err != nil {
+		t.Fatalf("Submit of a write that must wait at the gate: %v", err)
+	}
+	if f.GateStats() != 1 {
+		t.Fatalf("GateStats = %d, want 1 (the second write waits)", f.GateStats())
+	}
+	close(hold)
+	if n, err := first.Wait(context.Background()); n != int(sec) || err != nil {
+		t.Fatalf("first write = %d, %v", n, err)
+	}
+	n, err := second.Wait(context.Background())
+	if n != 0 || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("second write = %d, %v; want 0, ENOSPC (beyond the single block's volume)", n, err)
+	}
+	<-cb
+	if calls != 1 {
+		t.Fatalf("callback ran %d times", calls)
+	}
+	if msg := checkOpError(err, "write", f.Name(), bs, bs); msg != "" {
+		t.Fatal(msg)
+	}
+}
