@@ -29,6 +29,24 @@
 // complete inline or deferred, everything that may block (fdatasync, size
 // extension, extent conversion, an end-of-I/O hook) goes to the pool.
 //
+// Writes into new blocks that the engine zeroes around (a mapper whose
+// blocks are larger than the I/O alignment, such as iomap.ExtentMap) pass
+// a per-File gate, as unaligned direct writes do in the kernel: a write not
+// aligned to the block runs alone and holds the file until its extents are
+// converted, so no write's zeroing lands on another's data. Asynchronous
+// writes that must wait are queued, never blocking Submit.
+//
+// # When the ring misbehaves
+//
+// A CQE that matches nothing in flight (duplicated or late) breaks the
+// engine: it refuses new I/O with ErrRingBroken and every request in flight
+// reports ErrRingBroken once its own CQEs are in. A CQE that never comes is
+// found by an audit, a NOP with IOSQE_IO_DRAIN that completes only after
+// every earlier SQE has: the request that lost its CQE fails with
+// ErrLostCompletion, and the engine breaks. Audits run when a cancelled
+// request (a context that ended) stays in flight, and when the background
+// reaper sees no completion for WithLostCompletionCheck's interval.
+//
 // # Memory
 //
 // Buffers must stay untouched from Submit until the request completes.

@@ -49,6 +49,10 @@ var _ submitWaiter = (*ring.Ring)(nil)
 // cancelTag marks the engine's own cancel SQEs, whose CQEs carry no result.
 const cancelTag = ^uint64(0)
 
+// auditTag marks the engine's audit NOPs (IOSQE_IO_DRAIN), which look for
+// lost completions.
+const auditTag = ^uint64(0) - 1
+
 // slot is one SQE in flight: which request it belongs to and what it does,
 // so a short completion can be resubmitted for the remainder.
 type slot struct {
@@ -65,7 +69,11 @@ type slot struct {
 	fileOff int64 // logical file offset, for EOF and error accounting
 	rwFlags uint32
 	retries uint8
+	seq     uint64 // position in the SQ order (prepLocked); noSeq while waiting for SQ room
 }
+
+// noSeq is the SQ position of a slot whose SQE is not in the SQ.
+const noSeq = ^uint64(0)
 
 // Engine owns one ring, the slab of SQEs in flight, the reaping protocol
 // and the completion worker pool. Files share an engine with WithEngine;
@@ -110,6 +118,12 @@ type Engine struct {
 	zeroOld    [][]byte // outgrown zero buffers, freed at Close
 	resub      []uint32 // slots whose resubmission waits for SQ room
 	dropped    []droppedPieces
+
+	// Lost-completion audits (audit.go). Under mu.
+	sqSeq     uint64 // SQEs prepared so far: each slot's seq
+	auditing  bool   // an audit NOP is in flight
+	auditSeq  uint64 // its seq
+	lostAfter time.Duration
 }
 
 // Stats are engine counters, read with Engine.Stats.
@@ -119,6 +133,8 @@ type Stats struct {
 	Resubmits  atomic.Uint64 // short completions resubmitted
 	Backlogged atomic.Uint64 // requests that waited for SQ room or slots
 	StrayCQEs  atomic.Uint64 // CQEs that matched nothing
+	Audits     atomic.Uint64 // lost-completion audits completed
+	LostCQEs   atomic.Uint64 // requests' SQEs whose completion an audit found lost
 }
 
 // NewEngine creates an engine: a ring, a reaper and a worker pool.
@@ -170,6 +186,11 @@ func newEngine(c *config) (*Engine, error) {
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		pool:    completion.NewPool(c.workers, c.poolQueue),
+
+		lostAfter: c.lostAfter,
+	}
+	if e.lostAfter == 0 {
+		e.lostAfter = defaultLostAfter
 	}
 	e.sw, _ = rr.(submitWaiter)
 	e.freeSlots = make([]uint32, n)
@@ -364,10 +385,20 @@ func (e *Engine) backgroundReaper() {
 	// submitting thread, so a reaper hopping between threads costs both.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	var wd watchdog
+	var tick <-chan time.Time
+	if e.lostAfter > 0 {
+		t := time.NewTicker(e.lostAfter)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		if e.asyncInflight.Load() <= 0 {
 			select {
 			case <-e.kick:
+				continue
+			case <-tick:
+				wd.check(e)
 				continue
 			case <-e.stop:
 				return
@@ -375,12 +406,20 @@ func (e *Engine) backgroundReaper() {
 		}
 		select {
 		case <-e.tok:
+		case <-tick:
+			wd.check(e)
+			continue
 		case <-e.stop:
 			return
 		}
 		for i := 0; i < 64 && e.asyncInflight.Load() > 0; i++ {
 			if err := e.reapBatch(true, 50*time.Millisecond); err != nil && !errors.Is(err, ring.ErrTimeout) {
 				break
+			}
+			select {
+			case <-tick:
+				wd.check(e)
+			default:
 			}
 		}
 		e.tok <- struct{}{}
@@ -515,6 +554,12 @@ func (e *Engine) drain(cond func() bool) {
 // before its CQE.
 func (e *Engine) waitReq(req *Request, done <-chan struct{}, held bool) {
 	cancelled := false
+	var cancelAt time.Time
+	cancel := func() {
+		cancelled = true
+		cancelAt = time.Now()
+		e.cancel(req)
+	}
 	for req.state.Load() < stateIODone {
 		if !held {
 			select {
@@ -524,8 +569,7 @@ func (e *Engine) waitReq(req *Request, done <-chan struct{}, held bool) {
 				continue
 			case <-done:
 				if !cancelled {
-					cancelled = true
-					e.cancel(req)
+					cancel()
 				}
 				done = nil
 				continue
@@ -535,13 +579,20 @@ func (e *Engine) waitReq(req *Request, done <-chan struct{}, held bool) {
 			timeout := time.Duration(0)
 			if done != nil && !cancelled {
 				timeout = 5 * time.Millisecond
+			} else if cancelled {
+				// A cancelled request whose CQE does not come may have lost
+				// it: wait in slices, and audit the ring when the cancel
+				// has had its chance.
+				timeout = 20 * time.Millisecond
+				if time.Since(cancelAt) > cancelAudit {
+					e.audit()
+				}
 			}
 			err := e.reapBatch(true, timeout)
 			if done != nil && !cancelled {
 				select {
 				case <-done:
-					cancelled = true
-					e.cancel(req)
+					cancel()
 				default:
 				}
 			}
@@ -552,6 +603,10 @@ func (e *Engine) waitReq(req *Request, done <-chan struct{}, held bool) {
 		}
 		e.tok <- struct{}{}
 		held = false
+		if cancelled && time.Since(cancelAt) > cancelAudit {
+			// Whoever reaps now will see the audit's completion.
+			e.audit()
+		}
 	}
 	if held {
 		e.tok <- struct{}{}

@@ -32,6 +32,10 @@ var (
 	// request in flight (lost, duplicated or late CQE). The engine refuses
 	// further I/O: a request's result can no longer be trusted.
 	ErrRingBroken = errors.New("dio: ring broken: completion matches no request in flight")
+	// ErrLostCompletion: the kernel finished the request, but its
+	// completion never arrived (found by an audit: WithLostCompletionCheck).
+	// It matches ErrRingBroken: the engine refuses further I/O.
+	ErrLostCompletion error = lostError{}
 	// ErrInProgress: Result was called on a request that has not completed.
 	ErrInProgress = errors.New("dio: request still in flight")
 )
@@ -89,3 +93,11 @@ func unsupported(what string) error { return unsupportedErr{what} }
 
 // errnoOf extracts an errno from a kernel result.
 func errnoOf(res int32) syscall.Errno { return syscall.Errno(-res) }
+
+type lostError struct{}
+
+func (lostError) Error() string {
+	return "dio: ring broken: completion lost (the kernel finished the request; its CQE never arrived)"
+}
+
+func (lostError) Is(target error) bool { return target == ErrRingBroken }

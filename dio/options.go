@@ -39,6 +39,7 @@ type config struct {
 	wrapRing    func(Ring) Ring
 	coop        bool
 	noReaper    bool
+	lostAfter   time.Duration
 }
 
 // WithEngine shares an engine (its ring, reaper and pool) between Files.
@@ -99,6 +100,26 @@ func WithCoopTaskrun() Option { return func(c *config) { c.coop = true } }
 // every completion to itself; asynchronous requests nobody waits for or
 // polls never complete.
 func WithoutReaper() Option { return func(c *config) { c.noReaper = true } }
+
+// WithLostCompletionCheck sets how long the background reaper lets SQEs
+// sit in flight with no completion at all before it audits the ring for
+// lost completions (default 5s; 0 or less turns the watchdog off). The
+// audit is a NOP with IOSQE_IO_DRAIN: the kernel posts its completion only
+// after every SQE submitted before it has completed, so a request from
+// before the audit that still has no CQE when the audit's arrives lost
+// its completion. The request then fails with ErrLostCompletion and the
+// engine is declared broken (ErrRingBroken). An audit on a ring that is
+// merely slow finds nothing; it delays later SQEs until the earlier ones
+// complete. A Wait or ReadAtContext whose context ends audits too, 100ms
+// after its cancel finds the request still in flight.
+func WithLostCompletionCheck(d time.Duration) Option {
+	return func(c *config) {
+		if d <= 0 {
+			d = -1
+		}
+		c.lostAfter = d
+	}
+}
 
 // WithRingFlags adds raw setup flags.
 func WithRingFlags(f ring.SetupFlags) Option { return func(c *config) { c.ringFlags |= f } }

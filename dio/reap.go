@@ -21,6 +21,10 @@ func (e *Engine) complete(c *ring.CQE) {
 	if c.UserData == cancelTag {
 		return // our own cancel SQE; the cancelled op reports its result
 	}
+	if c.UserData == auditTag {
+		e.auditDone()
+		return
+	}
 	idx, gen := uint32(c.UserData), uint32(c.UserData>>32)
 	e.mu.Lock()
 	if int(idx) >= len(e.slots) || !e.slots[idx].busy || e.slots[idx].gen != gen {
@@ -105,6 +109,7 @@ func (e *Engine) resubmitLocked(idx uint32) {
 		e.prepLocked(sqe, s, idx)
 		return
 	}
+	s.seq = noSeq // not in the SQ: no audit may count it lost
 	e.resub = append(e.resub, idx)
 }
 

@@ -475,6 +475,8 @@ func (e *Engine) prepLocked(sqe *ring.SQE, s *slot, idx uint32) {
 	}
 	sqe.OpFlags = s.rwFlags
 	sqe.UserData = uint64(s.gen)<<32 | uint64(idx)
+	s.seq = e.sqSeq
+	e.sqSeq++
 	if h := s.req.file.hook; h != nil {
 		h(s.req, sqe)
 		sqe.UserData = uint64(s.gen)<<32 | uint64(idx)

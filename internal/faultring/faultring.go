@@ -179,6 +179,13 @@ func (s *Stats) Injected() uint64 {
 // their CQEs pass through untouched.
 const cancelUserData = ^uint64(0)
 
+// auditUserData is the engine's tag on its lost-completion audits: NOPs
+// with IOSQE_IO_DRAIN, whose CQE the kernel posts after every earlier
+// SQE's. The wrapper keeps that order: a delayed CQE (or a duplicate's
+// copy) is released before an audit's CQE, as it would have to be on a
+// real ring. Only a dropped CQE stays lost.
+const auditUserData = ^uint64(0) - 1
+
 type held struct {
 	c     ring.CQE
 	peeks int
@@ -389,6 +396,14 @@ func (r *Ring) Peek(dst []ring.CQE) (int, error) {
 // process applies the fault plan to one CQE from the kernel.
 func (r *Ring) process(c ring.CQE) {
 	if c.UserData == cancelUserData {
+		r.out = append(r.out, c)
+		return
+	}
+	if c.UserData == auditUserData {
+		for _, h := range r.held {
+			r.out = append(r.out, h.c)
+		}
+		r.held = r.held[:0]
 		r.out = append(r.out, c)
 		return
 	}

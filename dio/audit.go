@@ -1,0 +1,96 @@
+//go:build linux
+
+package dio
+
+import (
+	"time"
+
+	"github.com/uringdio/uringdio/ring"
+)
+
+// Lost completions. A CQE the kernel posts and the engine never sees (a
+// kernel or wrapper bug, a ring overflow on a kernel without NODROP) would
+// leave its request in flight for ever: cancelling it finds nothing, since
+// the kernel is done with it. The engine cannot tell a lost completion
+// from a slow one by waiting, but the kernel can order them: a NOP with
+// IOSQE_IO_DRAIN starts only after every SQE submitted before it has
+// completed, and the CQ is ordered, so when the NOP's CQE is processed,
+// every earlier SQE's CQE has been processed too, unless it was lost. The
+// audit never accuses a slow request (the NOP waits for it) and costs
+// nothing until it runs; it runs when a cancelled request's CQE does not
+// come (waitReq) and when the background reaper sees SQEs in flight and no
+// completion for WithLostCompletionCheck's interval.
+
+const (
+	defaultLostAfter = 5 * time.Second
+	// cancelAudit is how long a cancelled request may stay in flight
+	// before its waiter audits the ring.
+	cancelAudit = 100 * time.Millisecond
+)
+
+// audit queues an audit NOP unless one is in flight or the ring is broken
+// (or full: a later call tries again).
+func (e *Engine) audit() {
+	e.mu.Lock()
+	if e.auditing || e.broken.Load() {
+		e.mu.Unlock()
+		return
+	}
+	sqe := e.sqeLocked()
+	if sqe == nil {
+		e.mu.Unlock()
+		return
+	}
+	sqe.PrepNop()
+	sqe.SetFlags(ring.SQEIODrain)
+	sqe.UserData = auditTag
+	e.auditing, e.auditSeq = true, e.sqSeq
+	e.sqSeq++
+	// Submitted now, not with the next batch: a waiter may be about to
+	// block for it.
+	if n, err := e.ring.Submit(); err == nil {
+		e.stats.Submitted.Add(uint64(n))
+	}
+	e.unlockAndDrop()
+}
+
+// auditDone processes an audit's CQE: every SQE submitted before the audit
+// has completed in the kernel, so a slot from before it that is still busy
+// lost its CQE. Its request fails with ErrLostCompletion (the kernel is
+// done with its buffer), and the engine is broken: requests still in
+// flight report ErrRingBroken when their own CQEs are in.
+func (e *Engine) auditDone() {
+	e.stats.Audits.Add(1)
+	var lost []*Request
+	e.mu.Lock()
+	e.auditing = false
+	for i := range e.slots {
+		s := &e.slots[i]
+		if !s.busy || s.seq == noSeq || s.seq >= e.auditSeq {
+			continue
+		}
+		e.stats.LostCQEs.Add(1)
+		e.broken.Store(true)
+		s.req.setErr(ErrLostCompletion, s.dataOff())
+		lost = append(lost, s.req)
+		e.freeSlotLocked(uint32(i))
+	}
+	e.mu.Unlock()
+	for _, r := range lost {
+		e.put(r)
+	}
+}
+
+// watchdog is the background reaper's check for completions that stopped
+// coming: SQEs in flight and no completion since the last tick.
+type watchdog struct {
+	completed uint64
+}
+
+func (w *watchdog) check(e *Engine) {
+	c := e.stats.Completed.Load()
+	if c == w.completed && e.inflightSQEs() > 0 {
+		e.audit()
+	}
+	w.completed = c
+}
