@@ -5,8 +5,9 @@ package dio_test
 // A volume behind an ExtentMap (the engine's own space management):
 // random block-aligned reads and writes at QD32, under every completion
 // policy, checked against an in-memory model, with reopen on a clone of
-// the map. Block-aligned: sub-block writes into new space race each
-// other (TestConcurrentSubBlockWritesZeroEachOther).
+// the map. Half the requests are block-aligned, half only sector-aligned
+// (sub-block writes into new space, zeroed around by the engine and kept
+// apart by the File's write gate).
 
 import (
 	"context"
@@ -173,6 +174,14 @@ func volumeModel(t *testing.T, faults bool) {
 		}
 		n := bs * (1 + rnd.Int64N(8))
 		off := bs * rnd.Int64N((volSize-n)/bs+1)
+		if rnd.IntN(2) == 0 {
+			// Sector-aligned: into the middle of blocks, new ones too, where
+			// the engine zeroes around the write (and the write gate keeps
+			// writes into the same block apart).
+			a := f.Alignment().Offset
+			n = a * (1 + rnd.Int64N(8*bs/a))
+			off = a * rnd.Int64N((volSize-n)/a+1)
+		}
 		write := rnd.IntN(2) == 0
 		for {
 			conflict := false
