@@ -429,13 +429,6 @@ func (e *Engine) backgroundReaper() {
 // reapBatch processes the CQEs that are ready; if none is and block is set
 // it waits for one (at most timeout, if not 0). The caller holds the token.
 func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
-	return e.reapBatchMore(block, timeout, false)
-}
-
-// reapBatchMore is reapBatch for a caller that reaps again right after:
-// with more set, the SQEs that completions prepared are left for the next
-// round's wait to submit, instead of an enter of their own.
-func (e *Engine) reapBatchMore(block bool, timeout time.Duration, more bool) error {
 	// Anything prepared but not yet handed to the kernel goes in first,
 	// or the wait below could wait for completions of SQEs never submitted.
 	// Where the ring can, publishing and submitting are split so that the
@@ -486,9 +479,7 @@ func (e *Engine) reapBatchMore(block bool, timeout time.Duration, more bool) err
 		e.complete(&e.cqes[i])
 	}
 	e.reaping.Store(false)
-	if !more || e.sw == nil {
-		e.flush(false)
-	}
+	e.flush(false)
 	return nil
 }
 
