@@ -15,8 +15,9 @@ package dio_test
 // (with queue depth above 1 the interleaving of completions, and so the
 // faults injected, may differ between runs; the operations do not).
 // Ops per configuration: 20k by default, 1M with UIRINGDIO_LONG=1, or
-// UIRINGDIO_FSX_OPS; the fault-injecting configuration (2% of CQEs) runs
-// two and a half times as many. UIRINGDIO_FSX_COOP=1 runs every
+// UIRINGDIO_FSX_OPS; the fault-injecting configuration (2% of CQEs, 2% of
+// enters refused, 2% of SQE requests told the SQ is full) runs five times
+// as many. UIRINGDIO_FSX_COOP=1 runs every
 // configuration on the opt-in COOP_TASKRUN ring (WithCoopTaskrun).
 
 import (
@@ -100,7 +101,7 @@ func TestFSX(t *testing.T) {
 			}
 		}
 		if c.faultRate > 0 && os.Getenv("UIRINGDIO_FSX_OPS") == "" {
-			c.ops = ops * 5 / 2 // 50k in CI, 2.5M in long mode
+			c.ops = ops * 5 // 100k in CI, 5M in long mode
 		}
 		s := seed + uint64(i)
 		if os.Getenv("UIRINGDIO_FSX_SEED") != "" {
@@ -230,14 +231,19 @@ func runFSX(t *testing.T, cfg fsxConfig, seed uint64) {
 	t.Logf("%+v", x.stats)
 	if x.fr != nil {
 		st := x.fr.Stats()
-		t.Logf("faults injected: %d of %d CQEs: %v", st.Injected(), st.DataCQEs, st.Faults)
+		t.Logf("faults injected: %d of %d CQEs: %v; %d enters refused, %d SQ-full answers",
+			st.Injected(), st.DataCQEs, st.Faults, st.SubmitErrs, st.SQFull)
 	}
 }
 
 // wrap installs the fault plan on the engine's ring.
 func (x *fsxRun) wrap(r dio.Ring) dio.Ring {
 	rnd := rand.New(rand.NewPCG(x.seed, 7))
-	w := faultring.NewCombining(r, faultring.Config{Seed: x.seed, ShortAlign: 512, Decide: func(c faultring.CQE) faultring.Fault {
+	cfg := faultring.Config{Seed: x.seed, ShortAlign: 512,
+		// The submission side too: enter refusing with EBUSY or EAGAIN
+		// (the SQEs stay queued), and the SQ pretending to be full.
+		SubmitErrRate: x.cfg.faultRate, SQFullRate: x.cfg.faultRate}
+	cfg.Decide = func(c faultring.CQE) faultring.Fault {
 		if rnd.Float64() >= x.cfg.faultRate {
 			return faultring.None
 		}
@@ -246,7 +252,8 @@ func (x *fsxRun) wrap(r dio.Ring) dio.Ring {
 			r.faults.Or(1 << f)
 		}
 		return f
-	}})
+	}
+	w := faultring.NewCombining(r, cfg)
 	x.fr = faultring.Of(w)
 	return w
 }
