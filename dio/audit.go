@@ -59,11 +59,17 @@ func (e *Engine) audit() {
 // lost its CQE. Its request fails with ErrLostCompletion (the kernel is
 // done with its buffer), and the engine is broken: requests still in
 // flight report ErrRingBroken when their own CQEs are in.
-func (e *Engine) auditDone() {
-	e.stats.Audits.Add(1)
+func (e *Engine) auditDone(res int32) {
 	var lost []*Request
 	e.mu.Lock()
 	e.auditing = false
+	if res != 0 {
+		// The NOP failed (refused at submission, on a ring that does not
+		// take it): it may not have waited for anything. No verdict.
+		e.mu.Unlock()
+		return
+	}
+	e.stats.Audits.Add(1)
 	for i := range e.slots {
 		s := &e.slots[i]
 		if !s.busy || s.seq == noSeq || s.seq >= e.auditSeq {

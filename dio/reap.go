@@ -22,7 +22,7 @@ func (e *Engine) complete(c *ring.CQE) {
 		return // our own cancel SQE; the cancelled op reports its result
 	}
 	if c.UserData == auditTag {
-		e.auditDone()
+		e.auditDone(c.Res)
 		return
 	}
 	idx, gen := uint32(c.UserData), uint32(c.UserData>>32)
