@@ -768,25 +768,35 @@ func TestLostCQEHangsForever(t *testing.T) {
 	closeWithin(t, f, 5*time.Second)
 }
 
+// openNumbered opens a scratch file of n 4 KiB blocks, block i filled with
+// byte i, with opts.
+func openNumbered(t *testing.T, n int, opts ...dio.Option) *dio.File {
+	t.Helper()
+	f, path := openRel(t)
+	f.Close()
+	init := make([]byte, n*4096)
+	for i := range init {
+		init[i] = byte(i / 4096)
+	}
+	if err := os.WriteFile(path, init, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := dio.Open(path, os.O_RDWR, 0, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // Without a context, the background reaper's watchdog finds a lost
 // completion: an asynchronous request's callback gets ErrLostCompletion,
 // the requests beside it finish with their data or ErrRingBroken, and
 // nothing hangs.
 func TestLostCQEWatchdog(t *testing.T) {
 	const n = 32
-	f, path := openRel(t)
-	init := make([]byte, n*4096)
-	for i := range init {
-		init[i] = byte(i / 4096)
-	}
-	os.WriteFile(path, init, 0o600)
-	f.Close()
-	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f := openNumbered(t, n, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
 		return faultring.New(r, faultring.Config{Nth: 7, NthFault: faultring.Drop})
 	}), dio.WithLostCompletionCheck(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
 	results := make(chan *dio.Request, n)
 	for i := 0; i < n; i++ {
 		r := &dio.Request{Op: dio.Read, Off: int64(i) * 4096, Buf: relBuf(t, 4096), Policy: completion.Pool,
@@ -830,19 +840,9 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 	if testing.Short() {
 		ops = 4000
 	}
-	f, path := openRel(t)
-	init := make([]byte, n*4096)
-	for i := range init {
-		init[i] = byte(i / 4096)
-	}
-	os.WriteFile(path, init, 0o600)
-	f.Close()
-	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f := openNumbered(t, n, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
 		return faultring.New(r, faultring.Config{Seed: 1, Rate: 0.2, Kinds: []faultring.Fault{faultring.Delay}})
 	}))
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer closeWithin(t, f, 5*time.Second)
 	stop := make(chan struct{})
 	auditorDone := make(chan struct{})
