@@ -50,14 +50,18 @@ func (g *writeGate) admitLocked(r *Request) {
 	r.gateHeld = true
 }
 
-// enter admits r (true) or queues it behind the writes already waiting.
-func (g *writeGate) enter(r *Request) bool {
+// enter admits r (true) or, unless try is set, queues it behind the
+// writes already waiting.
+func (g *writeGate) enter(r *Request, try bool) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	r.gateNext = nil
 	if g.head == nil && g.admissibleLocked(r) {
 		g.admitLocked(r)
 		return true
+	}
+	if try {
+		return false
 	}
 	g.waited++
 	if g.tail == nil {

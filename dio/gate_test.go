@@ -304,3 +304,45 @@ func TestGateAdmittedWriteFails(t *testing.T) {
 		t.Fatal(msg)
 	}
 }
+
+// A NoWait write that would have to wait at the gate fails at once with
+// EAGAIN (retryable), like IOCB_NOWAIT on a contended inode lock, and the
+// request can be submitted again.
+func TestGateNoWaitEAGAIN(t *testing.T) {
+	const bs = 16 << 10
+	hold := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	var once sync.Once
+	f := openVolume(t, bs, 4, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
+		if r.Tag == 1 {
+			once.Do(func() {
+				entered <- struct{}{}
+				<-hold
+			})
+		}
+	}))
+	defer closeWithin(t, f, 10*time.Second)
+	sec := f.Alignment().Offset
+	first := &dio.Request{Op: dio.Write, Off: 0, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Tag: 1}
+	go f.Submit(first)
+	<-entered
+	r := &dio.Request{Op: dio.Write, Off: 2 * bs, Buf: relBuf(t, bs), Policy: completion.Pool, Flags: dio.NoWait}
+	err := f.Submit(r)
+	if !errors.Is(err, syscall.EAGAIN) {
+		t.Fatalf("NoWait write behind an unaligned write = %v, want EAGAIN", err)
+	}
+	if msg := checkOpError(err, "write", f.Name(), 2*bs, bs); msg != "" {
+		t.Fatal(msg)
+	}
+	close(hold)
+	if _, err := first.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.Flags = 0
+	if err := f.Submit(r); err != nil {
+		t.Fatalf("resubmitting the refused request: %v", err)
+	}
+	if n, err := r.Wait(context.Background()); n != bs || err != nil {
+		t.Fatalf("write = %d, %v", n, err)
+	}
+}

@@ -93,8 +93,16 @@ func (f *File) start(r *Request, sync bool) error {
 		// its gate (gate.go) before they are mapped.
 		r.gateExcl = r.Off%f.zeroBS != 0 || (r.Off+length)%f.zeroBS != 0
 		r.gateSync = sync
-		r.state.Store(stateInflight) // Wait waits for a write still at the gate
-		if !f.gate.enter(r) {
+		nowait := r.Flags&NoWait != 0
+		// In flight before it is queued: once queued, whoever releases the
+		// gate may launch and complete it. Wait waits for it meanwhile.
+		prev := r.state.Swap(stateInflight)
+		if !f.gate.enter(r, nowait) {
+			if nowait {
+				// Like the kernel's IOCB_NOWAIT on a contended inode lock.
+				r.state.Store(prev)
+				return bad(syscall.EAGAIN)
+			}
 			if !sync {
 				return nil // launched when the gate admits it
 			}
