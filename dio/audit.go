@@ -9,30 +9,45 @@ import (
 )
 
 // Lost completions. A CQE the kernel posts and the engine never sees (a
-// kernel or wrapper bug, a ring overflow on a kernel without NODROP) would
-// leave its request in flight for ever: cancelling it finds nothing, since
-// the kernel is done with it. The engine cannot tell a lost completion
-// from a slow one by waiting, but the kernel can order them: a NOP with
-// IOSQE_IO_DRAIN starts only after every SQE submitted before it has
-// completed, and the CQ is ordered, so when the NOP's CQE is processed,
-// every earlier SQE's CQE has been processed too, unless it was lost. The
-// audit never accuses a slow request (the NOP waits for it) and costs
-// nothing until it runs; it runs when a cancelled request's CQE does not
-// come (waitReq) and when the background reaper sees SQEs in flight and no
-// completion for WithLostCompletionCheck's interval.
+// wrapper's or the engine's own bug), or one the kernel drops (a CQ
+// overflow it could not keep; it counts those), would leave its request in
+// flight for ever: cancelling it finds nothing, since the kernel is done
+// with it. The engine cannot tell a lost completion from a slow one by
+// waiting, but the kernel can order them: a NOP with IOSQE_IO_DRAIN starts
+// only after every SQE submitted before it has completed, and the CQ is
+// ordered, so when the NOP's CQE is processed, every earlier SQE's CQE has
+// been processed too, unless it was lost. The audit never accuses a slow
+// request (the NOP waits for it), but while it waits the kernel holds back
+// every later SQE. So audits run by themselves only when the kernel
+// reports dropped CQEs (the ring is broken then anyway), and otherwise
+// only with WithLostCompletionCheck: from the background reaper when no
+// completion came for its interval, and from a waiter whose cancelled
+// request stays in flight.
 
-const (
-	defaultLostAfter = 5 * time.Second
-	// cancelAudit is how long a cancelled request may stay in flight
-	// before its waiter audits the ring.
-	cancelAudit = 100 * time.Millisecond
-)
+// cancelAudit is how long a cancelled request may stay in flight before
+// its waiter audits the ring (with WithLostCompletionCheck).
+const cancelAudit = 100 * time.Millisecond
+
+// checkDropped declares the engine broken when the kernel reports CQEs it
+// dropped (its CQ ring's overflow counter moved: a CQ overflow it could
+// not keep), and audits the ring to find whose they were. The token
+// holder calls it.
+func (e *Engine) checkDropped() {
+	v := e.ovf.Overflow()
+	if v == e.lastOvf {
+		return
+	}
+	e.stats.DroppedCQEs.Add(uint64(v - e.lastOvf))
+	e.lastOvf = v
+	e.broken.Store(true)
+	e.audit() // the ring is broken already: the audit's stall costs nothing
+}
 
 // audit queues an audit NOP unless one is in flight or the ring is broken
 // (or full: a later call tries again).
 func (e *Engine) audit() {
 	e.mu.Lock()
-	if e.auditing || e.broken.Load() {
+	if e.auditing {
 		e.mu.Unlock()
 		return
 	}

@@ -40,12 +40,13 @@
 //
 // A CQE that matches nothing in flight (duplicated or late) breaks the
 // engine: it refuses new I/O with ErrRingBroken and every request in flight
-// reports ErrRingBroken once its own CQEs are in. A CQE that never comes is
-// found by an audit, a NOP with IOSQE_IO_DRAIN that completes only after
-// every earlier SQE has: the request that lost its CQE fails with
-// ErrLostCompletion, and the engine breaks. Audits run when a cancelled
-// request (a context that ended) stays in flight, and when the background
-// reaper sees no completion for WithLostCompletionCheck's interval.
+// reports ErrRingBroken once its own CQEs are in. A CQE the kernel drops
+// (it counts them) breaks the engine too, and an audit, a NOP with
+// IOSQE_IO_DRAIN that completes only after every earlier SQE has, finds
+// whose it was: that request fails with ErrLostCompletion. Audits for CQEs
+// lost without the kernel's knowledge are opt-in (WithLostCompletionCheck):
+// while one waits for a request stuck in a device, the kernel holds back
+// every later SQE.
 //
 // # Memory
 //

@@ -42,24 +42,14 @@ func (r *Request) RunCompletion() {
 		}
 	}
 	if r.Op == Write && !r.facts.PureOverwrite {
-		if c, ok := f.mapper.(iomap.IOCompleter); ok {
-			// The bytes reported written did reach the target: the mapper
-			// converts them; the rest failed, and the mapper learns that
-			// too (a file mapper forgets what it cached of the range).
-			op := iomap.OpWrite | iomap.OpDirect
-			if n > 0 {
-				if cerr := c.IOComplete(r.Off, n, op, nil); cerr != nil && err == nil {
-					err = cerr
-				}
-			}
-			if n < r.length {
-				if cerr := c.IOComplete(r.Off+n, r.length-n, op, err); cerr != nil && err == nil {
-					err = cerr
-				}
-			}
+		cerr := r.convErr
+		if !r.converted {
+			cerr = f.convert(r)
+		}
+		if cerr != nil && err == nil {
+			err = cerr
 		}
 	}
-	f.gateRelease(r) // extents converted: the next write sees them written
 	if r.facts.NeedsSync && n > 0 && err == nil {
 		sync := unix.Fdatasync
 		if r.Flags&Sync != 0 {
@@ -93,6 +83,30 @@ func (r *Request) RunCompletion() {
 	// again and stays so.
 	r.state.CompareAndSwap(stateResult, stateComplete)
 	signal(wake)
+}
+
+// convert tells the mapper how a write that was not a pure overwrite
+// ended: the bytes reported written did reach the target, and the mapper
+// converts them; the rest failed, and the mapper learns that too (a file
+// mapper forgets what it cached of the range). It returns the first error
+// the mapper reports.
+func (f *File) convert(r *Request) error {
+	c, ok := f.mapper.(iomap.IOCompleter)
+	if !ok {
+		return nil
+	}
+	n, err := r.n, r.err
+	var first error
+	op := iomap.OpWrite | iomap.OpDirect
+	if n > 0 {
+		first = c.IOComplete(r.Off, n, op, nil)
+	}
+	if n < r.length {
+		if cerr := c.IOComplete(r.Off+n, r.length-n, op, err); cerr != nil && first == nil {
+			first = cerr
+		}
+	}
+	return first
 }
 
 func (r *Request) runCallback() {

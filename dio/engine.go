@@ -44,6 +44,14 @@ type submitWaiter interface {
 
 var _ submitWaiter = (*ring.Ring)(nil)
 
+// overflowCounter is the optional part of a Ring that reports how many
+// CQEs the kernel dropped (the CQ ring's overflow counter).
+type overflowCounter interface {
+	Overflow() uint32
+}
+
+var _ overflowCounter = (*ring.Ring)(nil)
+
 // userData layout: generation in the high 32 bits, slot index in the low 32.
 // A CQE whose generation does not match its slot is late or duplicated.
 // cancelTag marks the engine's own cancel SQEs, whose CQEs carry no result.
@@ -85,7 +93,9 @@ const noSeq = ^uint64(0)
 // requests are in flight and nobody else is reaping.
 type Engine struct {
 	ring    Ring
-	sw      submitWaiter // nil if the ring cannot combine submit and wait
+	sw      submitWaiter    // nil if the ring cannot combine submit and wait
+	ovf     overflowCounter // nil if the ring does not report dropped CQEs
+	lastOvf uint32          // the drop count last seen (token holder)
 	iopoll  bool
 	ownRing bool
 
@@ -128,13 +138,17 @@ type Engine struct {
 
 // Stats are engine counters, read with Engine.Stats.
 type Stats struct {
-	Submitted  atomic.Uint64 // SQEs submitted
-	Completed  atomic.Uint64 // CQEs processed
-	Resubmits  atomic.Uint64 // short completions resubmitted
-	Backlogged atomic.Uint64 // requests that waited for SQ room or slots
-	StrayCQEs  atomic.Uint64 // CQEs that matched nothing
-	Audits     atomic.Uint64 // lost-completion audits completed
-	LostCQEs   atomic.Uint64 // requests' SQEs whose completion an audit found lost
+	Submitted   atomic.Uint64 // SQEs submitted
+	Completed   atomic.Uint64 // CQEs processed
+	Resubmits   atomic.Uint64 // short completions resubmitted
+	Backlogged  atomic.Uint64 // requests that waited for SQ room or slots
+	StrayCQEs   atomic.Uint64 // CQEs that matched nothing
+	Audits      atomic.Uint64 // lost-completion audits completed
+	LostCQEs    atomic.Uint64 // requests' SQEs whose completion an audit found lost
+	DroppedCQEs atomic.Uint64 // CQEs the kernel reported dropping (CQ overflow)
+	// PoolOverflow counts Pool completions that found the pool's queue
+	// full and ran on a goroutine of their own.
+	PoolOverflow atomic.Uint64
 }
 
 // NewEngine creates an engine: a ring, a reaper and a worker pool.
@@ -189,9 +203,7 @@ func newEngine(c *config) (*Engine, error) {
 
 		lostAfter: c.lostAfter,
 	}
-	if e.lostAfter == 0 {
-		e.lostAfter = defaultLostAfter
-	}
+	e.ovf, _ = rr.(overflowCounter)
 	e.sw, _ = rr.(submitWaiter)
 	e.freeSlots = make([]uint32, n)
 	for i := range e.freeSlots {
@@ -446,6 +458,9 @@ func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
+	if e.ovf != nil {
+		e.checkDropped()
+	}
 	switch {
 	case n == 0 && block:
 		if combine {
@@ -545,11 +560,21 @@ func (e *Engine) drain(cond func() bool) {
 // before its CQE.
 func (e *Engine) waitReq(req *Request, done <-chan struct{}, held bool) {
 	cancelled := false
-	var cancelAt time.Time
+	var nextAudit time.Time
+	auditGap := cancelAudit
 	cancel := func() {
 		cancelled = true
-		cancelAt = time.Now()
+		nextAudit = time.Now().Add(auditGap)
 		e.cancel(req)
+	}
+	// audit audits the ring (if audits are on) when a cancelled request
+	// has stayed in flight past nextAudit, at doubling intervals.
+	audit := func() {
+		if cancelled && e.lostAfter > 0 && time.Now().After(nextAudit) {
+			e.audit()
+			auditGap = min(2*auditGap, max(e.lostAfter, cancelAudit))
+			nextAudit = time.Now().Add(auditGap)
+		}
 	}
 	for req.state.Load() < stateIODone {
 		if !held {
@@ -570,14 +595,12 @@ func (e *Engine) waitReq(req *Request, done <-chan struct{}, held bool) {
 			timeout := time.Duration(0)
 			if done != nil && !cancelled {
 				timeout = 5 * time.Millisecond
-			} else if cancelled {
+			} else if cancelled && e.lostAfter > 0 {
 				// A cancelled request whose CQE does not come may have lost
 				// it: wait in slices, and audit the ring when the cancel
 				// has had its chance.
 				timeout = 20 * time.Millisecond
-				if time.Since(cancelAt) > cancelAudit {
-					e.audit()
-				}
+				audit()
 			}
 			err := e.reapBatch(true, timeout)
 			if done != nil && !cancelled {
@@ -594,10 +617,7 @@ func (e *Engine) waitReq(req *Request, done <-chan struct{}, held bool) {
 		}
 		e.tok <- struct{}{}
 		held = false
-		if cancelled && time.Since(cancelAt) > cancelAudit {
-			// Whoever reaps now will see the audit's completion.
-			e.audit()
-		}
+		audit() // whoever reaps now will see the audit's completion
 	}
 	if held {
 		e.tok <- struct{}{}
@@ -634,6 +654,9 @@ func (e *Engine) fail(err error) {
 // cancelled completes with ECANCELED, one that finished first keeps its
 // result, so the request reports what really happened to its data.
 func (e *Engine) cancel(req *Request) {
+	if f := req.file; f != nil && f.cancelQueued(req) {
+		return // it was still waiting at the write gate: nothing was submitted
+	}
 	e.mu.Lock()
 	if req.refs.Load() == 0 {
 		e.mu.Unlock()

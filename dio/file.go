@@ -206,7 +206,10 @@ func (f *File) syncIO(ctx context.Context, op Op, p []byte, off int64, fl Flags)
 		}
 	}
 	r.deferEnter = held
-	if err := f.start(r, true); err != nil {
+	r.gateDone = ctx.Done()
+	err := f.start(r, true)
+	r.gateDone = nil
+	if err != nil {
 		if held {
 			e.tok <- struct{}{}
 		}

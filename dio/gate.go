@@ -5,6 +5,7 @@ package dio
 import (
 	"errors"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/uringdio/uringdio/completion"
@@ -101,6 +102,29 @@ func (g *writeGate) leave(r *Request) *Request {
 	return first
 }
 
+// remove takes r off the queue if it is still waiting there.
+func (g *writeGate) remove(r *Request) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var prev *Request
+	for w := g.head; w != nil; prev, w = w, w.gateNext {
+		if w != r {
+			continue
+		}
+		if prev == nil {
+			g.head = w.gateNext
+		} else {
+			prev.gateNext = w.gateNext
+		}
+		if g.tail == w {
+			g.tail = prev
+		}
+		w.gateNext = nil
+		return true
+	}
+	return false
+}
+
 // gateRelease releases r's hold on the file's write gate, if it has one,
 // and starts the writes that were waiting for it. Called once r's I/O is
 // done and (for writes the mapper converts) its extents are converted.
@@ -124,9 +148,11 @@ func (f *File) gateRelease(r *Request) {
 
 // awaitAdmission blocks a synchronous write until the gate admits it,
 // reaping meanwhile when nobody else is (the writes it waits for may need
-// a reaper to complete).
-func (f *File) awaitAdmission(r *Request) {
+// a reaper to complete). If the caller's context ends first, the write
+// leaves the queue and fails with ECANCELED, having done nothing.
+func (f *File) awaitAdmission(r *Request) error {
 	e := f.eng
+	done := r.gateDone
 	for !r.gateAdmitted.Load() {
 		select {
 		case <-e.tok:
@@ -135,15 +161,31 @@ func (f *File) awaitAdmission(r *Request) {
 			}
 			e.tok <- struct{}{}
 		case <-r.wake:
+		case <-done:
+			if f.gate.remove(r) {
+				return syscall.ECANCELED
+			}
+			done = nil // admitted meanwhile: go on
 		}
 	}
+	return nil
+}
+
+// cancelQueued completes r with ECANCELED if it is an asynchronous write
+// still waiting at the gate, and reports whether it was.
+func (f *File) cancelQueued(r *Request) bool {
+	if f.zeroBS == 0 || r.gateSync || !f.gate.remove(r) {
+		return false
+	}
+	f.completeUnlaunched(r, syscall.ECANCELED)
+	return true
 }
 
 // launchAdmitted starts an asynchronous write the gate admitted after its
 // Submit returned. An error can no longer be returned to the submitter:
 // the request completes with it, through its policy, having moved no data.
 func (f *File) launchAdmitted(r *Request) {
-	err := f.launch(r, false)
+	err := f.launch(r, false, true)
 	if err == nil {
 		return
 	}
@@ -151,7 +193,14 @@ func (f *File) launchAdmitted(r *Request) {
 	if errors.As(err, &oe) {
 		err = oe.Err
 	}
-	f.inflight.Add(1) // launch's failure path dropped the submission's reference
+	f.completeUnlaunched(r, err)
+}
+
+// completeUnlaunched completes an asynchronous write that Submit accepted
+// but that never reached the ring (it failed to map after waiting at the
+// gate, or was cancelled there) with err and no bytes, through its policy.
+// It holds the File's in-flight reference of its submission.
+func (f *File) completeUnlaunched(r *Request, err error) {
 	r.pieces = r.pieces[:0]
 	r.errno, r.stopAt = err, r.Off
 	r.facts = completion.Facts{Write: true, PureOverwrite: true, SingleSQE: true, HasEndIO: f.endIO != nil}

@@ -346,3 +346,137 @@ func TestGateNoWaitEAGAIN(t *testing.T) {
 		t.Fatalf("write = %d, %v", n, err)
 	}
 }
+
+// A gated write whose Submit failed after the gate admitted it (a NoWait
+// write that needs allocation) stayed marked in flight: resubmitting it
+// failed with "resubmitted while in flight", and Wait on it never returned.
+func TestGateRefusedSubmitLeavesRequestInFlight(t *testing.T) {
+	f := openVolume(t, 16<<10, 4)
+	defer closeWithin(t, f, 5*time.Second)
+	sec := f.Alignment().Offset
+	r := &dio.Request{Op: dio.Write, Off: sec, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Flags: dio.NoWait}
+	if err := f.Submit(r); !errors.Is(err, syscall.EAGAIN) {
+		t.Fatalf("NoWait sub-block write into a new block = %v, want EAGAIN", err)
+	}
+	r.Flags = 0
+	if err := f.Submit(r); err != nil {
+		t.Fatalf("resubmitting a request whose Submit failed: %v", err)
+	}
+	if _, err := r.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A Pool callback (which may block) making a synchronous sub-block write
+// waited at the gate for a write whose extent conversion was queued on the
+// pool behind that same callback: with one worker, for ever. The gate is
+// now released where the I/O completes, conversion included.
+func TestGatePoolCallbackWriteDeadlocks(t *testing.T) {
+	const bs = 16 << 10
+	f := openVolume(t, bs, 8, dio.WithPool(1, 0))
+	sec := f.Alignment().Offset
+	done := make(chan error, 1)
+	b := &dio.Request{Op: dio.Write, Off: bs + sec, Buf: relBuf(t, int(sec)), Policy: completion.Pool}
+	wb := relBuf(t, int(sec))
+	a := &dio.Request{Op: dio.Write, Off: 0, Buf: relBuf(t, bs), Policy: completion.Pool,
+		Callback: func(*dio.Request) {
+			if err := f.Submit(b); err != nil { // holds the gate until converted
+				done <- err
+				return
+			}
+			_, err := f.WriteAt(wb, 2*bs+sec) // waits for b's release
+			done <- err
+		}}
+	if err := f.Submit(a); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		closeWithin(t, f, 5*time.Second)
+	case <-time.After(5 * time.Second):
+		t.Fatal("a Pool callback's WriteAt waits at the gate for ever") // leaks f on purpose
+	}
+}
+
+// Wait with a context on a write still queued at the gate: its cancel
+// found no SQEs, so nothing ended the wait, and the write ran in full
+// after the deadline. Now it leaves the queue and completes with
+// ECANCELED, having written nothing; a synchronous WriteAtContext waiting
+// for admission does the same.
+func TestGateQueuedWriteIgnoresContext(t *testing.T) {
+	const bs = 16 << 10
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(p[0])
+	defer syscall.Close(p[1])
+	for { // fill the pipe: a write to it stays in flight until it is read
+		if _, err := syscall.Write(p[1], make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	// The gate's holder: a sub-block write that a hook sends to the full
+	// pipe, in flight until the test drains it. (Not a hook that blocks:
+	// hooks run under the engine's lock.)
+	f := openVolume(t, bs, 4, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
+		if r.Tag == 1 && sqe.Len < bs {
+			sqe.Fd, sqe.Off = int32(p[1]), 0
+		}
+	}))
+	defer closeWithin(t, f, 10*time.Second)
+	sec := f.Alignment().Offset
+	first := &dio.Request{Op: dio.Write, Off: sec, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Tag: 1}
+	if err := f.Submit(first); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	q := &dio.Request{Op: dio.Write, Off: 2 * bs, Buf: relBuf(t, bs), Policy: completion.Pool,
+		Callback: func(*dio.Request) { calls++ }}
+	if err := f.Submit(q); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	n, err := q.Wait(ctx)
+	if el := time.Since(t0); n != 0 || !errors.Is(err, syscall.ECANCELED) || el > time.Second {
+		t.Fatalf("Wait(50ms) on a write queued at the gate = %d, %v after %v; want 0, ECANCELED", n, err, el)
+	}
+	if calls != 1 {
+		t.Fatalf("callback ran %d times", calls)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	if n, err := f.WriteAtContext(ctx2, relBuf(t, bs), 3*bs, 0); n != 0 || !errors.Is(err, syscall.ECANCELED) {
+		t.Fatalf("WriteAtContext(50ms) waiting at the gate = %d, %v; want 0, ECANCELED", n, err)
+	}
+	drain := make([]byte, 1<<20)
+	for {
+		if _, err := syscall.Read(p[0], drain); err != nil {
+			break
+		}
+	}
+	if _, err := first.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing of the cancelled writes reached the volume.
+	got := relBuf(t, 2*bs)
+	if _, err := f.ReadAt(got, 2*bs); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range got {
+		if c != 0 {
+			t.Fatalf("byte %d of the cancelled writes' range is %#x", 2*bs+i, c)
+		}
+	}
+	if a := f.Engine().Stats().Audits.Load(); a != 0 {
+		t.Fatalf("%d audits", a)
+	}
+}

@@ -101,23 +101,26 @@ func WithCoopTaskrun() Option { return func(c *config) { c.coop = true } }
 // polls never complete.
 func WithoutReaper() Option { return func(c *config) { c.noReaper = true } }
 
-// WithLostCompletionCheck sets how long the background reaper lets SQEs
-// sit in flight with no completion at all before it audits the ring for
-// lost completions (default 5s; 0 or less turns the watchdog off). The
-// audit is a NOP with IOSQE_IO_DRAIN: the kernel posts its completion only
-// after every SQE submitted before it has completed, so a request from
-// before the audit that still has no CQE when the audit's arrives lost
-// its completion. The request then fails with ErrLostCompletion and the
-// engine is declared broken (ErrRingBroken). An audit on a ring that is
-// merely slow finds nothing; it delays later SQEs until the earlier ones
-// complete. A Wait or ReadAtContext whose context ends audits too, 100ms
-// after its cancel finds the request still in flight.
+// WithLostCompletionCheck turns on audits for completions lost in user
+// space (a wrapper's or the engine's own bug; the kernel's own drops are
+// always detected, from its overflow counter). The background reaper
+// audits when SQEs have been in flight with no completion at all for d,
+// and a Wait or ReadAtContext whose context ended audits 100ms after its
+// cancel if the request is still in flight (then at growing intervals).
+//
+// An audit is a NOP with IOSQE_IO_DRAIN: the kernel posts its completion
+// only after every SQE submitted before it has completed, so a request
+// from before the audit still without a CQE when the audit's arrives lost
+// its completion; it fails with ErrLostCompletion and the engine is
+// declared broken (ErrRingBroken). An audit never accuses a slow request,
+// but it waits for it, and until it completes the kernel holds back every
+// later SQE of the engine, cancels included: one request stuck in a
+// failing device then stalls all I/O on the engine for as long as the
+// device takes to fail it. That is why audits are off by default. d <= 0
+// turns them off.
 func WithLostCompletionCheck(d time.Duration) Option {
 	return func(c *config) {
-		if d <= 0 {
-			d = -1
-		}
-		c.lostAfter = d
+		c.lostAfter = max(d, 0)
 	}
 }
 
@@ -139,7 +142,11 @@ func WithRegisteredFiles(n int) Option { return func(c *config) { c.regFiles = n
 // size). Requests beyond it wait in the engine's backlog.
 func WithMaxInflight(n int) Option { return func(c *config) { c.maxInflight = n } }
 
-// WithPool sizes the completion worker pool.
+// WithPool sizes the completion worker pool: workers goroutines and a
+// queue of queue completions. A completion that finds the queue full runs
+// on a goroutine of its own (Stats.PoolOverflow), rather than make the
+// reaper wait for room: a Pool callback may block on I/O of the same
+// engine, and that I/O needs a reaper.
 func WithPool(workers, queue int) Option {
 	return func(c *config) { c.workers, c.poolQueue = workers, queue }
 }

@@ -144,8 +144,13 @@ func (e *Engine) put(r *Request) {
 		r.file.inflight.Add(-1)
 		r.fileDec = true
 	}
-	if r.gateHeld && r.facts.PureOverwrite {
-		// Nothing to convert: the next write may map these blocks now.
+	if r.gateHeld {
+		// A write through the file's gate converts its extents and lets
+		// the next write in here, when its I/O is done: never behind
+		// completion work (a Pool callback may itself wait at the gate).
+		if !r.facts.PureOverwrite {
+			r.convErr, r.converted = r.file.convert(r), true
+		}
 		r.file.gateRelease(r)
 	}
 	// I/O is done before any completion work: a reaper waiting for this
@@ -156,8 +161,13 @@ func (e *Engine) put(r *Request) {
 		r.RunCompletion()
 	case completion.Pool:
 		// The waiter waits for stateComplete, which only the pool sets.
-		if err := e.pool.Submit(r); err != nil {
-			r.RunCompletion() // pool closed: complete here rather than lose it
+		if !e.pool.TrySubmit(r) {
+			// The queue is full (or the pool closed). Waiting for room here
+			// would hold the reap token while a Pool callback may itself be
+			// waiting for I/O of this engine, which needs a reaper: run it
+			// on a goroutine of its own instead.
+			e.stats.PoolOverflow.Add(1)
+			go r.RunCompletion()
 		}
 	case completion.Caller:
 		// With a Queue the completion runs only from the Queue, so r cannot

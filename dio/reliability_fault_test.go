@@ -723,9 +723,10 @@ func ringBrokenWithPendingResubmit(t *testing.T) {
 // A lost CQE (the kernel never posts it) left its request in flight for
 // ever: the engine could not notice, and cancelling (a context deadline)
 // did not help, because the kernel no longer knows the request either;
-// the File could not be closed. Now the waiter audits the ring (a drained
-// NOP) once its cancel has had 100ms: the request fails with
-// ErrLostCompletion, the ring is declared broken, Close returns.
+// the File could not be closed. Now, with WithLostCompletionCheck, the
+// waiter audits the ring (a drained NOP) once its cancel has had 100ms:
+// the request fails with ErrLostCompletion, the ring is declared broken,
+// Close returns.
 func TestLostCQEHangsForever(t *testing.T) {
 	var fr *faultring.Ring
 	f, path := openRel(t)
@@ -734,7 +735,7 @@ func TestLostCQEHangsForever(t *testing.T) {
 	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
 		fr = faultring.New(r, faultring.Config{Nth: 1, NthFault: faultring.Drop})
 		return fr
-	}), dio.WithLostCompletionCheck(0)) // the watchdog off: the deadline alone must do it
+	}), dio.WithLostCompletionCheck(time.Hour)) // no watchdog in time: the deadline must do it
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -764,6 +765,85 @@ func TestLostCQEHangsForever(t *testing.T) {
 	}
 	if _, err := f.ReadAt(b, 0); !errors.Is(err, dio.ErrRingBroken) {
 		t.Fatalf("ReadAt on a broken ring = %v, want ErrRingBroken", err)
+	}
+	closeWithin(t, f, 5*time.Second)
+}
+
+// A CQE the kernel drops (a CQ overflow it could not keep) shows in the CQ
+// ring's overflow counter: with audits off (the default), the engine still
+// notices, declares the ring broken and audits it to find whose CQE it
+// was; that request fails with ErrLostCompletion, without any context.
+func TestKernelDroppedCQEBreaksRing(t *testing.T) {
+	f := openNumbered(t, 4, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		return faultring.New(r, faultring.Config{Nth: 2, NthFault: faultring.Drop, DropsCounted: true})
+	}))
+	b := relBuf(t, 4096)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.ReadAt(b, 4096) // its CQE is dropped
+		done <- err
+	}()
+	// The dropped CQE leaves nothing to wake the reader: the next reaper
+	// to look sees the counter. Another read wakes it.
+	r := &dio.Request{Op: dio.Read, Off: 8192, Buf: relBuf(t, 4096), Policy: completion.Pool}
+	time.Sleep(50 * time.Millisecond)
+	if err := f.Submit(r); err != nil && !errors.Is(err, dio.ErrRingBroken) {
+		t.Fatal(err)
+	} else if err == nil {
+		r.Wait(context.Background())
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, dio.ErrLostCompletion) {
+			t.Fatalf("read whose CQE the kernel dropped = %v, want ErrLostCompletion", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a read whose CQE the kernel dropped (and counted) never completed")
+	}
+	st := f.Engine().Stats()
+	if st.DroppedCQEs.Load() != 1 || st.LostCQEs.Load() != 1 {
+		t.Fatalf("stats: %d dropped, %d lost; want 1, 1", st.DroppedCQEs.Load(), st.LostCQEs.Load())
+	}
+	closeWithin(t, f, 5*time.Second)
+}
+
+// Audits are off by default: a request stuck in flight (a read of an
+// empty pipe, redirected by a submit hook) must not hold back the I/O
+// submitted after it, as a drained audit NOP behind it would.
+func TestStuckRequestDoesNotStallOthers(t *testing.T) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(p[0])
+	defer syscall.Close(p[1])
+	f := openNumbered(t, 4, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
+		if r.Tag == 1 {
+			sqe.Fd, sqe.Off = int32(p[0]), 0
+		}
+	}))
+	stuck := &dio.Request{Op: dio.Read, Buf: relBuf(t, 4096), Policy: completion.Pool, Tag: 1}
+	if err := f.Submit(stuck); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for i := 0; i < 3; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		n, err := f.ReadAtContext(ctx, relBuf(t, 4096), 4096, 0)
+		cancel()
+		if n != 4096 || err != nil {
+			t.Fatalf("healthy read beside a stuck one = %d, %v", n, err)
+		}
+	}
+	if a := f.Engine().Stats().Audits.Load(); a != 0 {
+		t.Fatalf("%d audits ran with audits off", a)
+	}
+	syscall.Write(p[1], make([]byte, 4096))
+	if _, err := stuck.Wait(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	closeWithin(t, f, 5*time.Second)
 }

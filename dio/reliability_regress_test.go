@@ -394,3 +394,46 @@ func TestConcurrentSubBlockWritesZeroEachOther(t *testing.T) {
 		t.Fatalf("in %d of %d blocks, one of two concurrent sub-block writes into a new block was zeroed by the other's sub-block zeroing", lost, blocks)
 	}
 }
+
+// A Pool callback that waits for I/O of its own engine (a synchronous
+// ReadAt; Pool callbacks may block) while the pool's queue is full: the
+// reaper, holding the reap token, waited for room in the queue that only
+// that callback's return could make, and the callback's read needed the
+// token. With one worker and a queue of one, for ever.
+func TestPoolCallbackIOWithFullPoolDeadlocks(t *testing.T) {
+	f := openNumbered(t, 16, dio.WithPool(1, 1))
+	done := make(chan error, 1)
+	rb := relBuf(t, 4096)
+	a := &dio.Request{Op: dio.Read, Off: 0, Buf: relBuf(t, 4096), Policy: completion.Pool,
+		Callback: func(*dio.Request) {
+			time.Sleep(50 * time.Millisecond) // the other completions fill the queue
+			_, err := f.ReadAt(rb, 4096)
+			done <- err
+		}}
+	if err := f.Submit(a); err != nil {
+		t.Fatal(err)
+	}
+	var others []*dio.Request
+	for i := 1; i < 16; i++ {
+		r := &dio.Request{Op: dio.Read, Off: int64(i) * 4096, Buf: relBuf(t, 4096), Policy: completion.Pool}
+		if err := f.Submit(r); err != nil {
+			t.Fatal(err)
+		}
+		others = append(others, r)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a Pool callback's ReadAt never returned: the reaper waits for pool room holding the reap token")
+	}
+	for _, r := range others {
+		if n, err := r.Wait(context.Background()); n != 4096 || err != nil || r.Buf[0] != byte(r.Off/4096) {
+			t.Fatalf("read at %d = %d, %v", r.Off, n, err)
+		}
+	}
+	t.Logf("%d completions ran beside the full pool", f.Engine().Stats().PoolOverflow.Load())
+	closeWithin(t, f, 5*time.Second)
+}

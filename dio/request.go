@@ -118,6 +118,9 @@ type Request struct {
 	gateHeld     bool // admitted, not yet released
 	gateAdmitted atomic.Bool
 	gateNext     *Request
+	gateDone     <-chan struct{} // a synchronous caller's context, while at the gate
+	converted    bool            // extents converted at I/O completion (gated writes)
+	convErr      error
 	// guarded by the engine's mu until I/O is done
 	errno  error
 	stopAt int64 // lowest file offset where data stopped (EOF, error)

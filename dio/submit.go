@@ -55,6 +55,7 @@ func (f *File) start(r *Request, sync bool) error {
 	r.pieces = r.pieces[:0]
 	r.next, r.submitted, r.curBuf, r.curOff = 0, 0, 0, 0
 	r.errno, r.err, r.n = nil, nil, 0
+	r.converted, r.convErr = false, nil
 	r.cancelled, r.fileDec = false, false
 	r.once.Reset()
 	r.async = !sync
@@ -106,24 +107,43 @@ func (f *File) start(r *Request, sync bool) error {
 			if !sync {
 				return nil // launched when the gate admits it
 			}
-			f.awaitAdmission(r)
+			if err := f.awaitAdmission(r); err != nil {
+				r.state.Store(prev)
+				return bad(err)
+			}
 		}
+		if err := f.launch(r, sync, false); err != nil {
+			r.state.Store(prev) // nothing submitted: the request is the caller's again
+			return err
+		}
+		return nil
 	}
-	return f.launch(r, sync)
+	return f.launch(r, sync, false)
 }
 
 // launch maps r and queues its pieces: the second half of start, run by
 // the submitter or, for a write that waited at the gate, by whoever let it
-// through. An error means nothing was submitted.
-func (f *File) launch(r *Request, sync bool) error {
+// through (deferred: its Submit has returned, and on error the request
+// keeps the File's in-flight reference for the completion that reports
+// it). An error means nothing was submitted.
+func (f *File) launch(r *Request, sync, deferred bool) error {
 	opName := "read"
 	if r.Op == Write {
 		opName = "write"
 	}
 	bad := func(err error) error {
 		f.gateRelease(r)
-		f.inflight.Add(-1)
+		if !deferred {
+			f.inflight.Add(-1)
+		}
 		return &OpError{Op: opName, Path: f.path, Off: r.Off, Len: r.length, Err: err}
+	}
+	if r.gateHeld {
+		// It may have waited at the gate: the world moved on meanwhile.
+		if f.eng.broken.Load() {
+			return bad(ErrRingBroken)
+		}
+		r.sizeAt = f.size.Load()
 	}
 	pure, err := f.mapRequest(r)
 	if err != nil && (r.Flags&Partial == 0 || r.submitted == 0) {

@@ -147,6 +147,9 @@ type Config struct {
 	// SQFull, if set, decides instead.
 	SQFullRate float64
 	SQFull     func() bool
+	// DropsCounted makes Drop model the kernel dropping a CQE it could not
+	// keep: the drop shows in Overflow, as in the CQ ring's counter.
+	DropsCounted bool
 	// ShortAlign is the granularity of Short results (default 512).
 	ShortAlign int32
 	// MaxDelay is the most Peeks a Delay or a Duplicate's copy waits
@@ -206,6 +209,7 @@ type Ring struct {
 	stats    Stats
 	submits  uint64
 	tmp      []ring.CQE
+	dropped  uint32 // counted drops (DropsCounted)
 }
 
 // New wraps in.
@@ -468,6 +472,9 @@ func (r *Ring) process(c ring.CQE) {
 		return
 	case Drop:
 		delete(r.inflight, c.UserData)
+		if r.cfg.DropsCounted {
+			r.dropped++
+		}
 		r.stats.Faults[f]++
 		return
 	}
@@ -501,6 +508,18 @@ func (r *Ring) WaitCQTimeout(n uint32, d time.Duration) (uint32, error) {
 		return n, nil
 	}
 	return r.in.WaitCQTimeout(n, d)
+}
+
+// Overflow reports the inner ring's count of CQEs the kernel dropped (0 if
+// it has none), plus the drops injected with DropsCounted.
+func (r *Ring) Overflow() uint32 {
+	var n uint32
+	if o, ok := r.in.(interface{ Overflow() uint32 }); ok {
+		n = o.Overflow()
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return n + r.dropped
 }
 
 // Err implements dio.Ring.
