@@ -26,7 +26,11 @@ import (
 //
 // Asynchronous writes never block Submit: a write that must wait is queued
 // here and launched by whoever releases the gate (the completion of the
-// write before it). Synchronous writes wait, reaping meanwhile.
+// write before it). Synchronous writes wait, reaping meanwhile. A gated
+// write converts its extents (the mapper's IOComplete) and releases the
+// gate where its I/O completes, usually on the reaper, never behind other
+// completion work: a mapper that declares BlockSize must convert without
+// blocking on I/O (ExtentMap's conversion is an in-memory update).
 type writeGate struct {
 	mu         sync.Mutex
 	active     int  // writes admitted and not yet released
