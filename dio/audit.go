@@ -33,28 +33,32 @@ const cancelAudit = 100 * time.Millisecond
 // not keep), and audits the ring to find whose they were. The token
 // holder calls it.
 func (e *Engine) checkDropped() {
-	v := e.ovf.Overflow()
-	if v == e.lastOvf {
-		return
+	if v := e.ovf.Overflow(); v != e.lastOvf {
+		e.stats.DroppedCQEs.Add(uint64(v - e.lastOvf))
+		e.lastOvf = v
+		e.broken.Store(true)
+		e.owed = true
 	}
-	e.stats.DroppedCQEs.Add(uint64(v - e.lastOvf))
-	e.lastOvf = v
-	e.broken.Store(true)
-	e.audit() // the ring is broken already: the audit's stall costs nothing
+	// The ring is broken already: the audit's stall costs nothing. It is
+	// owed until one is queued after the drop was seen (an audit already
+	// in flight may predate the dropped CQE's SQE).
+	if e.owed && e.audit() {
+		e.owed = false
+	}
 }
 
-// audit queues an audit NOP unless one is in flight or the ring is broken
-// (or full: a later call tries again).
-func (e *Engine) audit() {
+// audit queues an audit NOP and reports whether it did: not if one is in
+// flight already, nor if the SQ has no room (a later call tries again).
+func (e *Engine) audit() bool {
 	e.mu.Lock()
 	if e.auditing {
 		e.mu.Unlock()
-		return
+		return false
 	}
 	sqe := e.sqeLocked()
 	if sqe == nil {
 		e.mu.Unlock()
-		return
+		return false
 	}
 	sqe.PrepNop()
 	sqe.SetFlags(ring.SQEIODrain)
@@ -67,6 +71,7 @@ func (e *Engine) audit() {
 		e.stats.Submitted.Add(uint64(n))
 	}
 	e.unlockAndDrop()
+	return true
 }
 
 // auditDone processes an audit's CQE: every SQE submitted before the audit

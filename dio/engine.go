@@ -96,6 +96,7 @@ type Engine struct {
 	sw      submitWaiter    // nil if the ring cannot combine submit and wait
 	ovf     overflowCounter // nil if the ring does not report dropped CQEs
 	lastOvf uint32          // the drop count last seen (token holder)
+	owed    bool            // an audit for dropped CQEs is yet to be queued (token holder)
 	iopoll  bool
 	ownRing bool
 
@@ -112,12 +113,14 @@ type Engine struct {
 	cqes    []ring.CQE // owned by the token holder
 
 	pool          *completion.WorkerPool
+	spill         spill // Pool completions that found the pool's queue full
 	asyncInflight atomic.Int64
 	kick          chan struct{}
 	stop          chan struct{}
 	wg            sync.WaitGroup
 	closed        atomic.Bool
 	broken        atomic.Bool
+	failed        atomic.Bool // fail ran: the ring itself failed
 	stats         Stats
 
 	fixedArena []byte
@@ -147,7 +150,7 @@ type Stats struct {
 	LostCQEs    atomic.Uint64 // requests' SQEs whose completion an audit found lost
 	DroppedCQEs atomic.Uint64 // CQEs the kernel reported dropping (CQ overflow)
 	// PoolOverflow counts Pool completions that found the pool's queue
-	// full and ran on a goroutine of their own.
+	// full (or others already waiting) and waited for room off the reaper.
 	PoolOverflow atomic.Uint64
 }
 
@@ -203,7 +206,11 @@ func newEngine(c *config) (*Engine, error) {
 
 		lostAfter: c.lostAfter,
 	}
-	e.ovf, _ = rr.(overflowCounter)
+	if o, ok := rr.(overflowCounter); ok {
+		e.ovf = o
+	} else {
+		e.ovf = r // a wrapper that does not forward it: the kernel's counter is the truth
+	}
 	e.sw, _ = rr.(submitWaiter)
 	e.freeSlots = make([]uint32, n)
 	for i := range e.freeSlots {
@@ -230,6 +237,9 @@ func newEngine(c *config) (*Engine, error) {
 		e.wg.Add(1)
 		go e.backgroundReaper()
 	}
+	e.spill.wake = make(chan struct{}, 1)
+	e.wg.Add(1)
+	go e.spillFeeder()
 	return e, nil
 }
 
@@ -458,8 +468,11 @@ func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if e.ovf != nil {
-		e.checkDropped()
+	e.checkDropped()
+	if e.owed && block && (timeout == 0 || timeout > stuckRetry) {
+		// The audit that finds a dropped CQE's owner could not be queued
+		// (no SQE): do not wait without a limit for a CQE that is gone.
+		timeout, combine = stuckRetry, false
 	}
 	switch {
 	case n == 0 && block:
@@ -509,8 +522,9 @@ func isBusy(err error) bool {
 // flush moves backlogged requests into the ring and submits prepared
 // SQEs; with publishOnly it only publishes them and returns how many the
 // kernel has yet to take (the caller submits them with its wait). stuck
-// says that work is left that no completion will push along: requests
-// still backlogged, or SQEs the kernel refused.
+// says that a wait for a CQE must have a limit: work is left that no
+// completion will push along (requests still backlogged, SQEs the kernel
+// refused), nothing is in flight, or requests completed here.
 func (e *Engine) flush(publishOnly bool) (pending uint32, stuck bool) {
 	e.mu.Lock()
 	e.drainBacklogLocked()
@@ -519,7 +533,11 @@ func (e *Engine) flush(publishOnly bool) (pending uint32, stuck bool) {
 	} else if e.ring.Pending() > 0 {
 		stuck = !e.enterLocked()
 	}
-	stuck = stuck || e.backlog != nil || len(e.resub) > 0
+	stuck = stuck || e.backlog != nil || len(e.resub) > 0 ||
+		// Pieces dropped here may complete the caller's own request, and
+		// with no SQE in flight no CQE may ever come: either way, a wait
+		// must not be without a limit.
+		len(e.dropped) > 0 || len(e.freeSlots) == len(e.slots)
 	e.unlockAndDrop()
 	return pending, stuck
 }
@@ -627,7 +645,8 @@ func (e *Engine) waitReq(req *Request, done <-chan struct{}, held bool) {
 // fail marks the engine broken after the ring itself failed, completing
 // every request in flight with err.
 func (e *Engine) fail(err error) {
-	if e.broken.Swap(true) {
+	e.broken.Store(true)
+	if e.failed.Swap(true) {
 		return
 	}
 	e.mu.Lock()

@@ -143,10 +143,10 @@ func WithRegisteredFiles(n int) Option { return func(c *config) { c.regFiles = n
 func WithMaxInflight(n int) Option { return func(c *config) { c.maxInflight = n } }
 
 // WithPool sizes the completion worker pool: workers goroutines and a
-// queue of queue completions. A completion that finds the queue full runs
-// on a goroutine of its own (Stats.PoolOverflow), rather than make the
-// reaper wait for room: a Pool callback may block on I/O of the same
-// engine, and that I/O needs a reaper.
+// queue of queue completions. A completion that finds the queue full waits
+// for room off the reaper (Stats.PoolOverflow), rather than make the reaper
+// wait: a Pool callback may block on I/O of the same engine, and that I/O
+// needs a reaper.
 func WithPool(workers, queue int) Option {
 	return func(c *config) { c.workers, c.poolQueue = workers, queue }
 }

@@ -151,6 +151,9 @@ func (e *Engine) put(r *Request) {
 		if !r.facts.PureOverwrite {
 			r.convErr, r.converted = r.file.convert(r), true
 		}
+		if end := r.Off + r.n; r.n > 0 && end > r.file.size.Load() {
+			r.file.extendSize(end) // the next write sees the size this one made
+		}
 		r.file.gateRelease(r)
 	}
 	// I/O is done before any completion work: a reaper waiting for this
@@ -161,13 +164,11 @@ func (e *Engine) put(r *Request) {
 		r.RunCompletion()
 	case completion.Pool:
 		// The waiter waits for stateComplete, which only the pool sets.
-		if !e.pool.TrySubmit(r) {
-			// The queue is full (or the pool closed). Waiting for room here
-			// would hold the reap token while a Pool callback may itself be
-			// waiting for I/O of this engine, which needs a reaper: run it
-			// on a goroutine of its own instead.
-			e.stats.PoolOverflow.Add(1)
-			go r.RunCompletion()
+		if e.spill.n.Load() > 0 || !e.pool.TrySubmit(r) {
+			// The queue is full. Waiting for room here would hold the reap
+			// token while a Pool callback may itself be waiting for I/O of
+			// this engine, which needs a reaper: spill it (spill.go).
+			e.spillPush(r)
 		}
 	case completion.Caller:
 		// With a Queue the completion runs only from the Queue, so r cannot

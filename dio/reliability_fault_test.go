@@ -27,6 +27,7 @@ import (
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/internal/faultring"
 	"github.com/uringdio/uringdio/internal/fsx"
+	"github.com/uringdio/uringdio/ring"
 )
 
 const (
@@ -806,6 +807,52 @@ func TestKernelDroppedCQEBreaksRing(t *testing.T) {
 	st := f.Engine().Stats()
 	if st.DroppedCQEs.Load() != 1 || st.LostCQEs.Load() != 1 {
 		t.Fatalf("stats: %d dropped, %d lost; want 1, 1", st.DroppedCQEs.Load(), st.LostCQEs.Load())
+	}
+	closeWithin(t, f, 5*time.Second)
+}
+
+// sqFullAfterDrop answers SQ-full to the first n SQE requests after a
+// counted drop: the audit that would find the dropped CQE's owner.
+type sqFullAfterDrop struct {
+	*faultring.Ring
+	n atomic.Int32
+}
+
+func (w *sqFullAfterDrop) GetSQE() *ring.SQE {
+	if w.Ring.Overflow() > 0 && w.n.Add(-1) >= 0 {
+		return nil
+	}
+	return w.Ring.GetSQE()
+}
+
+// When the audit owed for a dropped CQE found no SQE, nothing tried
+// again: the counter had been noted, audits are off by default, and the
+// reader of the dropped CQE waited for ever. The audit is now owed until
+// it is queued, and reapers do not wait without a limit meanwhile.
+func TestDroppedCQEAuditNotRetried(t *testing.T) {
+	f := openNumbered(t, 4, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		w := &sqFullAfterDrop{Ring: faultring.New(r, faultring.Config{Nth: 2, NthFault: faultring.Drop, DropsCounted: true})}
+		w.n.Store(2) // the audit's GetSQE and its retry after Submit
+		return w
+	}))
+	b := relBuf(t, 4096)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := f.ReadAt(b, 4096); done <- err }() // its CQE is dropped
+	time.Sleep(50 * time.Millisecond)
+	r := &dio.Request{Op: dio.Read, Off: 8192, Buf: relBuf(t, 4096), Policy: completion.Pool}
+	if err := f.Submit(r); err == nil {
+		r.Wait(context.Background())
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, dio.ErrLostCompletion) {
+			t.Fatalf("read whose CQE was dropped = %v, want ErrLostCompletion", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a read whose CQE was dropped never completed: the owed audit was not retried")
 	}
 	closeWithin(t, f, 5*time.Second)
 }

@@ -437,3 +437,45 @@ func TestPoolCallbackIOWithFullPoolDeadlocks(t *testing.T) {
 	t.Logf("%d completions ran beside the full pool", f.Engine().Stats().PoolOverflow.Load())
 	closeWithin(t, f, 5*time.Second)
 }
+
+// Completions that found the pool's queue full ran on goroutines of their
+// own (the fix for the test above, first version): nobody waited for them,
+// so Close returned while callbacks still ran, and WithPool(1, ...) no
+// longer meant one callback at a time. They now wait for room off the
+// reaper and run on the pool's workers.
+func TestPoolOverflowCallbacksOutliveClose(t *testing.T) {
+	const n = 16
+	f := openNumbered(t, n, dio.WithPool(1, 1))
+	eng := f.Engine()
+	var running, most, done atomic.Int32
+	cb := func(r *dio.Request) {
+		c := running.Add(1)
+		for m := most.Load(); c > m && !most.CompareAndSwap(m, c); m = most.Load() {
+		}
+		time.Sleep(20 * time.Millisecond)
+		if r.Buf[0] != byte(r.Off/4096) {
+			t.Errorf("read at %d: %#x", r.Off, r.Buf[0])
+		}
+		running.Add(-1)
+		done.Add(1)
+	}
+	for i := 0; i < n; i++ {
+		r := &dio.Request{Op: dio.Read, Off: int64(i) * 4096, Buf: relBuf(t, 4096), Policy: completion.Pool, Callback: cb}
+		if err := f.Submit(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for d := time.Now().Add(3 * time.Second); eng.Stats().PoolOverflow.Load() == 0 && time.Now().Before(d); {
+		time.Sleep(time.Millisecond)
+	}
+	closeWithin(t, f, 5*time.Second)
+	if d := done.Load(); d != n {
+		t.Fatalf("Close returned with %d of %d Pool callbacks done", d, n)
+	}
+	if m := most.Load(); m != 1 {
+		t.Fatalf("%d callbacks ran at once on a pool of one worker", m)
+	}
+	if eng.Stats().PoolOverflow.Load() == 0 {
+		t.Fatal("the pool's queue never overflowed: the test did not exercise the spill")
+	}
+}
