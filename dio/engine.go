@@ -94,7 +94,7 @@ const noSeq = ^uint64(0)
 type Engine struct {
 	ring    Ring
 	sw      submitWaiter    // nil if the ring cannot combine submit and wait
-	ovf     overflowCounter // nil if the ring does not report dropped CQEs
+	ovf     overflowCounter // the kernel's dropped-CQE count (the inner ring's if the wrapper hides it)
 	lastOvf uint32          // the drop count last seen (token holder)
 	owed    bool            // an audit for dropped CQEs is yet to be queued (token holder)
 	iopoll  bool

@@ -44,6 +44,25 @@ func openVolume(t *testing.T, bs, blocks int64, opts ...dio.Option) *dio.File {
 	return f
 }
 
+// openVolumeHeld is openVolume with a submit hook that stops the first
+// SQE of a request tagged 1 (holding the engine's lock, so nothing else
+// may need it meanwhile): entered says it is held, release lets it go.
+func openVolumeHeld(t *testing.T, bs, blocks int64) (f *dio.File, entered <-chan struct{}, release func()) {
+	t.Helper()
+	hold := make(chan struct{})
+	in := make(chan struct{}, 1)
+	var once sync.Once
+	f = openVolume(t, bs, blocks, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
+		if r.Tag == 1 {
+			once.Do(func() {
+				in <- struct{}{}
+				<-hold
+			})
+		}
+	}))
+	return f, in, func() { close(hold) }
+}
+
 // Goroutines write interleaved sectors of the same new blocks (every write
 // is sub-block, so each zeroes the rest of its block if it is still new)
 // and whole blocks of their own (aligned, run together), synchronously and
@@ -262,17 +281,8 @@ func TestGateCallbackChains(t *testing.T) {
 // and the gate moves on.
 func TestGateAdmittedWriteFails(t *testing.T) {
 	const bs = 16 << 10
-	hold := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	var once sync.Once
-	f := openVolume(t, bs, 1, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
-		if r.Tag == 1 {
-			once.Do(func() {
-				entered <- struct{}{}
-				<-hold // the first write holds the gate while the second queues
-			})
-		}
-	}))
+	// The first write (Tag 1) holds the gate while the second queues.
+	f, entered, release := openVolumeHeld(t, bs, 1)
 	defer closeWithin(t, f, 10*time.Second)
 	sec := f.Alignment().Offset
 	first := &dio.Request{Op: dio.Write, Off: 0, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Tag: 1}
@@ -288,7 +298,7 @@ func TestGateAdmittedWriteFails(t *testing.T) {
 	if f.GateStats() != 1 {
 		t.Fatalf("GateStats = %d, want 1 (the second write waits)", f.GateStats())
 	}
-	close(hold)
+	release()
 	if n, err := first.Wait(context.Background()); n != int(sec) || err != nil {
 		t.Fatalf("first write = %d, %v", n, err)
 	}
@@ -310,17 +320,8 @@ func TestGateAdmittedWriteFails(t *testing.T) {
 // request can be submitted again.
 func TestGateNoWaitEAGAIN(t *testing.T) {
 	const bs = 16 << 10
-	hold := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	var once sync.Once
-	f := openVolume(t, bs, 4, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
-		if r.Tag == 1 {
-			once.Do(func() {
-				entered <- struct{}{}
-				<-hold
-			})
-		}
-	}))
+	// The first write (Tag 1) holds the gate while the second queues.
+	f, entered, release := openVolumeHeld(t, bs, 4)
 	defer closeWithin(t, f, 10*time.Second)
 	sec := f.Alignment().Offset
 	first := &dio.Request{Op: dio.Write, Off: 0, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Tag: 1}
@@ -334,7 +335,7 @@ func TestGateNoWaitEAGAIN(t *testing.T) {
 	if msg := checkOpError(err, "write", f.Name(), 2*bs, bs); msg != "" {
 		t.Fatal(msg)
 	}
-	close(hold)
+	release()
 	if _, err := first.Wait(context.Background()); err != nil {
 		t.Fatal(err)
 	}
