@@ -44,23 +44,28 @@ func openVolume(t *testing.T, bs, blocks int64, opts ...dio.Option) *dio.File {
 	return f
 }
 
-// openVolumeHeld is openVolume with a submit hook that stops the first
-// SQE of a request tagged 1 (holding the engine's lock, so nothing else
-// may need it meanwhile): entered says it is held, release lets it go.
-func openVolumeHeld(t *testing.T, bs, blocks int64) (f *dio.File, entered <-chan struct{}, release func()) {
+// holdGate opens a volume of blocks blocks of bs bytes whose write gate is
+// held: a sub-block write (first) is stopped in a submit hook as it is
+// queued, until release. The hook holds the engine's lock meanwhile, so
+// the test may only do what does not need it (queue at the gate).
+func holdGate(t *testing.T, bs, blocks int64) (f *dio.File, first *dio.Request, release func()) {
 	t.Helper()
 	hold := make(chan struct{})
-	in := make(chan struct{}, 1)
+	entered := make(chan struct{}, 1)
 	var once sync.Once
 	f = openVolume(t, bs, blocks, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
-		if r.Tag == 1 {
+		if r == first {
 			once.Do(func() {
-				in <- struct{}{}
+				entered <- struct{}{}
 				<-hold
 			})
 		}
 	}))
-	return f, in, func() { close(hold) }
+	sec := f.Alignment().Offset
+	first = &dio.Request{Op: dio.Write, Off: 0, Buf: relBuf(t, int(sec)), Policy: completion.Pool}
+	go f.Submit(first)
+	<-entered
+	return f, first, func() { close(hold) }
 }
 
 // Goroutines write interleaved sectors of the same new blocks (every write
@@ -281,13 +286,9 @@ func TestGateCallbackChains(t *testing.T) {
 // and the gate moves on.
 func TestGateAdmittedWriteFails(t *testing.T) {
 	const bs = 16 << 10
-	// The first write (Tag 1) holds the gate while the second queues.
-	f, entered, release := openVolumeHeld(t, bs, 1)
+	f, first, release := holdGate(t, bs, 1)
 	defer closeWithin(t, f, 10*time.Second)
 	sec := f.Alignment().Offset
-	first := &dio.Request{Op: dio.Write, Off: 0, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Tag: 1}
-	go f.Submit(first)
-	<-entered
 	calls := 0
 	cb := make(chan struct{}, 2)
 	second := &dio.Request{Op: dio.Write, Off: bs, Buf: relBuf(t, bs), Policy: completion.Pool,
@@ -320,13 +321,8 @@ func TestGateAdmittedWriteFails(t *testing.T) {
 // request can be submitted again.
 func TestGateNoWaitEAGAIN(t *testing.T) {
 	const bs = 16 << 10
-	// The first write (Tag 1) holds the gate while the second queues.
-	f, entered, release := openVolumeHeld(t, bs, 4)
+	f, first, release := holdGate(t, bs, 4)
 	defer closeWithin(t, f, 10*time.Second)
-	sec := f.Alignment().Offset
-	first := &dio.Request{Op: dio.Write, Off: 0, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Tag: 1}
-	go f.Submit(first)
-	<-entered
 	r := &dio.Request{Op: dio.Write, Off: 2 * bs, Buf: relBuf(t, bs), Policy: completion.Pool, Flags: dio.NoWait}
 	err := f.Submit(r)
 	if !errors.Is(err, syscall.EAGAIN) {
