@@ -103,7 +103,7 @@ func (e *Engine) auditDone(res int32) {
 	}
 	e.mu.Unlock()
 	for _, r := range lost {
-		e.put(r)
+		e.put(r, true)
 	}
 }
 

@@ -64,7 +64,7 @@ func BenchmarkReadAt4K(b *testing.B) {
 	buf, _ := ring.Alloc(blk)
 	defer ring.Free(buf)
 	x := uint64(88172645463325252)
-	size := f.Size()
+	size := SizeForTest(b, f)
 	b.SetBytes(blk)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -82,7 +82,7 @@ func BenchmarkWriteAt4K(b *testing.B) {
 	buf, _ := ring.Alloc(blk)
 	defer ring.Free(buf)
 	x := uint64(88172645463325252)
-	size := f.Size()
+	size := SizeForTest(b, f)
 	b.SetBytes(blk)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -96,7 +96,7 @@ func BenchmarkWriteAt4K(b *testing.B) {
 // leader/follower reaping).
 func BenchmarkReadAt4KParallel(b *testing.B) {
 	f := benchFile(b)
-	size := f.Size()
+	size := SizeForTest(b, f)
 	var seed atomic.Uint64
 	b.SetBytes(blk)
 	b.ReportAllocs()
@@ -118,7 +118,7 @@ func BenchmarkReadAt4KParallel(b *testing.B) {
 // callbacks resubmit (the loop fio runs).
 func BenchmarkAsyncRead4KQD32(b *testing.B) {
 	f := benchFile(b)
-	size := f.Size()
+	size := SizeForTest(b, f)
 	const qd = 32
 	mem, _ := ring.Alloc(qd * blk)
 	defer ring.Free(mem)

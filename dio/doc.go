@@ -7,15 +7,27 @@
 //
 // File.ReadAt, File.WriteAt and File.Submit check alignment (statx
 // STATX_DIOALIGN, or the device's logical block size) before anything is
-// submitted, then run iomap's iterator over the range: holes and unwritten
-// extents read as zeroes without I/O, mapped extents become one SQE per
+// submitted. What happens next depends on the kind of file.
+//
+// A kernel file (a regular file or block device opened without WithMapper)
+// is the kernel's: the request goes to it at the same offsets, one SQE per
 // piece (split at the device's maximum I/O size and at buffer boundaries),
-// new blocks of a mapper that allocates in blocks larger than the I/O
-// alignment get their head and tail zeroed, and delayed-allocation extents
-// are refused. Each SQE holds a reference on its request; the first error
-// wins, the last reference completes the request. Short transfers before
-// end of file are resubmitted for the remainder; reads that run into end
-// of file return what was there and io.EOF.
+// and the kernel maps, allocates, zeroes holes and unwritten space, and
+// ends reads at its own end of file. A read that comes back with nothing,
+// or short of an aligned boundary, has reached the end of the file and
+// returns what was there and io.EOF; a short read that stops on a boundary
+// is resubmitted for the rest. Nothing a File remembers decides what a read
+// returns: other handles, other processes and plain os.File writers may
+// change the file at any time. Size asks the kernel.
+//
+// A mapped file (WithMapper) runs iomap's iterator over the range: holes
+// and unwritten extents read as zeroes without I/O, mapped extents become
+// SQEs, new blocks of a mapper that allocates in blocks larger than the
+// I/O alignment get their head and tail zeroed, and delayed-allocation
+// extents are refused. Every File over one mapper shares one size and one
+// gate, as handles share an inode. Each SQE holds a reference on its
+// request; the first error wins, the last reference completes the request.
+// Short transfers before end of file are resubmitted for the remainder.
 //
 // # Completion
 //
@@ -29,12 +41,24 @@
 // complete inline or deferred, everything that may block (fdatasync, size
 // extension, extent conversion, an end-of-I/O hook) goes to the pool.
 //
-// Writes into new blocks that the engine zeroes around (a mapper whose
-// blocks are larger than the I/O alignment, such as iomap.ExtentMap) pass
-// a per-File gate, as unaligned direct writes do in the kernel: a write not
-// aligned to the block runs alone and holds the file until its extents are
-// converted, so no write's zeroing lands on another's data. Asynchronous
-// writes that must wait are queued, never blocking Submit.
+// A completion never runs nested in the Submit that started it (a request
+// that needs no I/O hands its Inline completion to the reaper), so a
+// callback that submits again runs in constant stack.
+//
+// On a kernel file no write needs completion work in the engine: the
+// kernel has allocated, converted, moved the size and (for DSync and Sync,
+// RWF_DSYNC and RWF_SYNC on the SQE) made it durable before it posts the
+// completion. On a mapped file, writes that allocate, extend or need a sync
+// are completed on the pool.
+//
+// Requests on a volume whose map the engine keeps (iomap.ExtentMap) pass
+// the volume's gate, as direct I/O does the inode lock in the kernel: a
+// write not aligned to the map's blocks (whose head and tail the engine
+// zeroes) runs alone and holds the volume until its extents are converted,
+// so no write's zeroing lands on another's data; Punch, Truncate, Allocate
+// and Preallocate, which act on the map, hold it alone too, so no space is
+// freed under I/O in flight. Asynchronous requests that must wait are
+// queued, never blocking Submit.
 //
 // # When the ring misbehaves
 //

@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"github.com/uringdio/uringdio/iomap"
-	"golang.org/x/sys/unix"
 )
 
 // finishResult turns the I/O accounting into the request's raw result.
@@ -19,8 +18,8 @@ func (r *Request) finishResult() {
 	if n < 0 {
 		n = 0
 	}
-	if r.Op == Read && r.sizeAt-r.Off < n && r.errno == nil {
-		n = max(r.sizeAt-r.Off, 0)
+	if r.Op == Read && r.sizeAt >= 0 && !r.owned && r.sizeAt-r.Off < n && r.errno == nil {
+		n = max(r.sizeAt-r.Off, 0) // a mapped file ends at its size
 	}
 	r.n = n
 	r.err = r.errno
@@ -36,10 +35,8 @@ func (r *Request) RunCompletion() {
 	}
 	f := r.file
 	n, err := r.n, r.err
-	if r.Op == Write && n > 0 {
-		if end := r.Off + n; end > f.size.Load() {
-			f.extendSize(end)
-		}
+	if r.Op == Write && n > 0 && f.vol != nil && !r.owned {
+		f.vol.extendSize(r.Off + n)
 	}
 	if r.Op == Write && !r.facts.PureOverwrite {
 		cerr := r.convErr
@@ -51,15 +48,8 @@ func (r *Request) RunCompletion() {
 		}
 	}
 	if r.facts.NeedsSync && n > 0 && err == nil {
-		sync := unix.Fdatasync
-		if r.Flags&Sync != 0 {
-			sync = unix.Fsync
-		}
-		for _, fd := range f.targets {
-			if serr := ignoringEINTR(func() error { return sync(int(fd)) }); serr != nil {
-				err = serr
-				break
-			}
+		if serr := f.syncFds(r.Flags&Sync == 0); serr != nil {
+			err = serr
 		}
 	}
 	if f.endIO != nil {

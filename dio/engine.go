@@ -108,6 +108,13 @@ type Engine struct {
 	reqFree    []*Request // recycled requests of synchronous calls
 	fileSlots  []int32    // registered files: fd per slot, -1 free
 
+	// Inline completions handed to the reaper (put), run by the token
+	// holder (runReady).
+	readyMu  sync.Mutex
+	ready    []*Request
+	readyOld []*Request // the previous batch's array, for reuse
+	readyN   atomic.Int32
+
 	reaping atomic.Bool // the token holder is processing a batch: defer entering
 	tok     chan struct{}
 	cqes    []ring.CQE // owned by the token holder
@@ -415,7 +422,7 @@ func (e *Engine) backgroundReaper() {
 		tick = t.C
 	}
 	for {
-		if e.asyncInflight.Load() <= 0 {
+		if e.asyncInflight.Load() <= 0 && e.readyN.Load() == 0 {
 			select {
 			case <-e.kick:
 				continue
@@ -434,7 +441,7 @@ func (e *Engine) backgroundReaper() {
 		case <-e.stop:
 			return
 		}
-		for i := 0; i < 64 && e.asyncInflight.Load() > 0; i++ {
+		for i := 0; i < 64 && (e.asyncInflight.Load() > 0 || e.readyN.Load() > 0); i++ {
 			if err := e.reapBatch(true, 50*time.Millisecond); err != nil && !errors.Is(err, ring.ErrTimeout) {
 				break
 			}
@@ -451,6 +458,10 @@ func (e *Engine) backgroundReaper() {
 // reapBatch processes the CQEs that are ready; if none is and block is set
 // it waits for one (at most timeout, if not 0). The caller holds the token.
 func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
+	if e.readyN.Load() > 0 {
+		e.runReady()
+		block = false // what those completions did may be all there is to wait for
+	}
 	// Anything prepared but not yet handed to the kernel goes in first,
 	// or the wait below could wait for completions of SQEs never submitted.
 	// Where the ring can, publishing and submitting are split so that the
@@ -508,6 +519,9 @@ func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
 	}
 	e.reaping.Store(false)
 	e.flush(false)
+	if e.readyN.Load() > 0 {
+		e.runReady()
+	}
 	return nil
 }
 
@@ -555,7 +569,7 @@ func (e *Engine) unlockAndDrop() {
 	e.mu.Unlock()
 	for _, p := range d {
 		for i := int32(0); i < p.n; i++ {
-			e.put(p.r)
+			e.put(p.r, false)
 		}
 	}
 }
@@ -664,7 +678,7 @@ func (e *Engine) fail(err error) {
 	}
 	e.mu.Unlock()
 	for _, r := range reqs {
-		e.put(r)
+		e.put(r, false)
 	}
 }
 

@@ -35,7 +35,8 @@ func ExampleOpen() {
 	}
 	clear(page)
 	n, err := f.ReadAt(page, 8192)
-	fmt.Println(n, err, string(page[:17]), f.Size())
+	size, _ := f.Size() // the kernel's size, whoever wrote the file
+	fmt.Println(n, err, string(page[:17]), size)
 	// Output: 8192 <nil> hello, direct I/O 16384
 }
 

@@ -214,9 +214,29 @@ func TestNoWaitAndOverwriteOnly(t *testing.T) {
 	if _, err := f.WriteAt(b[:4*blk], 0); err != nil {
 		t.Fatal(err)
 	}
-	// Writing into a hole (past EOF here) with OverwriteOnly: EAGAIN, and
-	// nothing written.
-	_, err := f.WriteAtContext(context.Background(), b[:blk], 8*blk, OverwriteOnly)
+	// On a kernel file only the file system knows whether a write
+	// allocates: OverwriteOnly is refused before anything is submitted.
+	_, err := f.WriteAtContext(context.Background(), b[:blk], 0, OverwriteOnly)
+	if !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("OverwriteOnly on a kernel file: %v, want ErrUnsupported", err)
+	}
+	// Through an opted-in file mapper: writing into a hole (past EOF here)
+	// is EAGAIN, and nothing is written.
+	mf, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mf.Close()
+	fm, err := iomap.NewFileMapper(int(mf.Fd()), iomap.FileMapperOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapped, err := Open(path, os.O_RDWR, 0, WithMapper(fm))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mapped.Close()
+	_, err = mapped.WriteAtContext(context.Background(), b[:blk], 8*blk, OverwriteOnly)
 	if !errors.Is(err, syscall.EAGAIN) {
 		t.Fatalf("OverwriteOnly into a hole: %v, want EAGAIN", err)
 	}
@@ -224,7 +244,7 @@ func TestNoWaitAndOverwriteOnly(t *testing.T) {
 		t.Fatalf("refused write changed the size to %d", st.Size())
 	}
 	// An overwrite is fine.
-	if _, err := f.WriteAtContext(context.Background(), b[:blk], 0, OverwriteOnly); err != nil {
+	if _, err := mapped.WriteAtContext(context.Background(), b[:blk], 0, OverwriteOnly); err != nil {
 		t.Fatalf("OverwriteOnly overwrite: %v", err)
 	}
 	// A NoWait write that needs several SQEs is refused before submission.
@@ -459,11 +479,11 @@ func TestOpenBlockDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if f.Size() == 0 {
+	if SizeForTest(t, f) == 0 {
 		t.Skip("zram0 has no disksize set")
 	}
 	b := abuf(t, blk)
-	if n, err := f.ReadAt(b, f.Size()-blk); n != blk || err != nil {
+	if n, err := f.ReadAt(b, SizeForTest(t, f)-blk); n != blk || err != nil {
 		t.Fatalf("read of the last block: %d, %v", n, err)
 	}
 }

@@ -13,12 +13,25 @@ import (
 	"syscall"
 
 	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/iomap"
 	"golang.org/x/sys/unix"
 )
 
-// File is a file opened for direct I/O through an Engine. ReadAt, WriteAt
-// and Submit are safe for concurrent use; Close waits for I/O in flight.
+// File is a file opened for direct I/O through an Engine. ReadAt, WriteAt,
+// Submit and the other methods are safe for concurrent use; Close waits for
+// I/O and descriptor users in flight.
+//
+// There are two kinds of File. A kernel file (a regular file or block
+// device opened without WithMapper) is the kernel's: every read and write
+// goes to it at the same offset, the kernel maps, allocates, zeroes holes
+// and ends reads at its own end of file, and nothing this File remembers
+// decides what a read returns. Other handles, other processes and plain
+// os.File writers may change the file at any time and every read sees it.
+// A mapped file (WithMapper) is one whose mapper is the truth: a volume
+// behind an iomap.ExtentMap, or a file whose layout the caller promises no
+// one else changes (iomap.FileMapper); every File opened over the same
+// mapper shares one size and one write gate, as handles share an inode.
 type File struct {
 	path     string
 	f        *os.File
@@ -26,24 +39,22 @@ type File struct {
 	regIdx   int32 // registered-file slot, -1 if none
 	eng      *Engine
 	ownEng   bool
-	mapper   iomap.Mapper
-	targets  []int32 // fd per target; 0 is the file
+	mapper   iomap.Mapper // nil for a kernel file
+	vol      *volume      // shared state of a mapped file; nil for a kernel file
+	targets  []int32      // fd per target; 0 is the file
 	writable bool
-	size     atomic.Int64
+	blockDev bool
 	align    Alignment
 	maxIO    int64
 	policy   completion.Policy
 	endIO    EndIOFunc
 	hook     SubmitHookFunc
 
-	closed   atomic.Bool
+	closed atomic.Bool
+	// inflight counts references on the descriptor: requests in flight and
+	// calls that use the fd (Sync, Truncate, ...). Close waits for it to
+	// drop to zero before it closes the fd, as internal/poll's fdMutex does.
 	inflight atomic.Int64
-
-	// zeroBS is the mapper's allocation unit when it is larger than the
-	// I/O alignment (the engine zeroes sub-block ranges): writes then pass
-	// the gate.
-	zeroBS int64
-	gate   writeGate
 }
 
 // Alignment is what direct I/O on a file requires: buffer addresses must be
@@ -69,6 +80,9 @@ type SubmitHookFunc func(r *Request, sqe *SQEView)
 // Open opens path with O_DIRECT (added to flag) for I/O through an engine.
 func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error) {
 	c := newConfig(opts)
+	if c.sizeSet && c.mapper == nil {
+		return nil, &OpError{Op: "open", Path: path, Err: fmt.Errorf("dio: WithSize needs WithMapper: a kernel file's size is the kernel's: %w", syscall.EINVAL)}
+	}
 	osf, err := os.OpenFile(path, flag|syscall.O_DIRECT|syscall.O_CLOEXEC, perm)
 	if err != nil {
 		return nil, &OpError{Op: "open", Path: path, Err: err}
@@ -85,6 +99,9 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 		hook:     c.submitHook,
 	}
 	fail := func(op string, err error) (*File, error) {
+		if f.vol != nil {
+			f.vol.release()
+		}
 		osf.Close()
 		if f.ownEng && f.eng != nil {
 			f.eng.Close()
@@ -95,22 +112,7 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 	if err := unix.Fstat(int(f.fd), &st); err != nil {
 		return fail("stat", err)
 	}
-	size := st.Size
-	block := st.Mode&unix.S_IFMT == unix.S_IFBLK
-	if block {
-		// A block device: fstat says 0; its size is where it ends, and its
-		// mapping is the identity (no FIEMAP on a device).
-		if size, err = osf.Seek(0, io.SeekEnd); err != nil {
-			return fail("size", err)
-		}
-		if f.mapper == nil {
-			f.mapper = iomap.NewWholeFile(size)
-		}
-	}
-	if c.sizeSet {
-		size = c.size
-	}
-	f.size.Store(size)
+	f.blockDev = st.Mode&unix.S_IFMT == unix.S_IFBLK
 	if f.align, err = dioAlignment(int(f.fd), &st); err != nil {
 		return fail("alignment", err)
 	}
@@ -119,13 +121,16 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 	for _, t := range c.targets {
 		f.targets = append(f.targets, int32(t.Fd()))
 	}
-	if f.mapper == nil {
-		if f.mapper, err = defaultMapper(int(f.fd), size); err != nil {
-			return fail("mapper", err)
+	if f.mapper != nil {
+		size := st.Size
+		if f.blockDev {
+			if size, err = unix.Seek(int(f.fd), 0, io.SeekEnd); err != nil {
+				return fail("size", err)
+			}
 		}
-	}
-	if b, ok := f.mapper.(interface{ BlockSize() int64 }); ok && b.BlockSize() > f.align.Offset {
-		f.zeroBS = b.BlockSize()
+		if f.vol, err = openVolume(f.mapper, size, &c, f.align.Offset); err != nil {
+			return fail("open", err)
+		}
 	}
 	f.eng = c.engine
 	if f.eng == nil {
@@ -148,13 +153,66 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 // Name returns the path the file was opened with.
 func (f *File) Name() string { return f.path }
 
-// Fd returns the file descriptor. Do not close it.
-func (f *File) Fd() uintptr { return uintptr(f.fd) }
+// Fd returns the file descriptor, valid until Close (after Close it
+// returns ^uintptr(0), as os.File.Fd does). Do not close it. A caller that
+// may race with Close uses SyscallConn instead.
+func (f *File) Fd() uintptr {
+	if f.closed.Load() {
+		return ^uintptr(0)
+	}
+	return uintptr(f.fd)
+}
+
+// SyscallConn returns a raw connection whose Control runs its function
+// with the descriptor held open: a concurrent Close waits for it.
+func (f *File) SyscallConn() (syscall.RawConn, error) {
+	if f.closed.Load() {
+		return nil, f.opErr("syscallconn", 0, 0, ErrClosed)
+	}
+	return rawConn{f}, nil
+}
+
+type rawConn struct{ f *File }
+
+func (c rawConn) Control(fn func(fd uintptr)) error {
+	if !c.f.acquire() {
+		return c.f.opErr("control", 0, 0, ErrClosed)
+	}
+	defer c.f.release()
+	fn(uintptr(c.f.fd))
+	return nil
+}
+
+func (c rawConn) Read(func(fd uintptr) bool) error {
+	return c.f.opErr("read", 0, 0, unsupported("RawConn.Read on a regular file"))
+}
+
+func (c rawConn) Write(func(fd uintptr) bool) error {
+	return c.f.opErr("write", 0, 0, unsupported("RawConn.Write on a regular file"))
+}
+
+// acquire takes a reference on the descriptor for one operation; it fails
+// if the File is closed. The reference is taken before the closed check:
+// Close either sees it and waits, or acquire sees closed and backs out.
+func (f *File) acquire() bool {
+	f.inflight.Add(1)
+	if f.closed.Load() {
+		f.inflight.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (f *File) release() { f.inflight.Add(-1) }
+
+func (f *File) opErr(op string, off, n int64, err error) error {
+	return &OpError{Op: op, Path: f.path, Off: off, Len: n, Err: err}
+}
 
 // Engine returns the engine the file submits to.
 func (f *File) Engine() *Engine { return f.eng }
 
-// Mapper returns the file's mapper.
+// Mapper returns the mapper of a mapped file, nil for a kernel file.
 func (f *File) Mapper() iomap.Mapper { return f.mapper }
 
 // Alignment returns the direct-I/O alignment of the file.
@@ -164,9 +222,42 @@ func (f *File) Alignment() Alignment { return f.align }
 // (the device's max_sectors_kb, or 1 MiB if unknown).
 func (f *File) MaxIOSize() int64 { return f.maxIO }
 
-// Size returns the file size as this File knows it: the size at Open,
-// moved by writes that extended it and by Truncate.
-func (f *File) Size() int64 { return f.size.Load() }
+// Size returns the file's size. For a kernel file it is the kernel's, asked
+// at each call (fstat; the device's size for a block device), so it sees
+// what other handles and processes did. For a mapped file it is the size
+// every File over the mapper shares: set at the first Open (WithSize, or
+// the file's size), moved by writes that end past it and by Truncate and
+// Allocate.
+func (f *File) Size() (int64, error) {
+	if f.vol != nil {
+		if f.closed.Load() {
+			return 0, f.opErr("size", 0, 0, ErrClosed)
+		}
+		return f.vol.size.Load(), nil
+	}
+	if !f.acquire() {
+		return 0, f.opErr("size", 0, 0, ErrClosed)
+	}
+	defer f.release()
+	n, err := f.kernelSize()
+	if err != nil {
+		return 0, f.opErr("size", 0, 0, err)
+	}
+	return n, nil
+}
+
+// kernelSize asks the kernel for the file's size. The caller holds a
+// reference.
+func (f *File) kernelSize() (int64, error) {
+	if f.blockDev {
+		return unix.Seek(int(f.fd), 0, io.SeekEnd)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.fd), &st); err != nil {
+		return 0, err
+	}
+	return st.Size, nil
+}
 
 // ReadAt reads len(p) bytes at off into p (io.ReaderAt): a read that stops
 // at end of file returns the bytes read and io.EOF. p must be aligned to
@@ -198,7 +289,7 @@ func (f *File) syncIO(ctx context.Context, op Op, p []byte, off int64, fl Flags)
 	// then only published, and submitted by the same io_uring_enter that
 	// waits for them (one system call per read at queue depth 1).
 	held := false
-	if e.sw != nil && (op != Write || f.zeroBS == 0) { // a gated write may wait: not holding the token
+	if e.sw != nil && !f.gated() { // a gated request may wait: not holding the token
 		select {
 		case <-e.tok:
 			held = true
@@ -224,7 +315,9 @@ func (f *File) syncIO(ctx context.Context, op Op, p []byte, off int64, fl Flags)
 
 // Submit starts an asynchronous request. An error means nothing was
 // submitted (closed file, bad alignment, ...). Otherwise the request
-// completes through its policy: Callback, Queue, or r.Wait.
+// completes through its policy: Callback, Queue, or r.Wait; never on the
+// stack of this call, so a callback that submits again runs in constant
+// stack whatever the chain's length.
 func (f *File) Submit(r *Request) error {
 	if r.wake == nil {
 		r.wake = make(chan struct{}, 1)
@@ -245,14 +338,18 @@ func (f *File) Submit(r *Request) error {
 	return nil
 }
 
-// Close waits for this file's I/O in flight, then closes it (and its engine,
-// unless shared). Submissions after Close begins fail with ErrClosed.
+// Close waits for this file's I/O in flight and for calls using its
+// descriptor, then closes it (and its engine, unless shared). Calls after
+// Close begins fail with ErrClosed.
 func (f *File) Close() error {
 	if f.closed.Swap(true) {
-		return &OpError{Op: "close", Path: f.path, Err: ErrClosed}
+		return f.opErr("close", 0, 0, ErrClosed)
 	}
 	f.eng.drain(func() bool { return f.inflight.Load() == 0 })
 	f.eng.unregisterFile(f.regIdx)
+	if f.vol != nil {
+		f.vol.release()
+	}
 	var err error
 	if f.ownEng {
 		err = f.eng.Close()
@@ -261,7 +358,7 @@ func (f *File) Close() error {
 		err = cerr
 	}
 	if err != nil {
-		return &OpError{Op: "close", Path: f.path, Err: err}
+		return f.opErr("close", 0, 0, err)
 	}
 	return nil
 }
@@ -273,8 +370,21 @@ func (f *File) Sync() error { return f.syncTargets("sync", false) }
 func (f *File) Datasync() error { return f.syncTargets("datasync", true) }
 
 func (f *File) syncTargets(op string, data bool) error {
-	if f.closed.Load() {
-		return &OpError{Op: op, Path: f.path, Err: ErrClosed}
+	if !f.acquire() {
+		return f.opErr(op, 0, 0, ErrClosed)
+	}
+	defer f.release()
+	if err := f.syncFds(data); err != nil {
+		return f.opErr(op, 0, 0, err)
+	}
+	return nil
+}
+
+// syncFds fsyncs (or fdatasyncs) every target. The caller holds a
+// reference.
+func (f *File) syncFds(data bool) error {
+	if durability.SkipSync.Load() {
+		return nil
 	}
 	for _, fd := range f.targets {
 		var err error
@@ -284,76 +394,81 @@ func (f *File) syncTargets(op string, data bool) error {
 			err = ignoringEINTR(func() error { return unix.Fsync(int(fd)) })
 		}
 		if err != nil {
-			return &OpError{Op: op, Path: f.path, Err: err}
+			return err
 		}
 	}
 	return nil
 }
 
-// Truncate changes the file's size. Reads see the new size from the next
-// submission on.
+// Truncate changes the file's size. On a kernel file it is ftruncate. On a
+// volume it acts on the map: the blocks past the new end are released and
+// the part of the last block past it zeroed, so that growing the file again
+// reads zeroes there.
 func (f *File) Truncate(size int64) error {
-	if f.closed.Load() {
-		return &OpError{Op: "truncate", Path: f.path, Err: ErrClosed}
+	if size < 0 {
+		return f.opErr("truncate", size, 0, syscall.EINVAL)
 	}
-	if !f.writable {
-		return &OpError{Op: "truncate", Path: f.path, Off: size, Err: readOnlyErr{}}
-	}
-	if err := ignoringEINTR(func() error { return unix.Ftruncate(int(f.fd), size) }); err != nil {
-		return &OpError{Op: "truncate", Path: f.path, Off: size, Err: err}
-	}
-	f.size.Store(size)
-	if t, ok := f.mapper.(interface{ Truncate(int64) }); ok {
-		t.Truncate(size)
-	} else if s, ok := f.mapper.(interface{ SetSize(int64) }); ok {
-		s.SetSize(size)
-	}
-	return nil
-}
-
-// Allocate preallocates [off, off+n) (fallocate mode 0: unwritten extents
-// that read as zeroes, extending the size if past it).
-func (f *File) Allocate(off, n int64) error {
-	return f.fallocate("allocate", 0, off, n)
-}
-
-// Punch deallocates [off, off+n) (a hole), keeping the size.
-func (f *File) Punch(off, n int64) error {
-	return f.fallocate("punch", unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
-}
-
-func (f *File) fallocate(op string, mode uint32, off, n int64) error {
-	if f.closed.Load() {
-		return &OpError{Op: op, Path: f.path, Off: off, Len: n, Err: ErrClosed}
-	}
-	if !f.writable {
-		return &OpError{Op: op, Path: f.path, Off: off, Len: n, Err: readOnlyErr{}}
-	}
-	if err := ignoringEINTR(func() error { return unix.Fallocate(int(f.fd), mode, off, n) }); err != nil {
-		return &OpError{Op: op, Path: f.path, Off: off, Len: n, Err: err}
-	}
-	if mode == 0 && off+n > f.size.Load() {
-		f.extendSize(off + n)
-	}
-	if inv, ok := f.mapper.(interface{ Invalidate(int64, int64) }); ok {
-		inv.Invalidate(off, n)
-	}
-	return nil
-}
-
-// extendSize raises the known size to end if it is larger.
-func (f *File) extendSize(end int64) {
-	for {
-		cur := f.size.Load()
-		if end <= cur || f.size.CompareAndSwap(cur, end) {
-			break
+	return f.fileOp("truncate", size, 0, func() error {
+		if f.vol != nil {
+			return f.vol.truncate(f, size)
 		}
+		return ignoringEINTR(func() error { return unix.Ftruncate(int(f.fd), size) })
+	})
+}
+
+// Allocate allocates [off, off+n) and grows the file to off+n if it is
+// smaller (fallocate mode 0): the new space reads as zeroes.
+func (f *File) Allocate(off, n int64) error {
+	return f.fileOp("allocate", off, n, func() error {
+		if f.vol != nil {
+			return f.vol.allocate(f, off, n, false)
+		}
+		return ignoringEINTR(func() error { return unix.Fallocate(int(f.fd), 0, off, n) })
+	})
+}
+
+// Preallocate reserves space for [off, off+n) without changing the size
+// (fallocate FALLOC_FL_KEEP_SIZE): what databases call preallocation, so
+// that later writes into the range do not allocate (and, for a write-ahead
+// log, do not grow the file one write at a time).
+func (f *File) Preallocate(off, n int64) error {
+	return f.fileOp("preallocate", off, n, func() error {
+		if f.vol != nil {
+			return f.vol.allocate(f, off, n, true)
+		}
+		return ignoringEINTR(func() error { return unix.Fallocate(int(f.fd), unix.FALLOC_FL_KEEP_SIZE, off, n) })
+	})
+}
+
+// Punch deallocates [off, off+n), keeping the size: the range reads as
+// zeroes.
+func (f *File) Punch(off, n int64) error {
+	return f.fileOp("punch", off, n, func() error {
+		if f.vol != nil {
+			return f.vol.punch(f, off, n)
+		}
+		return ignoringEINTR(func() error {
+			return unix.Fallocate(int(f.fd), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		})
+	})
+}
+
+// fileOp runs a size or space operation with the descriptor held.
+func (f *File) fileOp(op string, off, n int64, fn func() error) error {
+	if !f.acquire() {
+		return f.opErr(op, off, n, ErrClosed)
 	}
-	if s, ok := f.mapper.(interface{ ExtendSize(int64) }); ok {
-		s.ExtendSize(end)
-	} else if s, ok := f.mapper.(interface{ SetSize(int64) }); ok {
-		s.SetSize(f.size.Load())
+	defer f.release()
+	if !f.writable {
+		return f.opErr(op, off, n, readOnlyErr{})
 	}
+	if op != "truncate" && (off < 0 || n <= 0) {
+		return f.opErr(op, off, n, syscall.EINVAL)
+	}
+	if err := fn(); err != nil {
+		return f.opErr(op, off, n, err)
+	}
+	return nil
 }
 
 func ignoringEINTR(fn func() error) error {

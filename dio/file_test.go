@@ -54,8 +54,8 @@ func TestReadWriteRoundTrip(t *testing.T) {
 	if err != nil || n != len(w) {
 		t.Fatalf("WriteAt = %d, %v", n, err)
 	}
-	if f.Size() != int64(len(w)) {
-		t.Fatalf("Size = %d after writing %d", f.Size(), len(w))
+	if SizeForTest(t, f) != int64(len(w)) {
+		t.Fatalf("Size = %d after writing %d", SizeForTest(t, f), len(w))
 	}
 	r := abuf(t, 64*blk)
 	n, err = f.ReadAt(r, 0)

@@ -137,7 +137,7 @@ func (f *File) gateRelease(r *Request) {
 		return
 	}
 	r.gateHeld = false
-	for w := f.gate.leave(r); w != nil; {
+	for w := f.vol.gate.leave(r); w != nil; {
 		next := w.gateNext
 		w.gateNext = nil
 		if w.gateSync {
@@ -166,7 +166,7 @@ func (f *File) awaitAdmission(r *Request) error {
 			e.tok <- struct{}{}
 		case <-r.wake:
 		case <-done:
-			if f.gate.remove(r) {
+			if f.vol.gate.remove(r) {
 				return syscall.ECANCELED
 			}
 			done = nil // admitted meanwhile: go on
@@ -178,7 +178,7 @@ func (f *File) awaitAdmission(r *Request) error {
 // cancelQueued completes r with ECANCELED if it is an asynchronous write
 // still waiting at the gate, and reports whether it was.
 func (f *File) cancelQueued(r *Request) bool {
-	if f.zeroBS == 0 || r.gateSync || !f.gate.remove(r) {
+	if !f.gated() || r.gateSync || !f.vol.gate.remove(r) {
 		return false
 	}
 	f.completeUnlaunched(r, syscall.ECANCELED)
@@ -207,21 +207,24 @@ func (f *File) launchAdmitted(r *Request) {
 func (f *File) completeUnlaunched(r *Request, err error) {
 	r.pieces = r.pieces[:0]
 	r.errno, r.stopAt = err, r.Off
-	r.facts = completion.Facts{Write: true, PureOverwrite: true, SingleSQE: true, HasEndIO: f.endIO != nil}
+	r.facts = completion.Facts{Write: r.Op == Write, PureOverwrite: true, SingleSQE: true, HasEndIO: f.endIO != nil}
 	f.choosePolicy(r, false)
 	r.refs.Store(1)
 	r.state.Store(stateInflight)
 	if r.async {
 		f.eng.asyncInflight.Add(1)
 	}
-	f.eng.put(r)
+	f.eng.put(r, false)
 }
 
-// GateStats reports how many writes of the file waited for an unaligned
-// write into a block the engine zeroes (0 for files whose mapper leaves
-// zeroing to the kernel).
+// GateStats reports how many requests on the file's volume waited at its
+// gate (0 for kernel files and mappers that leave zeroing to the kernel).
 func (f *File) GateStats() (waited uint64) {
-	f.gate.mu.Lock()
-	defer f.gate.mu.Unlock()
-	return f.gate.waited
+	if !f.gated() {
+		return 0
+	}
+	g := &f.vol.gate
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.waited
 }

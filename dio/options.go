@@ -12,8 +12,8 @@ import (
 )
 
 // Option configures Open and NewEngine. The zero configuration is: a
-// private engine per File with a 256-entry ring, the file mapper, and the
-// completion policy each request would get by default.
+// private engine per File with a 256-entry ring, a kernel file (no
+// mapper), and the completion policy each request would get by default.
 type Option func(*config)
 
 type config struct {
@@ -46,8 +46,21 @@ type config struct {
 // The File does not close a shared engine.
 func WithEngine(e *Engine) Option { return func(c *config) { c.engine = e } }
 
-// WithMapper chooses the mapper that maps file ranges to extents. The
-// default is iomap's FileMapper (FIEMAP, with SEEK_HOLE as fallback).
+// WithMapper makes the File a mapped file: m maps its ranges to extents,
+// and m's view is the truth. Without it the File is a kernel file, mapped
+// by the kernel (the identity), which is what a file other handles or
+// processes may change needs.
+//
+// Two kinds of mapper make sense. A volume mapper that owns its space
+// (iomap.ExtentMap over devices or container files): the engine is the
+// file system there. Or iomap.FileMapper over a kernel file, which reads
+// holes and unwritten extents as zeroes without I/O: only for a caller
+// that owns the file exclusively and promises that nothing else (no other
+// handle, process or os.File) changes it while the File is open, since
+// the mapper's cached layout and the File's size would go stale.
+//
+// Every File opened over the same mapper (the same pointer) shares one
+// size and one write gate.
 func WithMapper(m iomap.Mapper) Option { return func(c *config) { c.mapper = m } }
 
 // WithTargets adds targets 1..n (devices or files) for a mapper whose
@@ -55,8 +68,11 @@ func WithMapper(m iomap.Mapper) Option { return func(c *config) { c.mapper = m }
 // several devices. Target 0 is the opened file. The File does not close them.
 func WithTargets(t ...*os.File) Option { return func(c *config) { c.targets = t } }
 
-// WithSize sets the File's logical size instead of the size fstat reports
-// (for a volume behind an ExtentMap).
+// WithSize sets a mapped file's size (a volume behind an ExtentMap)
+// instead of the opened file's. A later Open over the same mapper may leave
+// it out (it shares the volume's size); one that asks for another size
+// fails with EINVAL. Open fails with EINVAL if it is given without
+// WithMapper: a kernel file's size is the kernel's.
 func WithSize(n int64) Option { return func(c *config) { c.size, c.sizeSet = n, true } }
 
 // WithPolicy sets the completion policy requests get when they ask for

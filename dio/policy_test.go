@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -270,14 +271,65 @@ func TestDSyncWriteThrough(t *testing.T) {
 	if n, err := r.Wait(context.Background()); n != blk || err != nil {
 		t.Fatal(n, err)
 	}
+	// On a kernel file an extending DSYNC write is written through as well:
+	// the kernel makes the size durable with the data before it completes.
+	if p, why := r.EffectivePolicy(); p != completion.Caller {
+		t.Errorf("extending DSYNC write on a kernel file ran under %v (%v), want Caller", p, why)
+	}
+	if len(flags) != 1 || flags[0]&ring.RWFDSync == 0 {
+		t.Errorf("extending write's SQE flags %v, want RWF_DSYNC", flags)
+	}
+	if SizeForTest(t, f) != 2*blk {
+		t.Errorf("size %d after extending write, want %d", SizeForTest(t, f), 2*blk)
+	}
+}
+
+// TestDSyncOnMappedFile: through a mapper, only a pure overwrite is written
+// through; a write that extends the file gets an fdatasync on the pool
+// after its data, once the mapper has taken the new size.
+func TestDSyncOnMappedFile(t *testing.T) {
+	var mu sync.Mutex
+	var flags []uint32
+	hook := func(r *Request, sqe *SQEView) {
+		mu.Lock()
+		flags = append(flags, sqe.OpFlags)
+		mu.Unlock()
+	}
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mf, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mf.Close()
+	fm, err := iomap.NewFileMapper(int(mf.Fd()), iomap.FileMapperOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(path, os.O_RDWR, 0, WithMapper(fm), WithSubmitHook(hook))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := abuf(t, blk)
+	q := &completion.Queue{}
+	r := &Request{Op: Write, Off: 0, Buf: buf, Flags: DSync, Policy: completion.Caller, Queue: q}
+	if err := f.Submit(r); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.Wait(context.Background()); n != blk || err != nil {
+		t.Fatal(n, err)
+	}
 	if p, why := r.EffectivePolicy(); p != completion.Pool || why != completion.DowngradeNotOverwrite && why != completion.DowngradeExtends {
 		t.Errorf("extending DSYNC write ran under %v (%v), want Pool", p, why)
 	}
 	if len(flags) != 1 || flags[0]&ring.RWFDSync != 0 {
 		t.Errorf("extending write's SQE flags %v, want no RWF_DSYNC (fdatasync after)", flags)
 	}
-	if f.Size() != 2*blk {
-		t.Errorf("size %d after extending write, want %d", f.Size(), 2*blk)
+	if SizeForTest(t, f) != blk {
+		t.Errorf("size %d after extending write, want %d", SizeForTest(t, f), blk)
 	}
 }
 

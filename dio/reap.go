@@ -60,7 +60,7 @@ func (e *Engine) complete(c *ring.CQE) {
 		r.setErr(e.ring.Err(res), s.dataOff())
 	case uint32(res) < s.n:
 		done := int64(res)
-		if !s.write && (res == 0 || s.fileOff+done >= r.sizeAt) {
+		if !s.write && r.readEnded(s.fileOff+done, res == 0) {
 			r.eof(s.fileOff + done) // short at end of file: not an error
 			break
 		}
@@ -88,7 +88,23 @@ func (e *Engine) complete(c *ring.CQE) {
 	}
 	e.freeSlotLocked(idx)
 	e.mu.Unlock()
-	e.put(r)
+	e.put(r, true)
+}
+
+// readEnded reports whether a read that came back short, its data ending
+// at off, ran into the end of the file. On a kernel file the kernel says
+// so: nothing read, or data that stops short of an aligned boundary (the
+// kernel ends direct reads at its unaligned end of file); a short read
+// that stops on a boundary is resubmitted for the rest and so learns
+// which. On a mapped file the mapper's size says so.
+func (r *Request) readEnded(off int64, zero bool) bool {
+	if zero {
+		return true
+	}
+	if r.sizeAt < 0 || r.owned {
+		return off%r.file.align.Offset != 0
+	}
+	return off >= r.sizeAt
 }
 
 // dataOff is the file offset of the slot's data, for error accounting (a
@@ -113,15 +129,17 @@ func (e *Engine) resubmitLocked(idx uint32) {
 	e.resub = append(e.resub, idx)
 }
 
-// put drops one reference on r; the last one ends its I/O.
+// put drops one reference on r; the last one ends its I/O. reaper says
+// that the caller is the reaper processing a CQE: only there does an
+// Inline completion run at once. Anywhere else (the submitter, whose
+// request needed no I/O or completed before Submit returned; a canceller
+// dropping backlogged pieces; a gate admitting a waiting write) it would
+// run nested in a call that may itself be a callback, so it is handed to
+// the reaper (the engine's ready list), which runs it iteratively.
 //
-// The last reference can be dropped by the reaper (the common case), by
-// the submitter (when every piece completed before Submit returned, or the
-// request needed no I/O at all), or by a canceller dropping backlogged
-// pieces. Whoever drops it hands the request to its completion policy; the
-// request's state moves to stateIODone before anyone is woken, so a waiter
-// that wakes early simply goes back to waiting.
-func (e *Engine) put(r *Request) {
+// The request's state moves to stateIODone before anyone is woken, so a
+// waiter that wakes early simply goes back to waiting.
+func (e *Engine) put(r *Request, reaper bool) {
 	if r.refs.Add(-1) != 0 {
 		return
 	}
@@ -145,23 +163,30 @@ func (e *Engine) put(r *Request) {
 		r.fileDec = true
 	}
 	if r.gateHeld {
-		// A write through the file's gate converts its extents and lets
-		// the next write in here, when its I/O is done: never behind
+		// A request through the volume's gate converts its extents and
+		// lets the next one in here, when its I/O is done: never behind
 		// completion work (a Pool callback may itself wait at the gate).
-		if !r.facts.PureOverwrite {
-			r.convErr, r.converted = r.file.convert(r), true
+		f := r.file
+		if r.Op == Write {
+			if !r.facts.PureOverwrite {
+				r.convErr, r.converted = f.convert(r), true
+			}
+			if end := r.Off + r.n; r.n > 0 && !r.owned {
+				f.vol.extendSize(end) // the next write sees the size this one made
+			}
 		}
-		if end := r.Off + r.n; r.n > 0 && end > r.file.size.Load() {
-			r.file.extendSize(end) // the next write sees the size this one made
-		}
-		r.file.gateRelease(r)
+		f.gateRelease(r)
 	}
 	// I/O is done before any completion work: a reaper waiting for this
 	// request stops reaping here, whoever runs the completion.
 	r.state.Store(stateIODone)
 	switch policy {
 	case completion.Inline:
-		r.RunCompletion()
+		if reaper {
+			r.RunCompletion()
+		} else {
+			e.pushReady(r)
+		}
 	case completion.Pool:
 		// The waiter waits for stateComplete, which only the pool sets.
 		if e.spill.n.Load() > 0 || !e.pool.TrySubmit(r) {
@@ -179,6 +204,37 @@ func (e *Engine) put(r *Request) {
 		signal(wake)
 	default: // Wait, Polled: the waiter runs the completion
 		signal(wake)
+	}
+}
+
+// pushReady queues an Inline completion for the reaper (see put).
+func (e *Engine) pushReady(r *Request) {
+	e.readyMu.Lock()
+	e.ready = append(e.ready, r)
+	e.readyN.Add(1)
+	e.readyMu.Unlock()
+	signal(e.kick)
+}
+
+// runReady runs the Inline completions handed to the reaper, including
+// those their callbacks hand it meanwhile. The token holder calls it.
+func (e *Engine) runReady() {
+	for e.readyN.Load() > 0 {
+		e.readyMu.Lock()
+		batch := e.ready
+		e.ready = e.readyOld[:0]
+		e.readyOld = nil
+		e.readyN.Store(0)
+		e.readyMu.Unlock()
+		for i, r := range batch {
+			batch[i] = nil
+			r.RunCompletion()
+		}
+		e.readyMu.Lock()
+		if e.readyOld == nil {
+			e.readyOld = batch[:0]
+		}
+		e.readyMu.Unlock()
 	}
 }
 
@@ -232,6 +288,7 @@ func (e *Engine) getReq() *Request {
 func (e *Engine) putReq(r *Request) {
 	r.Buf, r.Bufs, r.Callback, r.Queue, r.file = nil, nil, nil, nil, nil
 	r.DoneBefore, r.Flags, r.Policy = 0, 0, completion.Default
+	r.owned, r.gateExcl, r.gateSync = false, false, false
 	r.errno, r.err = nil, nil
 	r.state.Store(stateIdle)
 	e.mu.Lock()

@@ -130,13 +130,19 @@ type fsxReq struct {
 }
 
 type fsxRun struct {
-	t      testing.TB
-	cfg    fsxConfig
-	seed   uint64
-	rnd    *rand.Rand
-	path   string
-	eng    *dio.Engine
-	f      *dio.File
+	t    testing.TB
+	cfg  fsxConfig
+	seed uint64
+	rnd  *rand.Rand
+	path string
+	eng  *dio.Engine
+	f    *dio.File
+	// Two more handles on the same file, as a database has them: another
+	// dio File (its own engine) and a plain buffered os.File. Synchronous
+	// reads, writes and truncates go through them at random; every read
+	// through any handle must see what the model says.
+	g      *dio.File
+	o      *os.File
 	fr     *faultring.Ring
 	m      *fsx.Model
 	log    *fsx.Log
@@ -228,6 +234,7 @@ func runFSX(t *testing.T, cfg fsxConfig, seed uint64) {
 	if err := x.f.Close(); err != nil {
 		x.failf("Close: %v", err)
 	}
+	x.closeOthers()
 	t.Logf("%+v", x.stats)
 	if x.fr != nil {
 		st := x.fr.Stats()
@@ -280,6 +287,22 @@ func (x *fsxRun) open(flag int) {
 		x.failf("Open: %v", err)
 	}
 	x.f = f
+	if x.g, err = dio.Open(x.path, os.O_RDWR, 0); err != nil {
+		x.failf("Open (second handle): %v", err)
+	}
+	if x.o, err = os.OpenFile(x.path, os.O_RDWR, 0); err != nil {
+		x.failf("open (os.File handle): %v", err)
+	}
+}
+
+// closeOthers closes the second dio handle and the os.File handle.
+func (x *fsxRun) closeOthers() {
+	if err := x.g.Close(); err != nil {
+		x.failf("Close (second handle): %v", err)
+	}
+	if err := x.o.Close(); err != nil {
+		x.failf("close (os.File handle): %v", err)
+	}
 }
 
 // callback runs wherever the request completes.
@@ -482,16 +505,35 @@ func (x *fsxRun) syncRW(r *fsxReq) {
 	var n int
 	var err error
 	b := r.buf[:r.n]
-	x.log.Add("sync %s off=%d len=%d flags=%s", r.op, r.off, r.n, flagStr(r.flags))
+	f, handle := x.f, ""
+	switch x.rnd.IntN(8) {
+	case 0:
+		f, handle = x.g, " (second handle)"
+	case 1:
+		// The os.File handle: buffered, through the page cache.
+		r.flags = 0
+		x.log.Add("sync %s off=%d len=%d (os.File)", r.op, r.off, r.n)
+		if r.op == dio.Read {
+			n, err = x.o.ReadAt(b, r.off)
+		} else {
+			n, err = x.o.WriteAt(b, r.off)
+		}
+		if err != nil && err != io.EOF {
+			x.failf("op %d: os.File %s off=%d len=%d: %d, %v", r.id, r.op, r.off, r.n, n, err)
+		}
+		x.check(r, int64(n), err)
+		return
+	}
+	x.log.Add("sync %s off=%d len=%d flags=%s%s", r.op, r.off, r.n, flagStr(r.flags), handle)
 	switch {
 	case r.op == dio.Read && r.flags == 0 && x.rnd.IntN(2) == 0:
-		n, err = x.f.ReadAt(b, r.off)
+		n, err = f.ReadAt(b, r.off)
 	case r.op == dio.Read:
-		n, err = x.f.ReadAtContext(ctx, b, r.off, r.flags)
+		n, err = f.ReadAtContext(ctx, b, r.off, r.flags)
 	case r.flags == 0 && x.rnd.IntN(2) == 0:
-		n, err = x.f.WriteAt(b, r.off)
+		n, err = f.WriteAt(b, r.off)
 	default:
-		n, err = x.f.WriteAtContext(ctx, b, r.off, r.flags)
+		n, err = f.WriteAtContext(ctx, b, r.off, r.flags)
 	}
 	if x.fr != nil {
 		if s, ok := x.fr.InFlightSQE(addr(b), len(b)); ok {
@@ -638,8 +680,8 @@ func (x *fsxRun) check(r *fsxReq, n int64, err error) {
 			x.failf("op %d: write of %d returned %d with no error", r.id, r.n, n)
 		}
 		x.m.Write(r.off, data)
-		if r.eof && x.f.Size() < r.off+r.n {
-			x.failf("op %d: File.Size %d after a write ending at %d", r.id, x.f.Size(), r.off+r.n)
+		if r.eof && dio.SizeForTest(x.t, x.f) < r.off+r.n {
+			x.failf("op %d: File.Size %d after a write ending at %d", r.id, dio.SizeForTest(x.t, x.f), r.off+r.n)
 		}
 		return
 	}
@@ -675,7 +717,7 @@ func (x *fsxRun) check(r *fsxReq, n int64, err error) {
 		// No other operation at the end of file is in flight (conflicts):
 		// the sizes are this write's doing.
 		x.m.KSize = fileSize(x.t, x.path)
-		x.m.VSize = x.f.Size()
+		x.m.VSize = dio.SizeForTest(x.t, x.f)
 		if x.m.VSize > x.m.KSize {
 			x.failf("op %d: File.Size %d is past the kernel's size %d", r.id, x.m.VSize, x.m.KSize)
 		}
@@ -735,13 +777,24 @@ func (x *fsxRun) truncate(size int64) {
 	if x.rnd.IntN(2) == 0 {
 		size = size / x.align * x.align
 	}
-	x.log.Add("truncate %d", size)
-	if err := x.f.Truncate(size); err != nil {
+	var err error
+	switch x.rnd.IntN(3) {
+	case 0:
+		x.log.Add("truncate %d", size)
+		err = x.f.Truncate(size)
+	case 1:
+		x.log.Add("truncate %d (second handle)", size)
+		err = x.g.Truncate(size)
+	default:
+		x.log.Add("truncate %d (os.File)", size)
+		err = x.o.Truncate(size)
+	}
+	if err != nil {
 		x.failf("Truncate(%d): %v", size, err)
 	}
 	x.m.Truncate(size)
-	if x.f.Size() != size {
-		x.failf("Size %d after Truncate(%d)", x.f.Size(), size)
+	if dio.SizeForTest(x.t, x.f) != size {
+		x.failf("Size %d after Truncate(%d)", dio.SizeForTest(x.t, x.f), size)
 	}
 }
 
@@ -774,8 +827,8 @@ func (x *fsxRun) fallocate(i int, punch bool) {
 		x.failf("Allocate(%d, %d): %v", off, n, err)
 	}
 	x.m.Allocate(off, n)
-	if !x.eofInFlight() && x.f.Size() != x.m.VSize {
-		x.failf("Size %d after Allocate(%d, %d), model %d", x.f.Size(), off, n, x.m.VSize)
+	if !x.eofInFlight() && dio.SizeForTest(x.t, x.f) != x.m.VSize {
+		x.failf("Size %d after Allocate(%d, %d), model %d", dio.SizeForTest(x.t, x.f), off, n, x.m.VSize)
 	}
 }
 
@@ -824,6 +877,7 @@ func (x *fsxRun) reopen() {
 	if err := x.f.Close(); err != nil {
 		x.failf("Close: %v", err)
 	}
+	x.closeOthers()
 	if _, err := x.f.ReadAt(x.reqs[0].buf[:x.align], 0); !errors.Is(err, dio.ErrClosed) {
 		x.failf("ReadAt after Close: %v, want ErrClosed", err)
 	}
@@ -832,8 +886,8 @@ func (x *fsxRun) reopen() {
 	if got := fileSize(x.t, x.path); got != x.m.KSize {
 		x.failf("kernel size %d after reopen, model %d", got, x.m.KSize)
 	}
-	if x.f.Size() != x.m.VSize {
-		x.failf("Size %d after reopen, model %d", x.f.Size(), x.m.VSize)
+	if dio.SizeForTest(x.t, x.f) != x.m.VSize {
+		x.failf("Size %d after reopen, model %d", dio.SizeForTest(x.t, x.f), x.m.VSize)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"unsafe"
 
 	"github.com/uringdio/uringdio/dio"
+	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
 	"golang.org/x/sys/unix"
 )
@@ -232,4 +233,37 @@ func kernelStacks() string {
 		fmt.Fprintf(&b, "thread %s %s state %s\n%s", e.Name(), strings.TrimSpace(string(comm)), state, s)
 	}
 	return b.String()
+}
+
+// writeSynced writes data to path (created or truncated) and fsyncs it, so
+// that no dirty page cache is left for direct I/O to trip on.
+func writeSynced(t testing.TB, path string, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fileMapper returns an opted-in FIEMAP mapper over path, on a descriptor
+// of its own that the test closes at its end.
+func fileMapper(t testing.TB, path string) *iomap.FileMapper {
+	t.Helper()
+	mf, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mf.Close() })
+	fm, err := iomap.NewFileMapper(int(mf.Fd()), iomap.FileMapperOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fm
 }

@@ -202,8 +202,8 @@ func efbigChild(t *testing.T) {
 	if n, err := r.Wait(context.Background()); n != 0 || !errors.Is(err, syscall.EFBIG) {
 		t.Fatalf("async write past RLIMIT_FSIZE = %d, %v", n, err)
 	}
-	if f.Size() != limit {
-		t.Fatalf("Size %d, want %d", f.Size(), limit)
+	if dio.SizeForTest(t, f) != limit {
+		t.Fatalf("Size %d, want %d", dio.SizeForTest(t, f), limit)
 	}
 	fmt.Println("efbig ok")
 }

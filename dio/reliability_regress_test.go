@@ -156,8 +156,8 @@ func TestWriteAcrossUnalignedEOFSplitsUnaligned(t *testing.T) {
 			if string(disk) != string(b) {
 				t.Fatal("bytes on disk differ")
 			}
-			if f.Size() != tc.off+int64(tc.n) || fileSize(t, path) != tc.off+int64(tc.n) {
-				t.Fatalf("Size %d, kernel %d; want %d", f.Size(), fileSize(t, path), tc.off+int64(tc.n))
+			if dio.SizeForTest(t, f) != tc.off+int64(tc.n) || fileSize(t, path) != tc.off+int64(tc.n) {
+				t.Fatalf("Size %d, kernel %d; want %d", dio.SizeForTest(t, f), fileSize(t, path), tc.off+int64(tc.n))
 			}
 		})
 	}
@@ -223,7 +223,16 @@ func TestFailedWriteLeavesStaleFileMapperCache(t *testing.T) {
 	pf.Close()
 	var gate atomic.Bool
 	var fr *faultring.Ring
-	f, err = dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	mf, err := os.Open(path) // the descriptor the opted-in FileMapper asks FIEMAP on
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mf.Close()
+	fm, err := iomap.NewFileMapper(int(mf.Fd()), iomap.FileMapperOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err = dio.Open(path, os.O_RDWR, 0, dio.WithMapper(fm), dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
 		fr = faultring.New(r, faultring.Config{SQFull: gate.Load, Decide: func(c faultring.CQE) faultring.Fault {
 			if c.SQE.Op == ring.OpWrite {
 				return faultring.EIO // the kernel wrote it; the engine hears EIO

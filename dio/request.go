@@ -102,7 +102,8 @@ type Request struct {
 	submitted int64 // bytes covered by pieces, from Off
 	length    int64 // bytes asked for (after EOF clipping: see want)
 	want      int64
-	sizeAt    int64 // file size at submission
+	sizeAt    int64 // a mapped file's size at submission; -1 on a kernel file
+	owned     bool  // I/O of the volume gate's holder (volume.go): no gate, no size change, no EOF clip
 	policy    completion.Policy
 	reason    completion.Reason
 	facts     completion.Facts

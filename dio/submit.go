@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
 )
@@ -21,10 +22,6 @@ var ErrEmpty = errors.New("dio: zero-length request")
 // start validates r, maps it to pieces (iter.go's loop) and queues the
 // pieces on the engine. An error means nothing was submitted.
 func (f *File) start(r *Request, sync bool) error {
-	opName := "read"
-	if r.Op == Write {
-		opName = "write"
-	}
 	length := r.totalLen()
 	// The File's in-flight reference is taken before the closed check:
 	// Close either sees it and waits, or start sees closed and backs out.
@@ -33,7 +30,7 @@ func (f *File) start(r *Request, sync bool) error {
 	f.inflight.Add(1)
 	bad := func(err error) error {
 		f.inflight.Add(-1)
-		return &OpError{Op: opName, Path: f.path, Off: r.Off, Len: length, Err: err}
+		return f.opErr(r.Op.String(), r.Off, length, err)
 	}
 	if f.closed.Load() || f.eng.closed.Load() {
 		return bad(ErrClosed)
@@ -46,6 +43,9 @@ func (f *File) start(r *Request, sync bool) error {
 	}
 	if r.Off < 0 {
 		return bad(syscall.EINVAL)
+	}
+	if r.Flags&OverwriteOnly != 0 && f.vol == nil {
+		return bad(unsupported("OverwriteOnly on a kernel file: whether a write allocates is the file system's to know (open with WithMapper to answer from a mapper)"))
 	}
 	if err := f.checkAlign(r); err != nil {
 		return bad(err)
@@ -60,9 +60,9 @@ func (f *File) start(r *Request, sync bool) error {
 	r.once.Reset()
 	r.async = !sync
 	r.length = length
-	r.sizeAt = f.size.Load()
 	r.want = length
 	r.stopAt = r.Off + length
+	r.sizeAt = -1 // a kernel file: the kernel ends reads
 
 	if length == 0 {
 		if !sync {
@@ -75,30 +75,25 @@ func (f *File) start(r *Request, sync bool) error {
 		r.state.Store(stateComplete)
 		return nil
 	}
-	if r.Op == Read {
-		if r.Off >= r.sizeAt {
-			// Entirely past EOF: no I/O; the request still completes
-			// through its policy, with 0 bytes and io.EOF.
-			r.want, r.stopAt = 0, r.Off
-		} else if end := r.Off + length; end > r.sizeAt {
-			// Clip to EOF rounded up to the alignment; the kernel returns the
-			// short count at EOF.
-			r.want = alignUp(r.sizeAt-r.Off, f.align.Offset)
-		}
+	if f.vol != nil {
+		r.sizeAt = f.vol.size.Load()
+		r.clipRead()
 	}
 
 	r.gateHeld = false
 	r.gateAdmitted.Store(false)
-	if r.Op == Write && f.zeroBS > 0 {
-		// The engine zeroes sub-block ranges on this file: writes pass
-		// its gate (gate.go) before they are mapped.
-		r.gateExcl = r.Off%f.zeroBS != 0 || (r.Off+length)%f.zeroBS != 0
+	if f.gated() && !r.owned {
+		// Requests on a volume pass its gate (gate.go) before they are
+		// mapped: writes that need sub-block zeroing alone, the rest
+		// together.
+		zbs := f.vol.zeroBS
+		r.gateExcl = r.Op == Write && zbs > 0 && (r.Off%zbs != 0 || (r.Off+length)%zbs != 0)
 		r.gateSync = sync
 		nowait := r.Flags&NoWait != 0
 		// In flight before it is queued: once queued, whoever releases the
 		// gate may launch and complete it. Wait waits for it meanwhile.
 		prev := r.state.Swap(stateInflight)
-		if !f.gate.enter(r, nowait) {
+		if !f.vol.gate.enter(r, nowait) {
 			if nowait {
 				// Like the kernel's IOCB_NOWAIT on a contended inode lock.
 				r.state.Store(prev)
@@ -121,54 +116,85 @@ func (f *File) start(r *Request, sync bool) error {
 	return f.launch(r, sync, false)
 }
 
+// clipRead limits a read of a mapped file to its size: the mapper's size
+// is the truth there. A kernel file's reads go to the kernel, which ends
+// them at its own end of file.
+func (r *Request) clipRead() {
+	if r.Op != Read || r.owned {
+		return
+	}
+	if r.Off >= r.sizeAt {
+		// Entirely past EOF: no I/O; the request still completes through
+		// its policy, with 0 bytes and io.EOF.
+		r.want, r.stopAt = 0, r.Off
+	} else if end := r.Off + r.length; end > r.sizeAt {
+		// Read up to the alignment past EOF; the result is clipped at EOF.
+		r.want = alignUp(r.sizeAt-r.Off, r.file.align.Offset)
+	}
+}
+
 // launch maps r and queues its pieces: the second half of start, run by
-// the submitter or, for a write that waited at the gate, by whoever let it
-// through (deferred: its Submit has returned, and on error the request
+// the submitter or, for a request that waited at the gate, by whoever let
+// it through (deferred: its Submit has returned, and on error the request
 // keeps the File's in-flight reference for the completion that reports
 // it). An error means nothing was submitted.
 func (f *File) launch(r *Request, sync, deferred bool) error {
-	opName := "read"
-	if r.Op == Write {
-		opName = "write"
-	}
 	bad := func(err error) error {
 		f.gateRelease(r)
 		if !deferred {
 			f.inflight.Add(-1)
 		}
-		return &OpError{Op: opName, Path: f.path, Off: r.Off, Len: r.length, Err: err}
+		return f.opErr(r.Op.String(), r.Off, r.length, err)
 	}
 	if r.gateHeld {
 		// It may have waited at the gate: the world moved on meanwhile.
 		if f.eng.broken.Load() {
 			return bad(ErrRingBroken)
 		}
-		r.sizeAt = f.size.Load()
+		r.sizeAt = f.vol.size.Load()
+		r.want, r.stopAt = r.length, r.Off+r.length
+		r.clipRead()
 	}
-	pure, err := f.mapRequest(r)
-	if err != nil && (r.Flags&Partial == 0 || r.submitted == 0) {
-		return bad(err)
-	}
-	if err != nil {
-		r.setErr(err, r.Off+r.submitted)
+	pure := true
+	if f.vol == nil {
+		f.mapKernel(r)
+	} else {
+		var err error
+		pure, err = f.mapRequest(r)
+		if err != nil && (r.Flags&Partial == 0 || r.submitted == 0) {
+			return bad(err)
+		}
+		if err != nil {
+			r.setErr(err, r.Off+r.submitted)
+		}
 	}
 	if r.Op == Write && r.Flags&NoWait != 0 && len(r.pieces) > 1 {
 		// More than one SQE could half-complete: refuse up front.
 		return bad(syscall.EAGAIN)
 	}
 
-	// Durability: write-through when every extent is a pure overwrite and
-	// the size does not move; otherwise fdatasync/fsync after the data.
-	extends := r.Op == Write && r.Off+r.submitted > r.sizeAt
+	// Durability. A kernel file's write is made durable by the kernel
+	// (RWF_DSYNC/RWF_SYNC: a FUA write or a cache flush, plus whatever
+	// metadata the write changed). On a mapped file, write-through when
+	// every extent is a pure overwrite and the size does not move;
+	// otherwise fdatasync/fsync after the data, once the mapper has
+	// converted what the write allocated.
+	extends := r.Op == Write && f.vol != nil && r.Off+r.submitted > r.sizeAt
 	var needsSync, writeThrough bool
-	if r.Op == Write && r.Flags&(DSync|Sync) != 0 {
-		if r.Flags&Sync == 0 && pure && !extends {
+	if r.Op == Write && r.Flags&(DSync|Sync) != 0 && !durability.SkipSync.Load() {
+		rwf := ring.RWFDSync
+		switch {
+		case f.vol == nil && r.Flags&Sync != 0:
+			writeThrough, rwf = true, ring.RWFSync
+		case f.vol == nil || (r.Flags&Sync == 0 && pure && !extends):
 			writeThrough = true
-			for i := range r.pieces {
-				r.pieces[i].rwFlags |= ring.RWFDSync
-			}
-		} else {
+		default:
 			needsSync = true
+		}
+		if writeThrough {
+			for i := range r.pieces {
+				r.pieces[i].rwFlags |= rwf
+			}
 		}
 	}
 	if r.Flags&NoWait != 0 {
@@ -200,8 +226,29 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 			signal(f.eng.kick)
 		}
 	}
-	f.eng.put(r) // the submitter's reference
+	f.eng.put(r, false) // the submitter's reference
 	return nil
+}
+
+// mapKernel maps r on a kernel file: the identity, split at the maximum
+// I/O size and at buffer boundaries, one piece per SQE.
+func (f *File) mapKernel(r *Request) {
+	fd, reg := f.fd, false
+	if f.regIdx >= 0 {
+		fd, reg = f.regIdx, true
+	}
+	write := r.Op == Write
+	for pos, end := r.Off, r.Off+r.want; pos < end; {
+		p, l, b := r.mem(pos - r.Off)
+		l = min(l, end-pos, f.maxIO)
+		_, fixed := f.eng.fixedIndex(b[:l])
+		r.pieces = append(r.pieces, piece{
+			fd: fd, regFile: reg, fixed: fixed, write: write,
+			addr: p, n: uint32(l), off: pos, fileOff: pos,
+		})
+		pos += l
+	}
+	r.submitted = r.want
 }
 
 // choosePolicy picks r's completion policy from what it asked for and

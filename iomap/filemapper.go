@@ -62,7 +62,11 @@ const (
 // written through this mapper (End and IOComplete), and by Truncate,
 // Punch, Preallocate, SetSize and Invalidate. Changes made by others (other
 // processes, or this one through another descriptor) must be reported
-// with Invalidate or SetSize.
+// with Invalidate or SetSize; unreported, a read may return zeroes for
+// data that is there. So using it for I/O is an opt-in for a caller that
+// owns the file exclusively and promises no other writer. Without that
+// promise, use it for layout walks (sparse copies, diagnostics) only, and
+// do I/O on the kernel file (dio's default), which the kernel maps.
 //
 // The descriptor must stay open while the mapper is used; the mapper does
 // not close it. FileMapper is safe for concurrent use.

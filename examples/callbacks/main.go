@@ -119,11 +119,15 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		return err
 	}
 	defer f.Close()
-	if f.Size() < blockSize {
+	size, err := f.Size()
+	if err != nil {
+		return err
+	}
+	if size < blockSize {
 		return fmt.Errorf("%s: file smaller than one block", path)
 	}
 	fmt.Fprintf(out, "%s: %d MiB, %d random %d-byte reads per policy, %d in flight, submitted from one goroutine\n",
-		path, f.Size()>>20, cfg.Reads, blockSize, cfg.Inflight)
+		path, size>>20, cfg.Reads, blockSize, cfg.Inflight)
 	var res [2]*result
 	for i, p := range []completion.Policy{completion.Inline, completion.Pool} {
 		if res[i], err = readAll(ctx, f, p, cfg); err != nil {
@@ -177,13 +181,17 @@ func (s *state) fail(err error) {
 // readAll runs cfg.Reads reads under policy p, cfg.Inflight at a time.
 func readAll(ctx context.Context, f *dio.File, p completion.Policy, cfg config) (*result, error) {
 	n := min(cfg.Inflight, cfg.Reads)
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
 	mem, err := ring.Alloc(n * blockSize) // off-heap: the kernel writes it
 	if err != nil {
 		return nil, err
 	}
 	defer ring.Free(mem) // after every request is back (inflight.Wait below)
 	st := &state{
-		f: f, blocks: f.Size() / blockSize, total: int64(cfg.Reads), sample: int64(cfg.Sample),
+		f: f, blocks: size / blockSize, total: int64(cfg.Reads), sample: int64(cfg.Sample),
 		lat: make([]time.Duration, cfg.Reads), seen: make(map[string]int),
 	}
 	slots := make([]*slot, n)

@@ -8,16 +8,16 @@
 //   - page reads complete Inline, on the engine's reaper: the completion
 //     checks the page's crc32c and copies the payload out, work that never
 //     blocks;
-//   - page writes (at checkpoint) are pure overwrites of a pre-written
-//     file and complete through Caller: the reaper hands each finished
-//     write to the checkpointing goroutine's completion.Queue, which runs
-//     them. A write that grows the file is not a pure overwrite, and the
-//     engine downgrades it to the worker pool; the example counts both;
-//   - the WAL is appended with dio.DSync. Its file is written with zeroes
-//     when the store is created, so an append overwrites allocated blocks
-//     and is written through (RWF_DSYNC on the SQE: a FUA write, or a
-//     cache flush where the device has no FUA) instead of being followed
-//     by an fdatasync;
+//   - page writes (at checkpoint) complete through Caller: the reaper
+//     hands each finished write to the checkpointing goroutine's
+//     completion.Queue, which runs them. pages.db is a kernel file, so the
+//     kernel finishes every write (allocation, the new size) before its
+//     completion is posted and none needs work on the pool; the example
+//     counts any that would be downgraded;
+//   - the WAL is appended with dio.DSync, written through: RWF_DSYNC on
+//     the SQE (a FUA write, or a cache flush where the device has no FUA,
+//     plus whatever metadata the write changed) instead of a write
+//     followed by an fdatasync;
 //   - a checkpoint writes the dirty pages, fdatasyncs pages.db, then starts
 //     a new WAL generation in a ping-pong header.
 //

@@ -357,12 +357,13 @@ func (s *Store) Put(ctx context.Context, id uint32, payload []byte) error {
 	clear(f[frameHeader+n:])
 	sealFrame(f, id, s.nextLSN)
 
-	// The append: DSYNC, asking for Caller completion. A pure overwrite
-	// written through needs no work after the data, so it keeps Caller
-	// and r.Wait below runs its (trivial) completion here. If
-	// write-through were impossible, the engine would downgrade it to the
-	// pool, which runs the fdatasync; EffectivePolicy tells us which
-	// happened. Either way the completion ends in the callback, walWG.Done.
+	// The append: DSYNC, asking for Caller completion. A write written
+	// through needs no work after the data, so it keeps Caller and r.Wait
+	// below runs its (trivial) completion here. If write-through were
+	// impossible (a mapped file whose write allocates), the engine would
+	// downgrade it to the pool, which runs the fdatasync; EffectivePolicy
+	// tells us which happened. Either way the completion ends in the
+	// callback, walWG.Done.
 	r := s.walReq
 	r.Op, r.Off, r.Buf, r.Flags, r.Policy = dio.Write, walHeader+int64(s.walNext)*PageSize, f, dio.DSync, completion.Caller
 	s.walWG.Add(1)
@@ -496,9 +497,9 @@ func (s *Store) checkpointLocked() error {
 		return nil
 	}
 	// Submit every dirty page asking for Caller completion: their
-	// completion work runs below, on this goroutine, in q.Wait. Pure
-	// overwrites keep Caller; a write that grows pages.db is not one (the
-	// size moves at completion), and the engine sends it to the pool.
+	// completion work runs below, on this goroutine, in q.Wait. A write
+	// that needed work after its data (on a mapped file: one that
+	// allocates or grows the file) would be sent to the pool instead.
 	var reqs []*dio.Request
 	var caller int
 	var err error

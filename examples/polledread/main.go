@@ -180,12 +180,16 @@ type reader struct {
 }
 
 func newReader(f *dio.File, cfg config) (*reader, error) {
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
 	mem, err := ring.Alloc(cfg.QD * blockSize)
 	if err != nil {
 		return nil, err
 	}
 	r := &reader{
-		f: f, blocks: f.Size() / blockSize, rng: rand.New(rand.NewPCG(1, 2)),
+		f: f, blocks: size / blockSize, rng: rand.New(rand.NewPCG(1, 2)),
 		start: make([]time.Time, cfg.QD), lat: make([]time.Duration, 0, 1<<20), mem: mem,
 	}
 	if r.blocks == 0 {
