@@ -25,7 +25,7 @@ import (
 const closeMark = 0xA5
 
 func TestCloseRacingInflight(t *testing.T) {
-	rounds := int(envInt("UIRINGDIO_CLOSE_ROUNDS", 60))
+	rounds := int(envInt("UIRINGDIO_CLOSE_ROUNDS", 20))
 	if longMode() {
 		rounds = 2000
 	}

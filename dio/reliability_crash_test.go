@@ -84,7 +84,7 @@ func TestCrashDSyncAcked(t *testing.T) {
 		crashChild(t)
 		return
 	}
-	rounds := int(envInt("UIRINGDIO_CRASH_ROUNDS", 100))
+	rounds := int(envInt("UIRINGDIO_CRASH_ROUNDS", 25))
 	if longMode() && os.Getenv("UIRINGDIO_CRASH_ROUNDS") == "" {
 		rounds = 2000
 	}

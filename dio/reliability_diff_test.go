@@ -86,7 +86,7 @@ func errClass(err error) string {
 }
 
 func TestDifferentialPread(t *testing.T) {
-	ops := int(envInt("UIRINGDIO_DIFF_OPS", 10000))
+	ops := int(envInt("UIRINGDIO_DIFF_OPS", 3000))
 	if longMode() && os.Getenv("UIRINGDIO_DIFF_OPS") == "" {
 		ops = 1000000
 	}

@@ -14,7 +14,7 @@ package dio_test
 //
 // (with queue depth above 1 the interleaving of completions, and so the
 // faults injected, may differ between runs; the operations do not).
-// Ops per configuration: 20k by default, 1M with UIRINGDIO_LONG=1, or
+// Ops per configuration: 4k by default, 1M with UIRINGDIO_LONG=1, or
 // UIRINGDIO_FSX_OPS; the fault-injecting configuration (2% of CQEs, 2% of
 // enters refused, 2% of SQE requests told the SQ is full) runs five times
 // as many. UIRINGDIO_FSX_COOP=1 runs every
@@ -84,7 +84,7 @@ func fsxConfigs() []fsxConfig {
 func TestFSX(t *testing.T) {
 	only := os.Getenv("UIRINGDIO_FSX_CONFIG")
 	seed := uint64(envInt("UIRINGDIO_FSX_SEED", time.Now().UnixNano()))
-	ops := int(envInt("UIRINGDIO_FSX_OPS", 20000))
+	ops := int(envInt("UIRINGDIO_FSX_OPS", 4000))
 	if longMode() && os.Getenv("UIRINGDIO_FSX_OPS") == "" {
 		ops = 1000000
 	}
@@ -101,7 +101,7 @@ func TestFSX(t *testing.T) {
 			}
 		}
 		if c.faultRate > 0 && os.Getenv("UIRINGDIO_FSX_OPS") == "" {
-			c.ops = ops * 5 // 100k in CI, 5M in long mode
+			c.ops = ops * 5 // 20k in CI, 5M in long mode
 		}
 		s := seed + uint64(i)
 		if os.Getenv("UIRINGDIO_FSX_SEED") != "" {

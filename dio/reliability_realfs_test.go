@@ -31,7 +31,7 @@ import (
 // on ext4, xfs and btrfs, each on loop devices with 512- and 4096-byte
 // logical sectors.
 func TestFSXOnLoopFileSystems(t *testing.T) {
-	ops := int(envInt("UIRINGDIO_FSX_OPS", 6000))
+	ops := int(envInt("UIRINGDIO_FSX_OPS", 2000))
 	if longMode() && os.Getenv("UIRINGDIO_FSX_OPS") == "" {
 		ops = 200000
 	}

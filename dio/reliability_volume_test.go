@@ -47,7 +47,7 @@ func TestExtentMapVolumeModel(t *testing.T) {
 func volumeModel(t *testing.T, faults bool) {
 	const bs = 16 << 10
 	const volSize = 16 << 20
-	ops := int(envInt("UIRINGDIO_FSX_OPS", 10000))
+	ops := int(envInt("UIRINGDIO_FSX_OPS", 4000))
 	if longMode() && os.Getenv("UIRINGDIO_FSX_OPS") == "" {
 		ops = 1000000
 	}
