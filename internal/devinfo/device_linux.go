@@ -95,6 +95,11 @@ func buildDevice(fd int, st *unix.Statx_t, kind Kind, magic int64) *devEntry {
 		e.device = readDevice(maj, min)
 	}
 	e.dsync = dsyncCost(e.device)
+	if magic == unix.FUSE_SUPER_MAGIC && kind == KindRegular {
+		// fuseblk (ntfs-3g, ...) has a real device, but its server
+		// decides how a DSync write reaches it.
+		e.dsync = unknown[DSyncCost]("FUSE: the server decides how data reaches the device")
+	}
 	return e
 }
 

@@ -169,7 +169,8 @@ const noWaitProbeOff = 1 << 62
 // FMODE_NOWAIT) before it looks at the offset, but only for a read of at
 // least one byte: a zero-length read returns 0 before the flags are
 // checked, whatever the file. So the probe reads one byte at an offset
-// past any end of file, where it reads nothing.
+// past any end of file, where it reads nothing (though, like any read, it
+// may update the access time).
 func probeNoWait(fd int, kind Kind) Fact[bool] {
 	if kind == KindOther {
 		return unknown[bool]("not a regular file or block device, where a probing read could take data")
