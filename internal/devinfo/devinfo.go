@@ -190,10 +190,11 @@ type Info struct {
 	NoWait Fact[bool]
 
 	// MayBeBuffered says whether a direct write to this file may silently
-	// be done through the page cache (btrfs files with data checksums,
-	// ext4 files in data=journal mode, and others that statx reports as
-	// having no direct I/O support). BufferedAdvice, when set, says how
-	// to get real direct I/O.
+	// be done through the page cache: on btrfs files with data checksums,
+	// on ext4 files with data journaling and others that statx reports as
+	// having no direct I/O support, and on tmpfs, whose files live in the
+	// page cache. BufferedAdvice, when set, says how to get real direct
+	// I/O.
 	MayBeBuffered  Fact[bool]
 	BufferedAdvice string
 

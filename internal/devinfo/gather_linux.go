@@ -65,7 +65,7 @@ func Gather(fd int) Info {
 
 	d := lookupDevice(fd, &st, &i, &sfs, sfsErr)
 	i.Device, i.DSync = d.device, d.dsync
-	i.MemAlign, i.OffsetAlign, i.ReadOffsetAlign = alignment(&st, &i, d)
+	i.MemAlign, i.OffsetAlign, i.ReadOffsetAlign = alignment(&st, &i, d, int64(sfs.Type))
 	i.Untorn = untorn(&st)
 	i.NoWait = probeNoWait(fd, i.Kind)
 	i.MayBeBuffered, i.BufferedAdvice = mayBeBuffered(fd, &st, &i, int64(sfs.Type), sfsErr)
@@ -107,8 +107,9 @@ func fstatfs(fd int, sfs *unix.Statfs_t) error {
 // alignment reads the direct I/O alignment from statx, or, for a file
 // system that does not report it, from what the file system is known to
 // check (btrfs: its sector size) or the traditional rule (the device's
-// logical block size).
-func alignment(st *unix.Statx_t, i *Info, d *devEntry) (mem, off, rd Fact[uint32]) {
+// logical block size), which does not hold for FUSE, whose server does
+// the I/O.
+func alignment(st *unix.Statx_t, i *Info, d *devEntry, magic int64) (mem, off, rd Fact[uint32]) {
 	switch {
 	case st.Mask&unix.STATX_DIOALIGN != 0 && st.Dio_offset_align == 0:
 		const from = "statx: no direct I/O on this file"
@@ -120,7 +121,7 @@ func alignment(st *unix.Statx_t, i *Info, d *devEntry) (mem, off, rd Fact[uint32
 		// fs/btrfs/direct-io.c), and does what fails the check buffered.
 		from := "btrfs sector size; btrfs does unaligned direct I/O buffered"
 		mem, off = known(d.btrfsSector.Value, from), known(d.btrfsSector.Value, from)
-	case i.Device.Known && i.Device.Value.LogicalBlockSize.Known:
+	case i.Device.Known && i.Device.Value.LogicalBlockSize.Known && (magic != unix.FUSE_SUPER_MAGIC || i.Kind == KindBlockDevice):
 		from := "device logical block size; statx gives no STATX_DIOALIGN"
 		lbs := i.Device.Value.LogicalBlockSize.Value
 		mem, off = known(lbs, from), known(lbs, from)
@@ -128,6 +129,8 @@ func alignment(st *unix.Statx_t, i *Info, d *devEntry) (mem, off, rd Fact[uint32
 		why := "statx gives no STATX_DIOALIGN"
 		if d.btrfsSector.From != "" {
 			why += "; " + d.btrfsSector.From
+		} else if magic == unix.FUSE_SUPER_MAGIC {
+			why += " and the FUSE server decides"
 		} else if !i.Device.Known {
 			why += " and " + i.Device.From
 		} else {
@@ -207,7 +210,7 @@ func mayBeBuffered(fd int, st *unix.Statx_t, i *Info, magic int64, sfsErr error)
 		// inline crypto) and f2fs report zero alignment exactly when
 		// they do O_DIRECT I/O through the page cache.
 		return known(true, "statx reports no direct I/O on this file, so O_DIRECT I/O goes through the page cache"),
-			"on ext4: mount without data=journal and do not set chattr +j"
+			"on ext4 direct I/O needs a file without data journaling (mount option data=journal, chattr +j), inline data or fs-verity, and encryption only with inline crypto"
 	case sfsErr != nil:
 		return unknown[bool](fmt.Sprintf("fstatfs: %v", sfsErr)), ""
 	}
