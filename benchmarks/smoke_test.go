@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,5 +136,28 @@ func TestSmoke(t *testing.T) {
 		if !bytes.Contains(md, []byte(want)) {
 			t.Errorf("report lacks %q", want)
 		}
+	}
+}
+
+// TestDescribeFile checks diobench -info on a file of the temp dir: the
+// path, then one line per fact of devinfo's record; and that a missing
+// file is an error that says so.
+func TestDescribeFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := harness.DescribeFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{p + "\nfile:", "\nfile system:", "\noffset alignment:", "\nuntorn writes:",
+		"\ndevice:", "\nNOWAIT:", "\nmay be buffered:", "\nDSync write:"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("-info output lacks %q:\n%s", want, s)
+		}
+	}
+	if _, err := harness.DescribeFile(p + ".missing"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a missing file: %v, want an error for a file that does not exist", err)
 	}
 }

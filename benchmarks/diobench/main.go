@@ -17,6 +17,11 @@
 // engines, completion mode and ring options; -json prints one JSON object
 // per result line; -plot draws IOPS and p99 latency by queue depth;
 // -report PATH runs the full comparison and writes benchmarks/RESULTS.md.
+//
+// -info FILE runs no benchmark: it prints what the kernel says about
+// direct I/O on FILE (alignment, untorn writes, the device and its cache,
+// NOWAIT, whether O_DIRECT may silently be buffered, what a DSync write
+// costs) and exits.
 package main
 
 import (
@@ -64,6 +69,7 @@ type options struct {
 	ringflags  string
 	batch      int
 	cpuprofile string
+	info       string
 }
 
 func main() {
@@ -90,6 +96,7 @@ func main() {
 	flag.Uint64Var(&o.seed, "seed", 1, "random seed of offsets and data")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a Go CPU profile of the runs to this file (go tool pprof)")
 	flag.IntVar(&o.batch, "submit-batch", 0, "diagnostic engine ring only: enter the kernel once this many SQEs are prepared (0: once per reaped batch of completions)")
+	flag.StringVar(&o.info, "info", "", "print what the kernel says about direct I/O on this file or block device (alignment, untorn writes, device cache, NOWAIT, buffered fallback, DSync cost) and exit without benchmarking")
 	flag.StringVar(&o.ringflags, "ringflags", "", "extra io_uring setup flags for uringdio's ring, for experiments: comma list of coop, taskrun, single, defer, submitall")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: diobench [flags]\n\nMeasures uringdio against fio (io_uring), Go's os.File pread/pwrite and iceber/iouring-go on the same file.\nWith no flags: 1 GiB scratch file in %s, a short suite, a table.\n\n", os.TempDir())
@@ -99,6 +106,15 @@ func main() {
 	if flag.NArg() > 0 {
 		flag.Usage()
 		os.Exit(2)
+	}
+	if o.info != "" {
+		s, err := harness.DescribeFile(o.info)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "diobench:", err)
+			os.Exit(1)
+		}
+		fmt.Print(s)
+		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, &o)
