@@ -130,6 +130,8 @@ type Engine struct {
 	failed        atomic.Bool // fail ran: the ring itself failed
 	stats         Stats
 
+	bufs *bufPool // bounce buffers (bounce.go)
+
 	fixedArena []byte
 	fixedFree  []int // free buffer indices
 	fixedSize  int
@@ -159,6 +161,9 @@ type Stats struct {
 	// PoolOverflow counts Pool completions that found the pool's queue
 	// full (or others already waiting) and waited for room off the reaper.
 	PoolOverflow atomic.Uint64
+	// Bounced counts ReadAt and WriteAt calls that were not aligned and went
+	// through bounce buffers.
+	Bounced atomic.Uint64
 }
 
 // NewEngine creates an engine: a ring, a reaper and a worker pool.
@@ -210,6 +215,7 @@ func newEngine(c *config) (*Engine, error) {
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		pool:    completion.NewPool(c.workers, c.poolQueue),
+		bufs:    newBufPool(c.bufMemory),
 
 		lostAfter: c.lostAfter,
 	}
@@ -261,6 +267,7 @@ func (e *Engine) Close() error {
 	close(e.stop)
 	e.wg.Wait()
 	e.pool.Close()
+	e.bufs.close()
 	err := e.ring.Close()
 	if e.fixedArena != nil {
 		ring.Free(e.fixedArena)

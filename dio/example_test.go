@@ -71,11 +71,13 @@ func ExampleFile_Submit() {
 	// Output: 16384
 }
 
-// Misaligned input fails before anything is submitted, saying what is wrong.
+// With WithStrictAlignment, misaligned input fails before anything is
+// submitted, saying what is wrong (without it, it goes through bounce
+// buffers).
 func ExampleAlignError() {
 	dir, _ := os.MkdirTemp("", "example")
 	defer os.RemoveAll(dir)
-	f, _ := dio.Open(filepath.Join(dir, "data"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, _ := dio.Open(filepath.Join(dir, "data"), os.O_RDWR|os.O_CREATE, 0o600, dio.WithStrictAlignment())
 	defer f.Close()
 	buf, _ := ring.Alloc(8192)
 	defer ring.Free(buf)

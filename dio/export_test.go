@@ -16,3 +16,6 @@ func SizeForTest(t testing.TB, f *File) int64 {
 	}
 	return n
 }
+
+// InflightForTest returns the File's count of descriptor references.
+func InflightForTest(f *File) int64 { return f.inflight.Load() }

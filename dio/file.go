@@ -41,6 +41,8 @@ type File struct {
 	ownEng   bool
 	mapper   iomap.Mapper // nil for a kernel file
 	vol      *volume      // shared state of a mapped file; nil for a kernel file
+	ino      *inode       // shared state of a kernel file; nil for a mapped file
+	strict   bool         // WithStrictAlignment: unaligned requests fail
 	targets  []int32      // fd per target; 0 is the file
 	writable bool
 	blockDev bool
@@ -97,10 +99,14 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 		policy:   c.policy,
 		endIO:    c.endIO,
 		hook:     c.submitHook,
+		strict:   c.strict,
 	}
 	fail := func(op string, err error) (*File, error) {
 		if f.vol != nil {
 			f.vol.release()
+		}
+		if f.ino != nil {
+			f.ino.release()
 		}
 		osf.Close()
 		if f.ownEng && f.eng != nil {
@@ -131,6 +137,8 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 		if f.vol, err = openVolume(f.mapper, size, &c, f.align.Offset); err != nil {
 			return fail("open", err)
 		}
+	} else {
+		f.ino = openInode(&st)
 	}
 	f.eng = c.engine
 	if f.eng == nil {
@@ -282,32 +290,31 @@ func (f *File) WriteAtContext(ctx context.Context, p []byte, off int64, fl Flags
 }
 
 func (f *File) syncIO(ctx context.Context, op Op, p []byte, off int64, fl Flags) (int, error) {
+	if !f.strict && !f.isAligned(p, off) && len(p) > 0 {
+		if op == Read {
+			return f.bounceRead(ctx, p, off, fl)
+		}
+		return f.bounceWrite(ctx, p, off, fl)
+	}
+	return f.directIO(ctx, op, p, off, fl, false)
+}
+
+// directIO is a synchronous request of aligned memory at an aligned
+// offset: the kernel reads into or writes from p itself. owned marks the
+// I/O of the gate's holder (see exclusive).
+func (f *File) directIO(ctx context.Context, op Op, p []byte, off int64, fl Flags, owned bool) (int, error) {
 	e := f.eng
 	r := e.getReq()
 	r.Op, r.Off, r.Buf, r.Flags = op, off, p, fl
-	// If nobody is reaping, take the token before submitting: the SQEs are
-	// then only published, and submitted by the same io_uring_enter that
-	// waits for them (one system call per read at queue depth 1).
-	held := false
-	if e.sw != nil && !f.gated() { // a gated request may wait: not holding the token
-		select {
-		case <-e.tok:
-			held = true
-		default:
-		}
-	}
-	r.deferEnter = held
+	r.owned = owned
 	r.gateDone = ctx.Done()
 	err := f.start(r, true)
 	r.gateDone = nil
 	if err != nil {
-		if held {
-			e.tok <- struct{}{}
-		}
 		e.putReq(r)
 		return 0, err
 	}
-	e.awaitHeld(r, ctx.Done(), held)
+	e.awaitHeld(r, ctx.Done(), r.tokHeld)
 	n, err := int(r.n), r.err
 	e.putReq(r)
 	return n, err
@@ -333,7 +340,8 @@ func (f *File) Submit(r *Request) error {
 		return err
 	}
 	if sync {
-		f.eng.await(r, nil)
+		f.eng.awaitHeld(r, nil, r.tokHeld)
+		r.tokHeld = false
 	}
 	return nil
 }
@@ -349,6 +357,9 @@ func (f *File) Close() error {
 	f.eng.unregisterFile(f.regIdx)
 	if f.vol != nil {
 		f.vol.release()
+	}
+	if f.ino != nil {
+		f.ino.release()
 	}
 	var err error
 	if f.ownEng {

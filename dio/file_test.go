@@ -94,7 +94,7 @@ func TestShortReadAtEOF(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	f, path := openTemp(t)
+	f, path := openTemp(t, WithStrictAlignment())
 	b := abuf(t, 2*blk)
 	a := f.Alignment()
 	if a.Offset == 0 || a.Memory == 0 {

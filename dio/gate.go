@@ -137,7 +137,7 @@ func (f *File) gateRelease(r *Request) {
 		return
 	}
 	r.gateHeld = false
-	for w := f.vol.gate.leave(r); w != nil; {
+	for w := f.gate().leave(r); w != nil; {
 		next := w.gateNext
 		w.gateNext = nil
 		if w.gateSync {
@@ -166,7 +166,7 @@ func (f *File) awaitAdmission(r *Request) error {
 			e.tok <- struct{}{}
 		case <-r.wake:
 		case <-done:
-			if f.vol.gate.remove(r) {
+			if f.gate().remove(r) {
 				return syscall.ECANCELED
 			}
 			done = nil // admitted meanwhile: go on
@@ -178,7 +178,7 @@ func (f *File) awaitAdmission(r *Request) error {
 // cancelQueued completes r with ECANCELED if it is an asynchronous write
 // still waiting at the gate, and reports whether it was.
 func (f *File) cancelQueued(r *Request) bool {
-	if !f.gated() || r.gateSync || !f.vol.gate.remove(r) {
+	if f.gate() == nil || r.gateSync || !f.gate().remove(r) {
 		return false
 	}
 	f.completeUnlaunched(r, syscall.ECANCELED)
@@ -220,10 +220,10 @@ func (f *File) completeUnlaunched(r *Request, err error) {
 // GateStats reports how many requests on the file's volume waited at its
 // gate (0 for kernel files and mappers that leave zeroing to the kernel).
 func (f *File) GateStats() (waited uint64) {
-	if !f.gated() {
+	g := f.gate()
+	if g == nil {
 		return 0
 	}
-	g := &f.vol.gate
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.waited

@@ -23,6 +23,7 @@ type config struct {
 	size       int64
 	sizeSet    bool
 	policy     completion.Policy
+	strict     bool
 	endIO      EndIOFunc
 	submitHook SubmitHookFunc
 
@@ -40,6 +41,7 @@ type config struct {
 	coop        bool
 	noReaper    bool
 	lostAfter   time.Duration
+	bufMemory   int64
 }
 
 // WithEngine shares an engine (its ring, reaper and pool) between Files.
@@ -78,6 +80,12 @@ func WithSize(n int64) Option { return func(c *config) { c.size, c.sizeSet = n, 
 // WithPolicy sets the completion policy requests get when they ask for
 // completion.Default.
 func WithPolicy(p completion.Policy) Option { return func(c *config) { c.policy = p } }
+
+// WithStrictAlignment makes requests that are not aligned to the file's
+// direct-I/O alignment (Alignment) fail with ErrUnaligned, as the kernel
+// would, instead of going through bounce buffers: for a caller that wants
+// to know its I/O is zero-copy.
+func WithStrictAlignment() Option { return func(c *config) { c.strict = true } }
 
 // WithEndIO installs an end-of-I/O hook (iomap_dio_ops.end_io).
 func WithEndIO(f EndIOFunc) Option { return func(c *config) { c.endIO = f } }
@@ -166,6 +174,11 @@ func WithMaxInflight(n int) Option { return func(c *config) { c.maxInflight = n 
 func WithPool(workers, queue int) Option {
 	return func(c *config) { c.workers, c.poolQueue = workers, queue }
 }
+
+// WithBufferMemory bounds the memory the engine keeps for bounce buffers
+// (unaligned ReadAt and WriteAt) at n bytes (default DefaultBufferMemory).
+// A request that finds the bound reached waits for a buffer to come back.
+func WithBufferMemory(n int64) Option { return func(c *config) { c.bufMemory = n } }
 
 // WithRingWrapper wraps the engine's ring, for fault injection in tests.
 func WithRingWrapper(w func(Ring) Ring) Option { return func(c *config) { c.wrapRing = w } }

@@ -167,7 +167,7 @@ func (e *Engine) put(r *Request, reaper bool) {
 		// lets the next one in here, when its I/O is done: never behind
 		// completion work (a Pool callback may itself wait at the gate).
 		f := r.file
-		if r.Op == Write {
+		if r.Op == Write && f.vol != nil {
 			if !r.facts.PureOverwrite {
 				r.convErr, r.converted = f.convert(r), true
 			}
@@ -288,7 +288,7 @@ func (e *Engine) getReq() *Request {
 func (e *Engine) putReq(r *Request) {
 	r.Buf, r.Bufs, r.Callback, r.Queue, r.file = nil, nil, nil, nil, nil
 	r.DoneBefore, r.Flags, r.Policy = 0, 0, completion.Default
-	r.owned, r.gateExcl, r.gateSync = false, false, false
+	r.owned, r.gateExcl, r.gateSync, r.tokHeld, r.deferEnter = false, false, false, false, false
 	r.errno, r.err = nil, nil
 	r.state.Store(stateIdle)
 	e.mu.Lock()

@@ -113,6 +113,7 @@ type Request struct {
 	// deferEnter: the submitter holds the reap token and submits with its
 	// wait; queue only prepares the SQEs.
 	deferEnter bool
+	tokHeld    bool // a synchronous submitter took the reap token in launch
 	// the file's write gate (gate.go)
 	gateExcl     bool // not aligned to the block size: needs the file alone
 	gateSync     bool // a synchronous caller waits for admission itself

@@ -56,7 +56,7 @@ func (f *File) start(r *Request, sync bool) error {
 	r.next, r.submitted, r.curBuf, r.curOff = 0, 0, 0, 0
 	r.errno, r.err, r.n = nil, nil, 0
 	r.converted, r.convErr = false, nil
-	r.cancelled, r.fileDec = false, false
+	r.cancelled, r.fileDec, r.tokHeld, r.deferEnter = false, false, false, false
 	r.once.Reset()
 	r.async = !sync
 	r.length = length
@@ -82,18 +82,21 @@ func (f *File) start(r *Request, sync bool) error {
 
 	r.gateHeld = false
 	r.gateAdmitted.Store(false)
-	if f.gated() && !r.owned {
+	if f.gated(r) {
 		// Requests on a volume pass its gate (gate.go) before they are
 		// mapped: writes that need sub-block zeroing alone, the rest
 		// together.
-		zbs := f.vol.zeroBS
+		var zbs int64
+		if f.vol != nil {
+			zbs = f.vol.zeroBS
+		}
 		r.gateExcl = r.Op == Write && zbs > 0 && (r.Off%zbs != 0 || (r.Off+length)%zbs != 0)
 		r.gateSync = sync
 		nowait := r.Flags&NoWait != 0
 		// In flight before it is queued: once queued, whoever releases the
 		// gate may launch and complete it. Wait waits for it meanwhile.
 		prev := r.state.Swap(stateInflight)
-		if !f.vol.gate.enter(r, nowait) {
+		if !f.gate().enter(r, nowait) {
 			if nowait {
 				// Like the kernel's IOCB_NOWAIT on a contended inode lock.
 				r.state.Store(prev)
@@ -151,9 +154,11 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 		if f.eng.broken.Load() {
 			return bad(ErrRingBroken)
 		}
-		r.sizeAt = f.vol.size.Load()
-		r.want, r.stopAt = r.length, r.Off+r.length
-		r.clipRead()
+		if f.vol != nil {
+			r.sizeAt = f.vol.size.Load()
+			r.want, r.stopAt = r.length, r.Off+r.length
+			r.clipRead()
+		}
 	}
 	pure := true
 	if f.vol == nil {
@@ -221,6 +226,18 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 		f.eng.asyncInflight.Add(1)
 	}
 	if len(r.pieces) > 0 {
+		if sync && f.eng.sw != nil {
+			// If nobody is reaping, take the token before submitting: the
+			// SQEs are then only published, and submitted by the same
+			// io_uring_enter that waits for them (one system call per read
+			// at queue depth 1). Not before: a request that waits at the
+			// gate must not hold it.
+			select {
+			case <-f.eng.tok:
+				r.tokHeld, r.deferEnter = true, true
+			default:
+			}
+		}
 		f.eng.queue(r)
 		if r.async {
 			signal(f.eng.kick)
@@ -283,6 +300,9 @@ func (f *File) choosePolicy(r *Request, sync bool) {
 }
 
 func (f *File) checkAlign(r *Request) error {
+	if r.totalLen() == 0 {
+		return nil // nothing reaches the kernel
+	}
 	a := f.align
 	if r.Off%a.Offset != 0 {
 		return &AlignError{What: "offset", Value: r.Off, Align: a.Offset}

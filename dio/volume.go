@@ -3,6 +3,7 @@
 package dio
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"reflect"
@@ -98,11 +99,34 @@ func (v *volume) release() {
 	}
 }
 
-// gated reports whether the file's requests pass its volume's gate: on a
-// volume whose map the engine keeps, every request does (writes that need
-// sub-block zeroing alone; the rest together), so that hole punching and
-// truncation, which hold the gate alone, never free space under I/O.
-func (f *File) gated() bool { return f.vol != nil && f.vol.ops != nil }
+// gate returns the write gate the file's requests pass, if any: its
+// volume's where the engine keeps the map, its inode's on a kernel file.
+func (f *File) gate() *writeGate {
+	switch {
+	case f.ino != nil:
+		return &f.ino.gate
+	case f.vol != nil && f.vol.ops != nil:
+		return &f.vol.gate
+	}
+	return nil
+}
+
+// gated reports whether r passes the file's gate. On a volume whose map
+// the engine keeps every request does (writes that need sub-block zeroing
+// alone; the rest together), so that hole punching and truncation, which
+// hold the gate alone, never free space under I/O. On a kernel file writes
+// do (together), so that an unaligned write, which holds it alone, reads
+// and rewrites its partial sectors with no other write of this process in
+// between. The gate holder's own I/O (owned) does not pass it.
+func (f *File) gated(r *Request) bool {
+	if r.owned {
+		return false
+	}
+	if f.ino != nil {
+		return r.Op == Write
+	}
+	return f.vol != nil && f.vol.ops != nil
+}
 
 // extendSize raises the volume's size to end if it is smaller, and tells
 // the mapper.
@@ -135,23 +159,40 @@ func (v *volume) invalidate(off, n int64) {
 	}
 }
 
-// exclusive runs fn holding the volume's gate alone: no request of any File
-// over the volume is in flight meanwhile, and none starts. fn's own I/O
-// goes through f.ownedIO.
-func (v *volume) exclusive(f *File, fn func() error) error {
+// exclusive runs fn holding the file's gate alone (its volume's, or its
+// inode's): no gated request of any File over it is in flight meanwhile,
+// and none starts. fn's own I/O goes through f.ownedIO. ctx ending while
+// it waits for the gate fails it with ECANCELED, having done nothing.
+func (f *File) exclusive(ctx context.Context, fn func() error) error {
+	r, err := f.lockExclusive(ctx)
+	if err != nil {
+		return err
+	}
+	defer f.unlockExclusive(r)
+	return fn()
+}
+
+// lockExclusive takes the file's gate alone (see exclusive); the request it
+// returns is the hold, for unlockExclusive.
+func (f *File) lockExclusive(ctx context.Context) (*Request, error) {
 	e := f.eng
 	r := e.getReq()
-	defer e.putReq(r)
 	r.file = f
 	r.gateExcl, r.gateSync = true, true
 	r.gateAdmitted.Store(false)
-	if !v.gate.enter(r, false) {
+	r.gateDone = ctx.Done()
+	if !f.gate().enter(r, false) {
 		if err := f.awaitAdmission(r); err != nil {
-			return err
+			e.putReq(r)
+			return nil, err
 		}
 	}
-	defer f.gateRelease(r)
-	return fn()
+	return r, nil
+}
+
+func (f *File) unlockExclusive(r *Request) {
+	f.gateRelease(r)
+	f.eng.putReq(r)
 }
 
 // truncate sets a volume's size. Shrinking releases the blocks past the new
@@ -165,7 +206,7 @@ func (v *volume) truncate(f *File, size int64) error {
 		v.setSize(size)
 		return nil
 	}
-	return v.exclusive(f, func() error {
+	return f.exclusive(context.Background(), func() error {
 		if size < v.size.Load() {
 			end := alignUp(size, v.bs)
 			if end > size {
@@ -201,7 +242,7 @@ func (v *volume) allocate(f *File, off, n int64, keepSize bool) error {
 		}
 		return nil
 	}
-	return v.exclusive(f, func() error {
+	return f.exclusive(context.Background(), func() error {
 		if err := v.ops.Preallocate(off, n); err != nil {
 			return err
 		}
@@ -228,7 +269,7 @@ func (v *volume) punch(f *File, off, n int64) error {
 	if end < off {
 		return syscall.EINVAL
 	}
-	return v.exclusive(f, func() error {
+	return f.exclusive(context.Background(), func() error {
 		lo, hi := alignUp(off, v.bs), end&^(v.bs-1)
 		if lo >= hi {
 			return f.zeroMapped(off, n) // within one block, or two partial ones
@@ -322,17 +363,9 @@ func (f *File) zeroRange(off, n int64) error {
 // volume's gate: it does not pass the gate, a write does not move the
 // size, and a read past the end reads what the map holds there.
 func (f *File) ownedIO(op Op, p []byte, off int64) error {
-	e := f.eng
-	r := e.getReq()
-	defer e.putReq(r)
-	r.Op, r.Off, r.Buf = op, off, p
-	r.owned = true
-	if err := f.start(r, true); err != nil {
+	_, err := f.directIO(context.Background(), op, p, off, 0, true)
+	if err != nil && err != io.EOF {
 		return err
-	}
-	e.await(r, nil)
-	if r.err != nil && r.err != io.EOF {
-		return r.err
 	}
 	return nil
 }
