@@ -161,6 +161,9 @@ type Stats struct {
 	// PoolOverflow counts Pool completions that found the pool's queue
 	// full (or others already waiting) and waited for room off the reaper.
 	PoolOverflow atomic.Uint64
+	// Syncs counts the fsyncs and fdatasyncs that Writers' syncs issued
+	// (a group commit issues one for all its callers).
+	Syncs atomic.Uint64
 	// Bounced counts ReadAt and WriteAt calls that were not aligned and went
 	// through bounce buffers.
 	Bounced atomic.Uint64

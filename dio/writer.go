@@ -1,0 +1,356 @@
+//go:build linux
+
+package dio
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"github.com/uringdio/uringdio/completion"
+)
+
+// WriterOptions tune a Writer; the zero value is the sensible default.
+type WriterOptions struct {
+	// ChunkSize is how much the Writer gathers before it writes (a
+	// multiple of the file's alignment, at most 1 MiB). 0 means 256 KiB.
+	ChunkSize int
+	// MaxInflight bounds the chunks written behind at once. 0 means 4.
+	MaxInflight int
+}
+
+// A Writer appends to a File through direct I/O, the way RocksDB's
+// WritableFileWriter and glommio's DmaStreamWriter do: Write takes any
+// number of bytes into an aligned buffer; each full chunk is written
+// behind, asynchronously, with a bounded number in flight; Sync and
+// SyncData make every byte written so far durable by writing the partial
+// last chunk padded with zeroes to the alignment (it is written again,
+// longer, at the next flush). Until Close the file may therefore end in
+// zero padding past the Writer's Size; Close truncates the file to Size and
+// syncs it. The padding is never truncated at a sync: that would free the
+// space of a preallocated (or recycled) log and make every later write an
+// extending one.
+//
+// Concurrent SyncData (and Sync) calls are a group commit: a sync that
+// starts after a caller's bytes were handed to the kernel covers that
+// caller too, so one fdatasync serves all who wait for it (or, when every
+// byte not yet durable is in the last chunk, one write of it with
+// RWF_DSYNC, and no fdatasync). Errors are sticky: after a failed write or
+// sync the Writer refuses further writes and syncs with that error (a
+// failed fdatasync may have dropped dirty data), and bytes that a Sync
+// acknowledged before it stay durable. ENOSPC in the middle of an append is
+// such an error: the bytes of earlier successful syncs are intact; what
+// was written after them may or may not be on disk.
+//
+// The Writer owns the file's contents from its start offset on while it is
+// open: do not write them through other handles. Its buffers come from the
+// engine's buffer memory (WithBufferMemory). Write, Sync, SyncData, Size
+// and Close are safe for concurrent use.
+type Writer struct {
+	f     *File
+	chunk int64
+	max   int
+
+	mu      sync.Mutex // the chunk being filled and the Writer's state
+	buf     []byte     // the chunk being filled, from the engine's pool
+	bufOff  int64      // its file offset (aligned)
+	n       int64      // bytes in it
+	err     error      // sticky
+	closed  bool
+	dirty   bool // chunks written since the last sync
+	tailLen int64
+
+	// Chunks written behind: requests, their completion state.
+	cmu      sync.Mutex
+	ccond    sync.Cond
+	inflight int
+	werr     error
+	free     []*Request
+
+	// Group commit.
+	smu     sync.Mutex
+	scond   sync.Cond
+	syncing bool
+	synced  int64 // every byte below is durable
+}
+
+// NewWriter returns a Writer appending to f from off (0 for a new or a
+// reused file, the file's size to append to it). The bytes before off in
+// its sector are read and kept.
+func NewWriter(f *File, off int64, o WriterOptions) (*Writer, error) {
+	a := f.align.Offset
+	chunk := int64(o.ChunkSize)
+	if chunk <= 0 {
+		chunk = 256 << 10
+	}
+	if chunk%a != 0 || chunk > maxBounce || off < 0 {
+		return nil, f.opErr("writer", off, chunk, syscall.EINVAL)
+	}
+	if !f.writable {
+		return nil, f.opErr("writer", off, 0, readOnlyErr{})
+	}
+	w := &Writer{f: f, chunk: chunk, max: o.MaxInflight, synced: off}
+	if w.max <= 0 {
+		w.max = 4
+	}
+	w.ccond.L, w.scond.L = &w.cmu, &w.smu
+	buf, err := f.eng.bufs.get(chunk)
+	if err != nil {
+		return nil, f.opErr("writer", off, chunk, err)
+	}
+	w.buf, w.bufOff, w.n = buf[:chunk], off&^(a-1), off%a
+	if w.n > 0 {
+		if err := f.readSector(context.Background(), w.buf[:a], w.bufOff); err != nil {
+			f.eng.bufs.put(buf)
+			return nil, reframe(err, off, 0)
+		}
+	}
+	for range w.max {
+		r := NewRequest()
+		r.Op, r.Policy, r.Callback = Write, completion.Inline, w.written
+		w.free = append(w.free, r)
+	}
+	return w, nil
+}
+
+// Size returns the logical size: the start offset plus every byte written.
+func (w *Writer) Size() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bufOff + w.n
+}
+
+// Write appends p. It returns an error only if the Writer is closed or has
+// failed (the error is sticky); bytes of a chunk whose write fails later
+// are reported by the next Write, Sync or Close.
+func (w *Writer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
+	done := 0
+	for done < len(p) {
+		k := copy(w.buf[w.n:], p[done:])
+		w.n += int64(k)
+		done += k
+		if w.n == w.chunk {
+			if err := w.writeBehind(); err != nil {
+				return done, err
+			}
+		}
+	}
+	return done, nil
+}
+
+// usable reports the error that makes the Writer refuse work. Called with
+// mu held.
+func (w *Writer) usable() error {
+	if w.closed {
+		return w.f.opErr("write", w.bufOff+w.n, 0, ErrClosed)
+	}
+	if w.err == nil {
+		w.cmu.Lock()
+		w.err = w.werr
+		w.cmu.Unlock()
+	}
+	return w.err
+}
+
+// writeBehind submits the full chunk and starts a new one. Called with mu
+// held.
+func (w *Writer) writeBehind() error {
+	w.cmu.Lock()
+	for len(w.free) == 0 && w.werr == nil {
+		w.ccond.Wait()
+	}
+	if w.werr != nil {
+		w.err = w.werr
+		w.cmu.Unlock()
+		return w.err
+	}
+	r := w.free[len(w.free)-1]
+	w.free = w.free[:len(w.free)-1]
+	w.inflight++
+	w.cmu.Unlock()
+	r.Off, r.Buf, r.Flags = w.bufOff, w.buf, 0
+	if err := w.f.Submit(r); err != nil {
+		w.cmu.Lock()
+		w.inflight--
+		w.free = append(w.free, r)
+		w.cmu.Unlock()
+		w.err = err
+		return err
+	}
+	w.dirty = true
+	w.bufOff += w.chunk
+	w.n, w.tailLen = 0, 0
+	buf, err := w.f.eng.bufs.get(w.chunk)
+	if err != nil {
+		w.err = w.f.opErr("write", w.bufOff, w.chunk, err)
+		return w.err
+	}
+	w.buf = buf[:w.chunk]
+	return nil
+}
+
+// written is the completion of a chunk written behind (Inline, on the
+// reaper): it gives the buffer back and records an error.
+func (w *Writer) written(r *Request) {
+	_, err := r.Result()
+	w.f.eng.bufs.put(r.Buf)
+	r.Buf = nil
+	w.cmu.Lock()
+	if err != nil && w.werr == nil {
+		w.werr = err
+	}
+	w.inflight--
+	w.free = append(w.free, r)
+	w.ccond.Broadcast()
+	w.cmu.Unlock()
+}
+
+// drain waits for every chunk in flight and returns the first error a
+// chunk reported. Called with mu held.
+func (w *Writer) drain() error {
+	w.cmu.Lock()
+	for w.inflight > 0 {
+		w.ccond.Wait()
+	}
+	err := w.werr
+	w.cmu.Unlock()
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	return w.err
+}
+
+// SyncData makes every byte written so far durable (fdatasync semantics).
+func (w *Writer) SyncData() error { return w.sync(true) }
+
+// Sync is SyncData with the file's metadata too (fsync semantics).
+func (w *Writer) Sync() error { return w.sync(false) }
+
+func (w *Writer) sync(data bool) error {
+	w.mu.Lock()
+	if err := w.usable(); err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	target := w.bufOff + w.n
+	w.mu.Unlock()
+	w.smu.Lock()
+	for {
+		if w.synced >= target && data {
+			w.smu.Unlock()
+			return w.stickyErr()
+		}
+		if !w.syncing {
+			break
+		}
+		w.scond.Wait()
+	}
+	w.syncing = true
+	w.smu.Unlock()
+	covered, err := w.flushAndSync(data)
+	w.smu.Lock()
+	w.syncing = false
+	if err == nil {
+		w.synced = max(w.synced, covered)
+	}
+	w.scond.Broadcast()
+	w.smu.Unlock()
+	return err
+}
+
+func (w *Writer) stickyErr() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.usable()
+}
+
+// flushAndSync writes every chunk and the padded tail and makes them
+// durable: the group commit's one sync. It returns the size it covered.
+func (w *Writer) flushAndSync(data bool) (int64, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
+	covered := w.bufOff + w.n
+	if err := w.drain(); err != nil {
+		return 0, err
+	}
+	// Only the last chunk is not yet durable: one RWF_DSYNC write of it
+	// is the whole sync.
+	through := data && !w.dirty && w.n > w.tailLen
+	if w.n > w.tailLen {
+		var fl Flags
+		if through {
+			fl = DSync
+		}
+		if err := w.writeTail(fl); err != nil {
+			return 0, err
+		}
+	}
+	if !through {
+		if err := w.f.syncRef(data); err != nil {
+			w.err = w.f.opErr("sync", covered, 0, err)
+			return 0, w.err
+		}
+	}
+	w.dirty = false
+	return covered, nil
+}
+
+// writeTail writes the chunk being filled, padded with zeroes to the
+// alignment. Called with mu held.
+func (w *Writer) writeTail(fl Flags) error {
+	a := w.f.align.Offset
+	m := alignUp(w.n, a)
+	clear(w.buf[w.n:m])
+	if _, err := w.f.directIO(context.Background(), Write, w.buf[:m], w.bufOff, fl, false); err != nil {
+		w.err = err
+		return err
+	}
+	w.tailLen = w.n
+	return nil
+}
+
+// Close writes what is buffered, truncates the file to Size (dropping the
+// padding past it, and anything a reused file held there) and syncs it. It
+// does not close the File.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return w.f.opErr("close", w.bufOff+w.n, 0, ErrClosed)
+	}
+	w.closed = true
+	err := w.drain()
+	size := w.bufOff + w.n
+	if err == nil && w.n > w.tailLen {
+		err = w.writeTail(0)
+	}
+	if err == nil {
+		err = w.f.Truncate(size)
+	}
+	if err == nil {
+		if serr := w.f.syncRef(false); serr != nil {
+			err = w.f.opErr("sync", size, 0, serr)
+		}
+	}
+	w.f.eng.bufs.put(w.buf)
+	w.buf = nil
+	return err
+}
+
+// syncRef fsyncs (or fdatasyncs) the file with the descriptor held.
+func (f *File) syncRef(data bool) error {
+	if !f.acquire() {
+		return ErrClosed
+	}
+	defer f.release()
+	f.eng.stats.Syncs.Add(1)
+	return f.syncFds(data)
+}
