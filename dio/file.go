@@ -9,10 +9,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/internal/devinfo"
 	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/iomap"
 	"golang.org/x/sys/unix"
@@ -51,6 +53,11 @@ type File struct {
 	policy   completion.Policy
 	endIO    EndIOFunc
 	hook     SubmitHookFunc
+
+	capsOnce   sync.Once
+	caps       Capabilities
+	untornOnce sync.Once
+	untorn     devinfo.Untorn
 
 	closed atomic.Bool
 	// inflight counts references on the descriptor: requests in flight and
@@ -290,7 +297,7 @@ func (f *File) WriteAtContext(ctx context.Context, p []byte, off int64, fl Flags
 }
 
 func (f *File) syncIO(ctx context.Context, op Op, p []byte, off int64, fl Flags) (int, error) {
-	if !f.strict && !f.isAligned(p, off) && len(p) > 0 {
+	if !f.strict && fl&Atomic == 0 && !f.isAligned(p, off) && len(p) > 0 {
 		if op == Read {
 			return f.bounceRead(ctx, p, off, fl)
 		}

@@ -52,6 +52,14 @@ const (
 	Sync
 	// ForceWait makes Submit wait for completion (IOMAP_DIO_FORCE_WAIT).
 	ForceWait
+	// Atomic makes a write untorn (RWF_ATOMIC): after a crash the range
+	// holds all of it or none of it. The write must be one buffer, of a
+	// power-of-two length within the file's untorn unit
+	// (Capabilities().Untorn), at an offset aligned to its length, and
+	// aligned to the file's direct-I/O alignment; otherwise it is refused
+	// before anything is submitted (AtomicError, or ErrUnsupported where
+	// the file has no untorn writes).
+	Atomic
 )
 
 // Request states.

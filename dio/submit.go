@@ -50,6 +50,11 @@ func (f *File) start(r *Request, sync bool) error {
 	if err := f.checkAlign(r); err != nil {
 		return bad(err)
 	}
+	if r.Flags&Atomic != 0 && length > 0 {
+		if err := f.checkAtomic(r, length); err != nil {
+			return bad(err)
+		}
+	}
 
 	r.file = f
 	r.pieces = r.pieces[:0]
@@ -205,6 +210,11 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 	if r.Flags&NoWait != 0 {
 		for i := range r.pieces {
 			r.pieces[i].rwFlags |= ring.RWFNoWait
+		}
+	}
+	if r.Flags&Atomic != 0 {
+		for i := range r.pieces {
+			r.pieces[i].rwFlags |= ring.RWFAtomic
 		}
 	}
 	r.facts = completion.Facts{

@@ -137,6 +137,7 @@ const (
 	RWFDSync  = uint32(unix.RWF_DSYNC)
 	RWFSync   = uint32(unix.RWF_SYNC)
 	RWFNoWait = uint32(unix.RWF_NOWAIT)
+	RWFAtomic = uint32(unix.RWF_ATOMIC)
 )
 
 // Fsync and timeout flags.
