@@ -4,6 +4,7 @@ package dio
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -126,6 +127,7 @@ type Engine struct {
 	stop          chan struct{}
 	wg            sync.WaitGroup
 	closed        atomic.Bool
+	permanent     bool // the default engine: Close does nothing
 	broken        atomic.Bool
 	failed        atomic.Bool // fail ran: the ring itself failed
 	stats         Stats
@@ -169,10 +171,34 @@ type Stats struct {
 	Bounced atomic.Uint64
 }
 
-// NewEngine creates an engine: a ring, a reaper and a worker pool.
+// NewEngine creates an engine: a ring, a reaper and a worker pool. It
+// takes engine options only: a File option is an error.
 func NewEngine(opts ...Option) (*Engine, error) {
 	c := newConfig(opts)
+	if c.fileSet {
+		return nil, &OpError{Op: "engine", Err: fmt.Errorf("dio: a File option given to NewEngine: %w", syscall.EINVAL)}
+	}
 	return newEngine(&c)
+}
+
+var defaultEngine struct {
+	once sync.Once
+	e    *Engine
+	err  error
+}
+
+// DefaultEngine returns the process's engine, created at its first use:
+// what Open gives every File opened without WithEngine or engine options.
+// It lives as long as the process; its Close does nothing.
+func DefaultEngine() (*Engine, error) {
+	defaultEngine.once.Do(func() {
+		c := newConfig(nil)
+		defaultEngine.e, defaultEngine.err = newEngine(&c)
+		if defaultEngine.e != nil {
+			defaultEngine.e.permanent = true
+		}
+	})
+	return defaultEngine.e, defaultEngine.err
 }
 
 func newEngine(c *config) (*Engine, error) {
@@ -263,7 +289,7 @@ func newEngine(c *config) (*Engine, error) {
 // reaper and the pool, and closes the ring. Files using it must be closed
 // first.
 func (e *Engine) Close() error {
-	if e.closed.Swap(true) {
+	if e.permanent || e.closed.Swap(true) {
 		return nil
 	}
 	e.drain(func() bool { return e.inflightSQEs() == 0 && e.backlogEmpty() })

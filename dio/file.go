@@ -147,12 +147,21 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 	} else {
 		f.ino = openInode(&st)
 	}
-	f.eng = c.engine
-	if f.eng == nil {
+	switch {
+	case c.engine != nil && c.engineSet:
+		return fail("open", fmt.Errorf("dio: engine options given with WithEngine: they configure a new engine: %w", syscall.EINVAL))
+	case c.engine != nil:
+		f.eng = c.engine
+	case c.engineSet:
+		// Engine options: an engine of the File's own, closed with it.
 		if f.eng, err = newEngine(&c); err != nil {
 			return fail("engine", err)
 		}
 		f.ownEng = true
+	default:
+		if f.eng, err = DefaultEngine(); err != nil {
+			return fail("engine", err)
+		}
 	}
 	if f.eng.iopoll {
 		if err := checkPolled(int(f.fd)); err != nil {

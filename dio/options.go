@@ -42,11 +42,14 @@ type config struct {
 	noReaper    bool
 	lostAfter   time.Duration
 	bufMemory   int64
+
+	engineSet bool // an engine option was given
+	fileSet   bool // a File option was given
 }
 
 // WithEngine shares an engine (its ring, reaper and pool) between Files.
 // The File does not close a shared engine.
-func WithEngine(e *Engine) Option { return func(c *config) { c.engine = e } }
+func WithEngine(e *Engine) Option { return fileOpt(func(c *config) { c.engine = e }) }
 
 // WithMapper makes the File a mapped file: m maps its ranges to extents,
 // and m's view is the truth. Without it the File is a kernel file, mapped
@@ -63,49 +66,49 @@ func WithEngine(e *Engine) Option { return func(c *config) { c.engine = e } }
 //
 // Every File opened over the same mapper (the same pointer) shares one
 // size and one write gate.
-func WithMapper(m iomap.Mapper) Option { return func(c *config) { c.mapper = m } }
+func WithMapper(m iomap.Mapper) Option { return fileOpt(func(c *config) { c.mapper = m }) }
 
 // WithTargets adds targets 1..n (devices or files) for a mapper whose
 // mappings point at more than the opened file, such as an ExtentMap over
 // several devices. Target 0 is the opened file. The File does not close them.
-func WithTargets(t ...*os.File) Option { return func(c *config) { c.targets = t } }
+func WithTargets(t ...*os.File) Option { return fileOpt(func(c *config) { c.targets = t }) }
 
 // WithSize sets a mapped file's size (a volume behind an ExtentMap)
 // instead of the opened file's. A later Open over the same mapper may leave
 // it out (it shares the volume's size); one that asks for another size
 // fails with EINVAL. Open fails with EINVAL if it is given without
 // WithMapper: a kernel file's size is the kernel's.
-func WithSize(n int64) Option { return func(c *config) { c.size, c.sizeSet = n, true } }
+func WithSize(n int64) Option { return fileOpt(func(c *config) { c.size, c.sizeSet = n, true }) }
 
 // WithPolicy sets the completion policy requests get when they ask for
 // completion.Default.
-func WithPolicy(p completion.Policy) Option { return func(c *config) { c.policy = p } }
+func WithPolicy(p completion.Policy) Option { return fileOpt(func(c *config) { c.policy = p }) }
 
 // WithStrictAlignment makes requests that are not aligned to the file's
 // direct-I/O alignment (Alignment) fail with ErrUnaligned, as the kernel
 // would, instead of going through bounce buffers: for a caller that wants
 // to know its I/O is zero-copy.
-func WithStrictAlignment() Option { return func(c *config) { c.strict = true } }
+func WithStrictAlignment() Option { return fileOpt(func(c *config) { c.strict = true }) }
 
 // WithEndIO installs an end-of-I/O hook (iomap_dio_ops.end_io).
-func WithEndIO(f EndIOFunc) Option { return func(c *config) { c.endIO = f } }
+func WithEndIO(f EndIOFunc) Option { return fileOpt(func(c *config) { c.endIO = f }) }
 
 // WithSubmitHook installs a hook that sees (and may change) every SQE.
-func WithSubmitHook(f SubmitHookFunc) Option { return func(c *config) { c.submitHook = f } }
+func WithSubmitHook(f SubmitHookFunc) Option { return fileOpt(func(c *config) { c.submitHook = f }) }
 
 // WithQueueDepth sets the ring's SQ size (default 256).
-func WithQueueDepth(n int) Option { return func(c *config) { c.entries = uint32(n) } }
+func WithQueueDepth(n int) Option { return engineOpt(func(c *config) { c.entries = uint32(n) }) }
 
 // WithSQPoll makes the ring use a kernel submission thread that spins for
 // idle before it sleeps.
 func WithSQPoll(idle time.Duration) Option {
-	return func(c *config) { c.ringFlags |= ring.SetupSQPoll; c.sqIdle = idle }
+	return engineOpt(func(c *config) { c.ringFlags |= ring.SetupSQPoll; c.sqIdle = idle })
 }
 
 // WithIOPoll makes the ring poll for completions (IORING_SETUP_IOPOLL). The
 // device must support polled I/O: Open fails with ring.ErrNoPolledIO if it
 // does not.
-func WithIOPoll() Option { return func(c *config) { c.ringFlags |= ring.SetupIOPoll } }
+func WithIOPoll() Option { return engineOpt(func(c *config) { c.ringFlags |= ring.SetupIOPoll }) }
 
 // WithCoopTaskrun sets IORING_SETUP_COOP_TASKRUN (and TASKRUN_FLAG) when
 // the kernel has them: a completion that needs its submitting thread no
@@ -116,14 +119,14 @@ func WithIOPoll() Option { return func(c *config) { c.ringFlags |= ring.SetupIOP
 // that locks its OS thread and polls. A goroutine that submits and then
 // sleeps (Submit followed by Request.Wait on another thread's reaping) can
 // leave its completion waiting until the Go runtime runs that thread again.
-func WithCoopTaskrun() Option { return func(c *config) { c.coop = true } }
+func WithCoopTaskrun() Option { return engineOpt(func(c *config) { c.coop = true }) }
 
 // WithoutReaper starts no background reaper: completions are reaped only
 // by goroutines that wait (ReadAt, WriteAt, Request.Wait) or call
 // Engine.Poll. For an owner that spins on the completion queue and wants
 // every completion to itself; asynchronous requests nobody waits for or
 // polls never complete.
-func WithoutReaper() Option { return func(c *config) { c.noReaper = true } }
+func WithoutReaper() Option { return engineOpt(func(c *config) { c.noReaper = true }) }
 
 // WithLostCompletionCheck turns on audits for completions lost in user
 // space (a wrapper's or the engine's own bug; the kernel's own drops are
@@ -143,28 +146,28 @@ func WithoutReaper() Option { return func(c *config) { c.noReaper = true } }
 // device takes to fail it. That is why audits are off by default. d <= 0
 // turns them off.
 func WithLostCompletionCheck(d time.Duration) Option {
-	return func(c *config) {
+	return engineOpt(func(c *config) {
 		c.lostAfter = max(d, 0)
-	}
+	})
 }
 
 // WithRingFlags adds raw setup flags.
-func WithRingFlags(f ring.SetupFlags) Option { return func(c *config) { c.ringFlags |= f } }
+func WithRingFlags(f ring.SetupFlags) Option { return engineOpt(func(c *config) { c.ringFlags |= f }) }
 
 // WithFixedBuffers registers count buffers of size bytes with the ring;
 // Engine.GetBuffer hands them out and I/O on them uses read_fixed and
 // write_fixed.
 func WithFixedBuffers(count, size int) Option {
-	return func(c *config) { c.fixedCount, c.fixedSize = count, size }
+	return engineOpt(func(c *config) { c.fixedCount, c.fixedSize = count, size })
 }
 
 // WithRegisteredFiles registers the engine's files with the ring (slots
 // for n files), so SQEs carry a fixed-file index instead of an fd.
-func WithRegisteredFiles(n int) Option { return func(c *config) { c.regFiles = n } }
+func WithRegisteredFiles(n int) Option { return engineOpt(func(c *config) { c.regFiles = n }) }
 
 // WithMaxInflight bounds the SQEs in flight at once (default 8 × the SQ
 // size). Requests beyond it wait in the engine's backlog.
-func WithMaxInflight(n int) Option { return func(c *config) { c.maxInflight = n } }
+func WithMaxInflight(n int) Option { return engineOpt(func(c *config) { c.maxInflight = n }) }
 
 // WithPool sizes the completion worker pool: workers goroutines and a
 // queue of queue completions. A completion that finds the queue full waits
@@ -172,16 +175,21 @@ func WithMaxInflight(n int) Option { return func(c *config) { c.maxInflight = n 
 // wait: a Pool callback may block on I/O of the same engine, and that I/O
 // needs a reaper.
 func WithPool(workers, queue int) Option {
-	return func(c *config) { c.workers, c.poolQueue = workers, queue }
+	return engineOpt(func(c *config) { c.workers, c.poolQueue = workers, queue })
 }
 
 // WithBufferMemory bounds the memory the engine keeps for bounce buffers
 // (unaligned ReadAt and WriteAt) at n bytes (default DefaultBufferMemory).
 // A request that finds the bound reached waits for a buffer to come back.
-func WithBufferMemory(n int64) Option { return func(c *config) { c.bufMemory = n } }
+func WithBufferMemory(n int64) Option { return engineOpt(func(c *config) { c.bufMemory = n }) }
 
 // WithRingWrapper wraps the engine's ring, for fault injection in tests.
-func WithRingWrapper(w func(Ring) Ring) Option { return func(c *config) { c.wrapRing = w } }
+func WithRingWrapper(w func(Ring) Ring) Option { return engineOpt(func(c *config) { c.wrapRing = w }) }
+
+// engineOpt marks an option that configures an engine; fileOpt one that
+// configures a File.
+func engineOpt(f func(*config)) Option { return func(c *config) { c.engineSet = true; f(c) } }
+func fileOpt(f func(*config)) Option   { return func(c *config) { c.fileSet = true; f(c) } }
 
 func newConfig(opts []Option) config {
 	c := config{entries: 256}
