@@ -44,8 +44,10 @@ func (f *File) Capabilities() (Capabilities, error) {
 	}
 	defer f.release()
 	f.capsOnce.Do(func() {
-		f.caps = Capabilities{Info: devinfo.Gather(int(f.fd)), Backend: "io_uring",
-			BackendWhy: "a ring could be created and the engine has no other path yet"}
+		f.caps = Capabilities{Info: devinfo.Gather(int(f.fd)), Backend: "io_uring", BackendWhy: f.backend}
+		if f.pread {
+			f.caps.Backend = "pread"
+		}
 	})
 	return f.caps, nil
 }

@@ -132,7 +132,13 @@ type Engine struct {
 	failed        atomic.Bool // fail ran: the ring itself failed
 	stats         Stats
 
-	bufs *bufPool // bounce buffers (bounce.go)
+	bufs *bufPool       // bounce buffers (bounce.go)
+	pr   *preadBackend  // files on synchronous devices; every file without a ring (pread.go)
+	// noRing says why the engine has no ring (nil: it has one).
+	noRing error
+	// noProbe: the ring serves every file (an engine made with options:
+	// its creator chose the ring on purpose).
+	noProbe bool
 
 	fixedArena []byte
 	fixedFree  []int // free buffer indices
@@ -193,6 +199,7 @@ var defaultEngine struct {
 func DefaultEngine() (*Engine, error) {
 	defaultEngine.once.Do(func() {
 		c := newConfig(nil)
+		c.allowPread = true // where io_uring is refused, the pread backend
 		defaultEngine.e, defaultEngine.err = newEngine(&c)
 		if defaultEngine.e != nil {
 			defaultEngine.e.permanent = true
@@ -222,8 +229,11 @@ func newEngine(c *config) (*Engine, error) {
 		}
 	}
 	p := ring.Params{Entries: c.entries, Flags: flags, SQThreadIdle: c.sqIdle}
-	r, err := ring.New(p)
+	r, err := newRing(p)
 	if err != nil {
+		if c.allowPread && refusedRing(err) {
+			return newPreadEngine(c, err), nil
+		}
 		return nil, &OpError{Op: "engine", Err: err}
 	}
 	var rr Ring = r
@@ -245,8 +255,13 @@ func newEngine(c *config) (*Engine, error) {
 		stop:    make(chan struct{}),
 		pool:    completion.NewPool(c.workers, c.poolQueue),
 		bufs:    newBufPool(c.bufMemory),
+		pr:      newPreadBackend(),
 
 		lostAfter: c.lostAfter,
+		// Options that shape the ring itself (a wrapper, SQPOLL, IOPOLL,
+		// registered buffers or files, no reaper) ask for the ring for
+		// every file; otherwise each device gets the faster backend.
+		noProbe: c.wrapRing != nil || c.ringFlags != 0 || c.fixedCount > 0 || c.regFiles > 0 || c.noReaper,
 	}
 	if o, ok := rr.(overflowCounter); ok {
 		e.ovf = o
@@ -295,8 +310,12 @@ func (e *Engine) Close() error {
 	e.drain(func() bool { return e.inflightSQEs() == 0 && e.backlogEmpty() })
 	close(e.stop)
 	e.wg.Wait()
+	e.pr.close()
 	e.pool.Close()
 	e.bufs.close()
+	if e.ring == nil {
+		return nil
+	}
 	err := e.ring.Close()
 	if e.fixedArena != nil {
 		ring.Free(e.fixedArena)
@@ -612,6 +631,12 @@ func (e *Engine) unlockAndDrop() {
 
 // drain drives reaping until cond holds (used by Close paths).
 func (e *Engine) drain(cond func() bool) {
+	if e.ring == nil {
+		for !cond() { // the pread backend's requests complete by themselves
+			time.Sleep(100 * time.Microsecond)
+		}
+		return
+	}
 	for !cond() {
 		select {
 		case <-e.tok:
@@ -627,6 +652,13 @@ func (e *Engine) drain(cond func() bool) {
 // SQEs and goes on waiting for their CQEs: a buffer is never given back
 // before its CQE.
 func (e *Engine) waitReq(req *Request, done <-chan struct{}, held bool) {
+	if req.file != nil && req.file.pread {
+		if held {
+			e.tok <- struct{}{}
+		}
+		e.waitPread(req, done)
+		return
+	}
 	cancelled := false
 	var nextAudit time.Time
 	auditGap := cancelAudit
@@ -726,6 +758,12 @@ func (e *Engine) cancel(req *Request) {
 	if f := req.file; f != nil && f.cancelQueued(req) {
 		return // it was still waiting at the write gate: nothing was submitted
 	}
+	if f := req.file; f != nil && f.pread {
+		e.mu.Lock()
+		req.cancelled = true // pieces not yet run end with ECANCELED
+		e.mu.Unlock()
+		return
+	}
 	e.mu.Lock()
 	if req.refs.Load() == 0 {
 		e.mu.Unlock()
@@ -796,6 +834,9 @@ func (e *Engine) freeSlotLocked(i uint32) {
 // reaping). Callers that spin on the completion queue (SQPOLL rings, where
 // neither submitting nor polling enters the kernel) call it in a loop.
 func (e *Engine) Poll() int {
+	if e.ring == nil {
+		return 0
+	}
 	select {
 	case <-e.tok:
 	default:
@@ -809,3 +850,32 @@ func (e *Engine) Poll() int {
 
 // Inflight returns the number of SQEs in flight.
 func (e *Engine) Inflight() int { return e.inflightSQEs() }
+
+// newRing creates the engine's ring (a variable: tests make it fail).
+var newRing = ring.New
+
+// refusedRing reports whether a ring creation error means io_uring is not
+// allowed or not there: a seccomp profile (EPERM), the
+// kernel.io_uring_disabled sysctl (EPERM), a kernel without it (ENOSYS).
+func refusedRing(err error) bool {
+	return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EACCES)
+}
+
+// newPreadEngine is an engine without a ring: every File it serves uses
+// the pread backend. why is the ring creation's error.
+func newPreadEngine(c *config, why error) *Engine {
+	e := &Engine{
+		noRing: why,
+		tok:    make(chan struct{}, 1),
+		kick:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		pool:   completion.NewPool(c.workers, c.poolQueue),
+		bufs:   newBufPool(c.bufMemory),
+		pr:     newPreadBackend(),
+	}
+	e.tok <- struct{}{}
+	e.spill.wake = make(chan struct{}, 1)
+	e.wg.Add(1)
+	go e.spillFeeder()
+	return e
+}

@@ -2,7 +2,11 @@
 
 package dio
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/uringdio/uringdio/ring"
+)
 
 // AuditForTest queues a lost-completion audit (audit.go).
 func AuditForTest(e *Engine) { e.audit() }
@@ -19,3 +23,14 @@ func SizeForTest(t testing.TB, f *File) int64 {
 
 // InflightForTest returns the File's count of descriptor references.
 func InflightForTest(f *File) int64 { return f.inflight.Load() }
+
+// NewEngineWithoutRingForTest makes an engine the way DefaultEngine does,
+// with a ring constructor that fails with err.
+func NewEngineWithoutRingForTest(err error) (*Engine, error) {
+	saved := newRing
+	newRing = func(ring.Params) (*ring.Ring, error) { return nil, err }
+	defer func() { newRing = saved }()
+	c := newConfig(nil)
+	c.allowPread = true
+	return newEngine(&c)
+}

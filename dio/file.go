@@ -45,6 +45,8 @@ type File struct {
 	vol      *volume      // shared state of a mapped file; nil for a kernel file
 	ino      *inode       // shared state of a kernel file; nil for a mapped file
 	strict   bool         // WithStrictAlignment: unaligned requests fail
+	pread    bool         // served by the pread backend (pread.go)
+	backend  string       // why the file is served the way it is
 	targets  []int32      // fd per target; 0 is the file
 	writable bool
 	blockDev bool
@@ -168,6 +170,7 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 			return fail("open", err)
 		}
 	}
+	f.pread, f.backend = f.eng.chooseBackend(int(f.fd), &st)
 	if f.regIdx, err = f.eng.registerFile(f.fd); err != nil {
 		return fail("register file", err)
 	}

@@ -43,6 +43,8 @@ type config struct {
 	lostAfter   time.Duration
 	bufMemory   int64
 
+	allowPread bool // a refused ring makes a pread-backend engine (the default engine)
+
 	engineSet bool // an engine option was given
 	fileSet   bool // a File option was given
 }

@@ -182,9 +182,13 @@ func (e *Engine) put(r *Request, reaper bool) {
 	r.state.Store(stateIODone)
 	switch policy {
 	case completion.Inline:
-		if reaper {
+		switch {
+		case reaper:
 			r.RunCompletion()
-		} else {
+		case r.file.pread:
+			r.completeOnly = true
+			e.pr.push(e, r)
+		default:
 			e.pushReady(r)
 		}
 	case completion.Pool:

@@ -112,6 +112,8 @@ type Request struct {
 	want      int64
 	sizeAt    int64 // a mapped file's size at submission; -1 on a kernel file
 	owned     bool  // I/O of the volume gate's holder (volume.go): no gate, no size change, no EOF clip
+	// completeOnly: queued on the pread backend for its Inline completion.
+	completeOnly bool
 	policy    completion.Policy
 	reason    completion.Reason
 	facts     completion.Facts

@@ -235,7 +235,9 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 	if r.async {
 		f.eng.asyncInflight.Add(1)
 	}
-	if len(r.pieces) > 0 {
+	if len(r.pieces) > 0 && f.pread {
+		f.eng.pr.submit(f.eng, r, sync)
+	} else if len(r.pieces) > 0 {
 		if sync && f.eng.sw != nil {
 			// If nobody is reaping, take the token before submitting: the
 			// SQEs are then only published, and submitted by the same
@@ -456,7 +458,7 @@ func (f *File) addPieces(r *Request, m *iomap.Mapping, pos, n int64, write bool)
 		_, fixed := f.eng.fixedIndex(b[:sqeLen])
 		if q := r.lastPiece(); write && q != nil && q.fileOff >= 0 && (q.fileOff+int64(q.n))%f.align.Offset != 0 &&
 			q.fileOff+int64(q.n) == pos && q.off+int64(q.n) == addr && q.addr+uintptr(q.n) == p &&
-			q.fd == fd && q.regFile == reg && q.fixed == fixed && int64(q.n) < f.maxIO {
+			q.fd == fd && q.regFile == reg && q.fixed == fixed && int64(q.n) < f.maxIO && r.contiguous(q.fileOff, int64(q.n)+l) {
 			// The previous mapping ended at an unaligned offset (the EOF of
 			// a file whose size is not a multiple of the alignment): an SQE
 			// ending there, and one starting there, would fail with EINVAL.
@@ -477,6 +479,13 @@ func (f *File) addPieces(r *Request, m *iomap.Mapping, pos, n int64, write bool)
 		n -= l
 	}
 	return nil
+}
+
+// contiguous reports whether the request's memory from logical position
+// fileOff on holds n bytes in one buffer.
+func (r *Request) contiguous(fileOff, n int64) bool {
+	_, l, _ := r.mem(fileOff - r.Off)
+	return l >= n
 }
 
 // lastPiece returns the request's last piece, or nil.
