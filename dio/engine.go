@@ -132,8 +132,8 @@ type Engine struct {
 	failed        atomic.Bool // fail ran: the ring itself failed
 	stats         Stats
 
-	bufs *bufPool       // bounce buffers (bounce.go)
-	pr   *preadBackend  // files on synchronous devices; every file without a ring (pread.go)
+	bufs *bufPool      // bounce buffers (bounce.go)
+	pr   *preadBackend // files on synchronous devices; every file without a ring (pread.go)
 	// noRing says why the engine has no ring (nil: it has one).
 	noRing error
 	// noProbe: the ring serves every file (an engine made with options:

@@ -114,12 +114,12 @@ type Request struct {
 	owned     bool  // I/O of the volume gate's holder (volume.go): no gate, no size change, no EOF clip
 	// completeOnly: queued on the pread backend for its Inline completion.
 	completeOnly bool
-	policy    completion.Policy
-	reason    completion.Reason
-	facts     completion.Facts
-	async     bool
-	fileDec   bool
-	cancelled bool
+	policy       completion.Policy
+	reason       completion.Reason
+	facts        completion.Facts
+	async        bool
+	fileDec      bool
+	cancelled    bool
 	// deferEnter: the submitter holds the reap token and submits with its
 	// wait; queue only prepares the SQEs.
 	deferEnter bool
