@@ -10,3 +10,8 @@ import "sync/atomic"
 // issue (File.Sync, File.Datasync, the sync a DSync or Sync write needs)
 // and leave RWF_DSYNC and RWF_SYNC off its writes.
 var SkipSync atomic.Bool
+
+// EarlyAck, when set, makes a dio.Writer's group commit acknowledge its
+// callers as soon as the data is handed to the kernel, before the
+// fdatasync (or the RWF_DSYNC write) that makes it durable has completed.
+var EarlyAck atomic.Bool
