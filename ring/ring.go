@@ -3,7 +3,6 @@
 package ring
 
 import (
-	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -522,9 +521,7 @@ func (r *Ring) wakeFlag() uint32 {
 
 func (r *Ring) waitArg(toSubmit, n, flags uint32, d time.Duration) (uint32, error) {
 	ts := unix.NsecToTimespec(int64(d))
-	arg := getEventsArg{ts: uint64(uintptr(unsafe.Pointer(&ts)))}
-	_, err := enterArg(r.fd, toSubmit, n, flags, &arg)
-	runtime.KeepAlive(&ts)
+	_, err := enterArg(r.fd, toSubmit, n, flags, &ts)
 	ready := r.Ready()
 	if err == syscall.ETIME {
 		if ready >= n {

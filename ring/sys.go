@@ -3,6 +3,7 @@
 package ring
 
 import (
+	"runtime"
 	"syscall"
 	"unsafe"
 
@@ -272,11 +273,19 @@ func enter(fd int, toSubmit, minComplete, flags uint32) (int, error) {
 // enterArg is enter with IORING_ENTER_EXT_ARG (a wait with a timeout). The
 // io_uring dependency's wrapper has no argument size, so this one calls the
 // syscall itself; the number is x/sys/unix's. EINTR is retried.
-func enterArg(fd int, toSubmit, minComplete, flags uint32, arg *getEventsArg) (int, error) {
+//
+// The kernel reads the timeout through the address in the argument
+// struct, a plain integer to Go: it is taken here, with no call (so no
+// stack growth, which would move ts) between it and the system call, which
+// does not split the stack; ts is a real pointer until then, so a move of
+// the caller's stack before this point is followed.
+func enterArg(fd int, toSubmit, minComplete, flags uint32, ts *unix.Timespec) (int, error) {
 	for {
+		arg := getEventsArg{ts: uint64(uintptr(unsafe.Pointer(ts)))}
 		r, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(fd), uintptr(toSubmit),
-			uintptr(minComplete), uintptr(flags|enterExtArg), uintptr(unsafe.Pointer(arg)),
-			unsafe.Sizeof(*arg))
+			uintptr(minComplete), uintptr(flags|enterExtArg), uintptr(unsafe.Pointer(&arg)),
+			unsafe.Sizeof(arg))
+		runtime.KeepAlive(ts)
 		if e == 0 {
 			return int(r), nil
 		}
