@@ -77,6 +77,8 @@ type slot struct {
 	off     int64 // offset on the target
 	fileOff int64 // logical file offset, for EOF and error accounting
 	rwFlags uint32
+	ctl     Op    // Fsync, Fdatasync, Preallocate; 0 for data
+	ctlLen  int64 // Preallocate's length
 	retries uint8
 	seq     uint64 // position in the SQ order (prepLocked); noSeq while waiting for SQ room
 }

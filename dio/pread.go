@@ -150,6 +150,26 @@ func (b *preadBackend) piece(e *Engine, r *Request, p *piece) {
 	if p.regFile {
 		fd = r.file.fd // registered files are target 0
 	}
+	if p.ctl != 0 {
+		var err error
+		for {
+			switch p.ctl {
+			case Fsync:
+				err = unix.Fsync(int(fd))
+			case Fdatasync:
+				err = unix.Fdatasync(int(fd))
+			case Preallocate:
+				err = unix.Fallocate(int(fd), unix.FALLOC_FL_KEEP_SIZE, p.off, p.ctlLen)
+			}
+			if err != syscall.EINTR {
+				break
+			}
+		}
+		if err != nil {
+			r.setErrLocked(e, err, r.Off)
+		}
+		return
+	}
 	var mem []byte
 	if p.fileOff < 0 {
 		mem = e.zero // a zeroing piece

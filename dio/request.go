@@ -10,21 +10,37 @@ import (
 	"github.com/uringdio/uringdio/completion"
 )
 
-// Op says whether a Request reads or writes.
+// Op says what a Request does.
 type Op uint8
 
-// Request operations.
+// Request operations. Fsync, Fdatasync and Preallocate are fsync(2),
+// fdatasync(2) and fallocate(2) with FALLOC_FL_KEEP_SIZE over
+// [Off, Off+Len), done asynchronously through the engine like reads and
+// writes; they take no buffers and complete with 0 bytes.
 const (
 	Read Op = iota
 	Write
+	Fsync
+	Fdatasync
+	Preallocate
 )
 
 func (o Op) String() string {
-	if o == Write {
+	switch o {
+	case Write:
 		return "write"
+	case Fsync:
+		return "fsync"
+	case Fdatasync:
+		return "fdatasync"
+	case Preallocate:
+		return "preallocate"
 	}
 	return "read"
 }
+
+// control reports whether the op moves no data.
+func (o Op) control() bool { return o >= Fsync }
 
 // Flags change how a request is carried out (iomap's IOMAP_DIO_* and the
 // kiocb flags it looks at).
@@ -81,6 +97,7 @@ type Request struct {
 	Off  int64
 	Buf  []byte   // one buffer; or
 	Bufs [][]byte // several (vectored), used when Buf is nil
+	Len  int64    // Preallocate: the length of the range
 	// Flags, Policy and completion targets.
 	Flags  Flags
 	Policy completion.Policy
@@ -145,6 +162,8 @@ type Request struct {
 
 // piece is one SQE's worth of a request.
 type piece struct {
+	ctl     Op    // Fsync, Fdatasync, Preallocate; 0 for data
+	ctlLen  int64 // Preallocate's length
 	fd      int32
 	regFile bool
 	fixed   bool

@@ -11,6 +11,7 @@ import (
 	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
+	"golang.org/x/sys/unix"
 )
 
 // SQEView is the SQE a submit hook sees.
@@ -38,8 +39,11 @@ func (f *File) start(r *Request, sync bool) error {
 	if f.eng.broken.Load() {
 		return bad(ErrRingBroken)
 	}
-	if r.Op == Write && !f.writable {
+	if (r.Op == Write || r.Op == Preallocate) && !f.writable {
 		return bad(readOnlyErr{})
+	}
+	if r.Op.control() {
+		return f.startControl(r, sync, bad)
 	}
 	if r.Off < 0 {
 		return bad(syscall.EINVAL)
@@ -124,6 +128,40 @@ func (f *File) start(r *Request, sync bool) error {
 	return f.launch(r, sync, false)
 }
 
+// startControl starts an Fsync, Fdatasync or Preallocate: one piece per
+// target for a sync (a volume syncs every device), one on the file for a
+// Preallocate, which a volume does through its map (File.Preallocate)
+// instead.
+func (f *File) startControl(r *Request, sync bool, bad func(error) error) error {
+	if r.Op == Preallocate && (r.Off < 0 || r.Len <= 0) {
+		return bad(syscall.EINVAL)
+	}
+	if r.Op == Preallocate && f.vol != nil {
+		return bad(unsupported("an asynchronous Preallocate on a mapped file: use File.Preallocate"))
+	}
+	r.file = f
+	r.pieces = r.pieces[:0]
+	r.next, r.submitted, r.curBuf, r.curOff = 0, 0, 0, 0
+	r.errno, r.err, r.n = nil, nil, 0
+	r.converted, r.convErr = false, nil
+	r.cancelled, r.fileDec, r.tokHeld, r.deferEnter = false, false, false, false
+	r.once.Reset()
+	r.async = !sync
+	r.length, r.want, r.stopAt, r.sizeAt = 0, 0, r.Off, -1
+	r.gateHeld = false
+	for t := range f.targets {
+		if r.Op != Preallocate && durability.SkipSync.Load() {
+			break // the power-loss tests' counter-check: no sync at all
+		}
+		fd, reg, _ := f.target(t)
+		r.pieces = append(r.pieces, piece{ctl: r.Op, ctlLen: r.Len, fd: fd, regFile: reg, off: r.Off, fileOff: r.Off})
+		if r.Op == Preallocate {
+			break
+		}
+	}
+	return f.launch(r, sync, false)
+}
+
 // clipRead limits a read of a mapped file to its size: the mapper's size
 // is the truth there. A kernel file's reads go to the kernel, which ends
 // them at its own end of file.
@@ -166,7 +204,9 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 		}
 	}
 	pure := true
-	if f.vol == nil {
+	if r.Op.control() {
+		// mapped by startControl
+	} else if f.vol == nil {
 		f.mapKernel(r)
 	} else {
 		var err error
@@ -562,7 +602,7 @@ func (e *Engine) submitPiecesLocked(r *Request) bool {
 		s := &e.slots[idx]
 		*s = slot{req: r, gen: s.gen, busy: true, write: p.write, fixed: p.fixed,
 			regFile: p.regFile, fd: p.fd, addr: p.addr, n: p.n, off: p.off,
-			fileOff: p.fileOff, rwFlags: p.rwFlags}
+			fileOff: p.fileOff, rwFlags: p.rwFlags, ctl: p.ctl, ctlLen: p.ctlLen}
 		e.prepLocked(sqe, s, idx)
 		r.next++
 	}
@@ -571,9 +611,16 @@ func (e *Engine) submitPiecesLocked(r *Request) bool {
 
 // prepLocked encodes a slot into an SQE: the one place ops become SQEs.
 func (e *Engine) prepLocked(sqe *ring.SQE, s *slot, idx uint32) {
-	if s.write {
+	switch {
+	case s.ctl == Fsync:
+		sqe.PrepFsync(s.fd, 0)
+	case s.ctl == Fdatasync:
+		sqe.PrepFsync(s.fd, ring.FsyncDatasync)
+	case s.ctl == Preallocate:
+		sqe.PrepFallocate(s.fd, unix.FALLOC_FL_KEEP_SIZE, uint64(s.off), uint64(s.ctlLen))
+	case s.write:
 		sqe.PrepWriteAddr(s.fd, s.addr, s.n, uint64(s.off))
-	} else {
+	default:
 		sqe.PrepReadAddr(s.fd, s.addr, s.n, uint64(s.off))
 	}
 	if s.fixed {

@@ -4,6 +4,7 @@ package dio_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/internal/faultring"
 	"github.com/uringdio/uringdio/ring"
@@ -277,5 +279,47 @@ func TestWriterENOSPC(t *testing.T) {
 	disk, _ := os.ReadFile(path)
 	if len(disk) < len(acked) || !bytes.Equal(disk[:len(acked)], acked) {
 		t.Fatalf("after ENOSPC the file (%d bytes) lost synced bytes (%d acknowledged)", len(disk), len(acked))
+	}
+}
+
+// TestAsyncSyncAndPreallocate: Fsync, Fdatasync and Preallocate go through
+// the engine as requests, under each completion policy, on the ring and on
+// the pread backend (tmpfs).
+func TestAsyncSyncAndPreallocate(t *testing.T) {
+	for _, dir := range []string{t.TempDir(), fsDirs(t)["tmpfs"](t)} {
+		path := filepath.Join(dir, "ctl")
+		f := openRW(t, path)
+		if _, err := f.WriteAt(relBuf(t, 8192), 0); err != nil {
+			t.Fatal(err)
+		}
+		q := &completion.Queue{}
+		for _, p := range []completion.Policy{completion.Inline, completion.Pool, completion.Caller, completion.Wait} {
+			for _, op := range []dio.Op{dio.Fsync, dio.Fdatasync} {
+				r := &dio.Request{Op: op, Policy: p, Queue: q}
+				if err := f.Submit(r); err != nil {
+					t.Fatalf("%v %v: Submit: %v", op, p, err)
+				}
+				if n, err := r.Wait(context.Background()); n != 0 || err != nil {
+					t.Fatalf("%v %v: %d, %v", op, p, n, err)
+				}
+			}
+		}
+		var before unix.Stat_t
+		unix.Stat(path, &before)
+		r := &dio.Request{Op: dio.Preallocate, Off: 1 << 20, Len: 4 << 20, Policy: completion.Pool}
+		if err := f.Submit(r); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		var after unix.Stat_t
+		unix.Stat(path, &after)
+		if after.Size != before.Size || after.Blocks < before.Blocks+(4<<20)/512 {
+			t.Fatalf("Preallocate: size %d -> %d, blocks %d -> %d", before.Size, after.Size, before.Blocks, after.Blocks)
+		}
+		if err := f.Submit(&dio.Request{Op: dio.Preallocate, Off: 0, Len: 0}); !errors.Is(err, syscall.EINVAL) {
+			t.Fatalf("Preallocate of nothing: %v, want EINVAL", err)
+		}
 	}
 }
