@@ -20,7 +20,8 @@
 // RWF_DSYNC (the kernel flags such a WRITE request and leaves the sync to
 // a direct-I/O server, which this one does). syncfs(2) and sync(2) do not
 // reach a FUSE server (the kernel sends FUSE_SYNCFS only to virtiofs), so
-// they make nothing durable here.
+// on the file level they make nothing durable; on the block level they
+// flush the upper file system, which fsyncs the image.
 //
 // Durable at once, never dropped by a crash: everything else. Namespace
 // operations (create, mkdir, mknod, symlink, link, rename, unlink, rmdir)
@@ -51,8 +52,35 @@
 // the server inside the test process, a test that died (a panic, a
 // timeout) while I/O was in flight would hang in exit. The server process
 // outlives the test process, answers until it is gone, then unmounts
-// everything it served and exits.
+// everything it served (block level included) and exits.
 //
-// Everything needs root and /dev/fuse ([Mount] skips the test without
-// them).
+// # Block level
+//
+// [BlockMount] is a real ext4 or xfs made in an image file on an FS and
+// mounted from a loop device over that file. The loop driver turns the
+// upper file system's cache flushes into fsyncs of the image (the loop
+// device has a volatile write cache and no FUA, so a FUA write is a write
+// and a flush), so a crash keeps exactly what the upper file system
+// flushed. ext4 is mounted with commit=3600 (no periodic journal commit
+// masks a missing sync) and noauto_da_alloc (nor does the flush ext4 adds
+// to replace-by-rename); the image is formatted with no lazy
+// initialisation, so no kernel thread writes to it later.
+//
+// [BlockMount.Crash] cuts the power (the image's crash: unflushed device
+// writes dropped, and every later request of the old loop device fails
+// with EIO), then shuts the upper file system down without flushing its
+// log (EXT4_IOC_SHUTDOWN with EXT4_GOING_FLAGS_NOLOGFLUSH, or
+// XFS_IOC_GOINGDOWN with XFS_FSOP_GOING_FLAGS_NOLOGFLUSH), unmounts it
+// (lazily, if files are still open on it: they fail with EIO), lets the
+// old loop device detach itself, attaches a new one and mounts again,
+// which replays the journal. The power is cut before the shutdown, not
+// after, so that nothing the old mount writes on its way down (a log
+// write at shutdown, a superblock at unmount) can reach the durable
+// image; the cache the upper file system had is gone with its mount.
+//
+// Everything needs root and /dev/fuse ([Mount] and [MountBlock] skip the
+// test without them); the block level also needs loop devices and the
+// file system's mkfs, and MountBlock returns an error wrapping
+// [ErrUnavailable] where they are missing, so a caller can fall back to
+// the file level.
 package crashfs
