@@ -59,14 +59,14 @@ func TestBlockLevelKeepsWhatWasFlushed(t *testing.T) {
 	for _, fstype := range []string{"ext4", "xfs"} {
 		t.Run(fstype, func(t *testing.T) {
 			m := mountBlock(t, fstype)
-			rounds := 4
+			rounds := 3
 			if longMode() {
 				rounds = 40
 			}
 			var dropped CrashStats
 			for round := range rounds {
 				mode := DropAll
-				if round%4 == 3 {
+				if round%2 == 1 {
 					mode = Torn
 				}
 				st := blockRound(t, m, round, mode)

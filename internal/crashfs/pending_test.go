@@ -73,7 +73,7 @@ func (m *model) truncate(size int64) {
 // two-slice model: reads always see the latest state, a sync makes it the
 // durable image, a crash brings the durable image back.
 func TestPendingMatchesModel(t *testing.T) {
-	for seed := range uint64(20) {
+	for seed := range uint64(10) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 1))
 			initial := make([]byte, rng.IntN(5*pageSize))
@@ -82,7 +82,7 @@ func TestPendingMatchesModel(t *testing.T) {
 			}
 			p, path := newTestPending(t, initial)
 			m := model{latest: bytes.Clone(initial), durable: bytes.Clone(initial)}
-			for step := range 400 {
+			for step := range 300 {
 				switch r := rng.IntN(20); {
 				case r < 11:
 					off := rng.Int64N(6 * pageSize)
@@ -236,7 +236,7 @@ func (sc tornScenario) check(img []byte) error {
 // together keep, tear and drop writes (the mode does tear).
 func TestTornCrashLeavesWholeSectors(t *testing.T) {
 	var total CrashStats
-	for seed := range uint64(300) {
+	for seed := range uint64(150) {
 		rng := rand.New(rand.NewPCG(seed, 2))
 		sc := newTornScenario(rng, 64, 1+rng.IntN(12))
 		var imgs [2][]byte
@@ -271,7 +271,7 @@ func TestTornCrashLeavesWholeSectors(t *testing.T) {
 		}
 	}
 	if total.WritesKept == 0 || total.WritesTorn == 0 || total.WritesDropped == 0 {
-		t.Fatalf("over 300 seeds: %v; want some writes kept, torn and dropped", total)
+		t.Fatalf("over 150 seeds: %v; want some writes kept, torn and dropped", total)
 	}
-	t.Logf("over 300 seeds: %v", total)
+	t.Logf("over 150 seeds: %v", total)
 }
