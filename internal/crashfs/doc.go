@@ -38,7 +38,9 @@
 // I/O, and does not pass O_DIRECT to the backing file). A file opened
 // before a crash belongs to a process that lost power: every later
 // request on it fails with EIO. Files opened after it see the durable
-// image.
+// image. Pending state belongs to the inode, so hard links share it; an
+// unlinked file's pending state lasts until the next crash or the
+// unmount.
 //
 // [FS.CrashAfter] arms a crash at the n-th request that changes the image
 // (write, size change, fsync), for crash points chosen by I/O count

@@ -347,3 +347,36 @@ func TestTornCrashThroughTheMount(t *testing.T) {
 		t.Fatalf("%v; want some writes kept, torn and dropped", total)
 	}
 }
+
+// TestTruncateByPathAndOTruncArePending: truncate(2) by path and an open
+// with O_TRUNC change the size like ftruncate, pending until a sync.
+func TestTruncateByPathAndOTruncArePending(t *testing.T) {
+	c := mountFS(t)
+	old := fill(5000, 'o')
+	a, b := filepath.Join(c.Dir(), "a"), filepath.Join(c.Dir(), "b")
+	writeSynced(t, a, old)
+	writeSynced(t, b, old)
+	must(t, os.Truncate(a, 10))
+	f, err := os.OpenFile(b, os.O_RDWR|os.O_TRUNC, 0)
+	must(t, err)
+	f.Close()
+	if got := mustRead(t, a); !bytes.Equal(got, old[:10]) {
+		t.Fatalf("a before the crash: %s", describe(got, old[:10]))
+	}
+	if got := mustRead(t, b); len(got) != 0 {
+		t.Fatalf("b before the crash: %d bytes, want 0", len(got))
+	}
+	st, err := c.Crash(0, DropAll)
+	must(t, err)
+	if st.Truncates != 2 || st.TruncatesDropped != 2 {
+		t.Errorf("crash: %v; want 2 truncates dropped", st)
+	}
+	for _, p := range []string{a, b} {
+		if got := mustRead(t, p); !bytes.Equal(got, old) {
+			t.Errorf("%s after the crash: %s", filepath.Base(p), describe(got, old))
+		}
+	}
+	if _, err := os.OpenFile(a, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644); !errors.Is(err, os.ErrExist) {
+		t.Errorf("O_EXCL create of an existing file: %v, want EEXIST", err)
+	}
+}

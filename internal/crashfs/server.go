@@ -361,9 +361,10 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 // with: readable whenever writable (the overlay reads around writes), and
 // without what the crash file system does itself (O_DIRECT, O_APPEND,
 // O_TRUNC, O_SYNC/O_DSYNC: the backing file is the durable image and only
-// syncs and crashes write to it).
+// syncs and crashes write to it). O_CREAT and O_EXCL stay: Create needs
+// them, and the kernel does not send them with Open.
 func backingFlags(flags uint32) uint32 {
-	f := flags &^ (syscall.O_DIRECT | syscall.O_APPEND | syscall.O_TRUNC | syscall.O_SYNC | syscall.O_DSYNC | syscall.O_CREAT | syscall.O_EXCL)
+	f := flags &^ (syscall.O_DIRECT | syscall.O_APPEND | syscall.O_TRUNC | syscall.O_SYNC | syscall.O_DSYNC)
 	if f&syscall.O_ACCMODE == syscall.O_WRONLY {
 		f = f&^syscall.O_ACCMODE | syscall.O_RDWR
 	}
