@@ -5,6 +5,7 @@ package dio
 import (
 	"io"
 
+	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/iomap"
 	"golang.org/x/sys/unix"
 )
@@ -50,7 +51,7 @@ func (r *Request) RunCompletion() {
 			err = cerr
 		}
 	}
-	if r.facts.NeedsSync && n > 0 && err == nil {
+	if r.facts.NeedsSync && n > 0 && err == nil && !durability.SkipSync.Load() {
 		sync := unix.Fdatasync
 		if r.Flags&Sync != 0 {
 			sync = unix.Fsync

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/iomap"
 	"golang.org/x/sys/unix"
 )
@@ -275,6 +276,9 @@ func (f *File) Datasync() error { return f.syncTargets("datasync", true) }
 func (f *File) syncTargets(op string, data bool) error {
 	if f.closed.Load() {
 		return &OpError{Op: op, Path: f.path, Err: ErrClosed}
+	}
+	if durability.SkipSync.Load() {
+		return nil // a power-loss test's counter-check: lie
 	}
 	for _, fd := range f.targets {
 		var err error
