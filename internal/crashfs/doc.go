@@ -68,6 +68,12 @@
 // to replace-by-rename); the image is formatted with no lazy
 // initialisation, so no kernel thread writes to it later.
 //
+// A flush makes every write the device received durable, in every file of
+// the upper file system, and so does a FUA write (the block layer
+// emulates it with a flush). A program that makes one file durable where
+// it meant another can get away with it here, but not at the file level,
+// where a sync covers only the file it names.
+//
 // [BlockMount.Crash] cuts the power (the image's crash: unflushed device
 // writes dropped, and every later request of the old loop device fails
 // with EIO), then shuts the upper file system down without flushing its
