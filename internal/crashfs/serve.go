@@ -105,7 +105,9 @@ func (r *rpcServer) Mount(_ int, _ *int) error {
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(r.dir, &st); err == nil {
-		r.connID = uint64(st.Dev)
+		// fusectl names a connection by its device number, an
+		// anonymous one (major 0): the minor.
+		r.connID = uint64(unix.Minor(st.Dev))
 	}
 	r.mu.Lock()
 	r.s = s

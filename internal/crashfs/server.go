@@ -373,7 +373,7 @@ func backingFlags(flags uint32) uint32 {
 
 // adopt makes a handle from the loopback's: it takes a duplicate of its
 // descriptor and releases it.
-func (n *node) adopt(ctx context.Context, lf fs.FileHandle, k fileKey, flags uint32) (*handle, syscall.Errno) {
+func (n *node) adopt(ctx context.Context, lf fs.FileHandle, k fileKey) (*handle, syscall.Errno) {
 	defer lf.(fs.FileReleaser).Release(ctx)
 	pf, ok := lf.(fs.FilePassthroughFder)
 	if !ok {
@@ -384,7 +384,7 @@ func (n *node) adopt(ctx context.Context, lf fs.FileHandle, k fileKey, flags uin
 	if err != nil {
 		return nil, fs.ToErrno(err)
 	}
-	return &handle{c: n.c, key: k, f: os.NewFile(uintptr(dup), ""), gen: n.c.gen.Load(), flags: flags}, 0
+	return &handle{c: n.c, key: k, f: os.NewFile(uintptr(dup), ""), gen: n.c.gen.Load()}, 0
 }
 
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
@@ -394,7 +394,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	}
 	k := keyOf(ch)
 	n.c.forget(k)
-	h, errno := n.adopt(ctx, lf, k, flags)
+	h, errno := n.adopt(ctx, lf, k)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -406,7 +406,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	h, errno := n.adopt(ctx, lf, n.key(), flags)
+	h, errno := n.adopt(ctx, lf, n.key())
 	if errno != 0 {
 		return nil, 0, errno
 	}
@@ -444,7 +444,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			if errno != 0 {
 				return errno
 			}
-			if h, errno = n.adopt(ctx, lf, n.key(), syscall.O_RDWR); errno != 0 {
+			if h, errno = n.adopt(ctx, lf, n.key()); errno != 0 {
 				return errno
 			}
 			defer h.Release(ctx)
@@ -475,11 +475,10 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 // handle is an open file: a descriptor of the backing file, for reads of
 // what has no pending state and to make that state from.
 type handle struct {
-	c     *server
-	key   fileKey
-	f     *os.File
-	gen   uint64 // the crash generation it was opened in
-	flags uint32
+	c   *server
+	key fileKey
+	f   *os.File
+	gen uint64 // the crash generation it was opened in
 }
 
 var (
