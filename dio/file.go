@@ -414,7 +414,7 @@ func (f *File) syncTargets(op string, data bool) error {
 // reference.
 func (f *File) syncFds(data bool) error {
 	if durability.SkipSync.Load() {
-		return nil
+		return nil // a power-loss test's counter-check: lie
 	}
 	for _, fd := range f.targets {
 		var err error
