@@ -5,6 +5,8 @@ package dio
 import (
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/uringdio/uringdio/ring"
 )
 
@@ -20,18 +22,13 @@ import (
 // request (the NOP waits for it), but while it waits the kernel holds back
 // every later SQE. So audits run by themselves only when the kernel
 // reports dropped CQEs (the ring is broken then anyway), and otherwise
-// only with WithLostCompletionCheck: from the background reaper when no
-// completion came for its interval, and from a waiter whose cancelled
-// request stays in flight.
-
-// cancelAudit is how long a cancelled request may stay in flight before
-// its waiter audits the ring (with WithLostCompletionCheck).
-const cancelAudit = 100 * time.Millisecond
+// only with WithLostCompletionCheck: from the owner when no completion came
+// for its interval while SQEs were in flight.
 
 // checkDropped declares the engine broken when the kernel reports CQEs it
 // dropped (its CQ ring's overflow counter moved: a CQ overflow it could
-// not keep), and audits the ring to find whose they were. The token
-// holder calls it.
+// not keep), and audits the ring to find whose they were. The owner calls
+// it.
 func (e *Engine) checkDropped() {
 	if v := e.ovf.Overflow(); v != e.lastOvf {
 		e.stats.DroppedCQEs.Add(uint64(v - e.lastOvf))
@@ -49,15 +46,14 @@ func (e *Engine) checkDropped() {
 
 // audit queues an audit NOP and reports whether it did: not if one is in
 // flight already, nor if the SQ has no room (a later call tries again).
+// The owner calls it; the NOP goes to the kernel with the owner's next
+// enter.
 func (e *Engine) audit() bool {
-	e.mu.Lock()
 	if e.auditing {
-		e.mu.Unlock()
 		return false
 	}
-	sqe := e.sqeLocked()
+	sqe := e.sqe()
 	if sqe == nil {
-		e.mu.Unlock()
 		return false
 	}
 	sqe.PrepNop()
@@ -65,12 +61,11 @@ func (e *Engine) audit() bool {
 	sqe.UserData = auditTag
 	e.auditing, e.auditSeq = true, e.sqSeq
 	e.sqSeq++
-	// Submitted now, not with the next batch: a waiter may be about to
-	// block for it.
-	if n, err := e.ring.Submit(); err == nil {
-		e.stats.Submitted.Add(uint64(n))
+	if e.o.armed {
+		// The NOP waits for every earlier SQE, the owner's own wake-up poll
+		// too, which completes only when the eventfd is written: write it.
+		unix.Write(e.o.efd, eventfdOne[:])
 	}
-	e.unlockAndDrop()
 	return true
 }
 
@@ -80,13 +75,10 @@ func (e *Engine) audit() bool {
 // done with its buffer), and the engine is broken: requests still in
 // flight report ErrRingBroken when their own CQEs are in.
 func (e *Engine) auditDone(res int32) {
-	var lost []*Request
-	e.mu.Lock()
 	e.auditing = false
 	if res != 0 {
 		// The NOP failed (refused at submission, on a ring that does not
 		// take it): it may not have waited for anything. No verdict.
-		e.mu.Unlock()
 		return
 	}
 	e.stats.Audits.Add(1)
@@ -97,26 +89,35 @@ func (e *Engine) auditDone(res int32) {
 		}
 		e.stats.LostCQEs.Add(1)
 		e.broken.Store(true)
-		s.req.setErr(ErrLostCompletion, s.dataOff())
-		lost = append(lost, s.req)
-		e.freeSlotLocked(uint32(i))
-	}
-	e.mu.Unlock()
-	for _, r := range lost {
+		r := s.req
+		r.setErr(ErrLostCompletion, s.dataOff())
+		e.freeSlot(uint32(i))
 		e.put(r, true)
 	}
 }
 
-// watchdog is the background reaper's check for completions that stopped
-// coming: SQEs in flight and no completion since the last tick.
-type watchdog struct {
-	completed uint64
-}
+// cancelAudit is how long a cancelled request may stay in flight before the
+// owner audits the ring (with WithLostCompletionCheck).
+const cancelAudit = 100 * time.Millisecond
 
-func (w *watchdog) check(e *Engine) {
+// watch is the owner's check for completions that stopped coming (with
+// WithLostCompletionCheck): SQEs in flight and no completion for the
+// check's interval start an audit.
+func (e *Engine) watch() {
 	c := e.stats.Completed.Load()
-	if c == w.completed && e.inflightSQEs() > 0 {
-		e.audit()
+	now := time.Now()
+	if !e.cancelAuditAt.IsZero() && !now.Before(e.cancelAuditAt) {
+		e.cancelAuditAt = time.Time{}
+		if e.inflight.Load() > 0 {
+			e.audit()
+		}
 	}
-	w.completed = c
+	if c != e.watchCompleted || e.inflight.Load() == 0 {
+		e.watchCompleted, e.watchSince = c, now
+		return
+	}
+	if now.Sub(e.watchSince) >= e.lostAfter {
+		e.audit()
+		e.watchSince = now
+	}
 }

@@ -31,18 +31,32 @@
 //
 // # Completion
 //
-// A synchronous call (ReadAt, WriteAt) waits and completes on its own
-// goroutine; while it waits it reaps the ring for everyone (leader and
-// followers share one reap token). An asynchronous Request completes Inline
-// (on whichever goroutine reaped its last CQE), on the Caller's goroutine
+// One goroutine per engine, locked to an OS thread of its own, owns the
+// ring (owner.go): it makes every SQE, enters the kernel and reaps every
+// CQE, so the ring is set up the way fio sets it up (SINGLE_ISSUER |
+// DEFER_TASKRUN: the kernel's completion work runs on that one thread, in
+// batches, never interrupting another). Submitters hand it requests
+// through a lock-free queue and wake it when it sleeps. A synchronous call
+// (ReadAt, WriteAt) parks until the owner has completed its I/O and runs
+// the completion on its own goroutine. An asynchronous Request completes
+// Inline (on the owner, right after its CQE; a callback that submits again
+// has its SQE in the owner's next enter), on the Caller's goroutine
 // (through its completion.Queue, or in Request.Wait), or on the engine's
-// worker Pool; completion.Choose downgrades what a request asks for the way
-// the kernel's iomap code does: only reads and pure overwrites may
+// workers (Pool); completion.Choose downgrades what a request asks for the
+// way the kernel's iomap code does: only reads and pure overwrites may
 // complete inline or deferred, everything that may block (fdatasync, size
-// extension, extent conversion, an end-of-I/O hook) goes to the pool.
+// extension, extent conversion, an end-of-I/O hook) goes to the workers.
+//
+// Files on a device that completes synchronously (zram, tmpfs: io_uring
+// would hand each request to its io-wq threads) are served by the pread
+// backend instead: pread/pwrite in the calling goroutine, or on a worker
+// for an asynchronous request (its Inline callback runs there). So is
+// every file of an engine that could not create a ring (io_uring refused by
+// a seccomp profile or kernel.io_uring_disabled). File.Capabilities says
+// which backend serves a file, and why.
 //
 // A completion never runs nested in the Submit that started it (a request
-// that needs no I/O hands its Inline completion to the reaper), so a
+// that needs no I/O hands its Inline completion to the owner), so a
 // callback that submits again runs in constant stack.
 //
 // On a kernel file no write needs completion work in the engine: the

@@ -53,17 +53,74 @@ type overflowCounter interface {
 
 var _ overflowCounter = (*ring.Ring)(nil)
 
-// userData layout: generation in the high 32 bits, slot index in the low 32.
-// A CQE whose generation does not match its slot is late or duplicated.
-// cancelTag marks the engine's own cancel SQEs, whose CQEs carry no result.
-const cancelTag = ^uint64(0)
+// Engine is one ring and the goroutine that owns it (owner.go), a slab of
+// SQEs in flight, a completion worker pool, the bounce-buffer memory, and
+// the pread backend for files whose device completes synchronously (or
+// for every file, where no ring could be created). Files share an engine:
+// by default the process's (DefaultEngine). Safe for concurrent use.
+type Engine struct {
+	ring   Ring
+	sw     submitWaiter    // nil if the ring cannot combine submit and wait
+	ovf    overflowCounter // the kernel's dropped-CQE count
+	iopoll bool
 
-// auditTag marks the engine's audit NOPs (IOSQE_IO_DRAIN), which look for
-// lost completions.
-const auditTag = ^uint64(0) - 1
+	o       owner // the ring's owner goroutine and its queues (owner.go)
+	ownerMu sync.Mutex
+	started bool
+
+	// Owned by the owner goroutine.
+	slots      []slot
+	freeSlots  []uint32
+	backlog    *Request // requests with pieces not yet in the ring (FIFO)
+	backlogEnd *Request
+	resub      []uint32 // slots whose resubmission waits for SQ room
+	cqes       []ring.CQE
+	fileSlots  []int32 // registered files: fd per slot, -1 free
+	lastOvf    uint32
+	owed       bool   // an audit for dropped CQEs is yet to be queued
+	sqSeq      uint64 // SQEs prepared so far: each slot's seq
+	auditing   bool   // an audit NOP is in flight
+	auditSeq   uint64 // its seq
+	lostAfter  time.Duration
+	// The lost-completion watchdog (audit.go): completions seen at the
+	// last check, and since when.
+	watchCompleted uint64
+	watchSince     time.Time
+	cancelAuditAt  time.Time // when to audit for a cancelled request still in flight
+
+	inflight atomic.Int64 // SQEs in flight (the owner's count, read by anyone)
+
+	// Inline completions that must not run where they were found (put):
+	// run by the owner.
+	readyMu sync.Mutex
+	ready   []*Request
+	spare   []*Request
+	readyN  atomic.Int32
+
+	reqMu   sync.Mutex
+	reqFree []*Request // recycled requests of synchronous calls
+
+	workers   *workers
+	bufs      *bufPool      // bounce buffers (bounce.go)
+	pr        *preadBackend // files on synchronous devices; every file without a ring (pread.go)
+	noRing    error         // why the engine has no ring (nil: it has one)
+	noProbe   bool          // the ring serves every file (an engine shaped by its options)
+	closed    atomic.Bool
+	broken    atomic.Bool
+	permanent bool // the default engine: Close does nothing
+	stats     Stats
+
+	fixedArena []byte
+	fixedFree  []int // free buffer indices
+	fixedSize  int
+	fixedMu    sync.Mutex
+	zero       []byte   // zeroes for sub-block zeroing
+	zeroOld    [][]byte // outgrown zero buffers, freed at Close
+}
 
 // slot is one SQE in flight: which request it belongs to and what it does,
-// so a short completion can be resubmitted for the remainder.
+// so a short completion can be resubmitted for the remainder. Slots belong
+// to the owner.
 type slot struct {
 	req     *Request
 	gen     uint32
@@ -80,97 +137,32 @@ type slot struct {
 	ctl     Op    // Fsync, Fdatasync, Preallocate; 0 for data
 	ctlLen  int64 // Preallocate's length
 	retries uint8
-	seq     uint64 // position in the SQ order (prepLocked); noSeq while waiting for SQ room
+	seq     uint64 // position in the SQ order (prep); noSeq while waiting for SQ room
 }
 
 // noSeq is the SQ position of a slot whose SQE is not in the SQ.
 const noSeq = ^uint64(0)
 
-// Engine owns one ring, the slab of SQEs in flight, the reaping protocol
-// and the completion worker pool. Files share an engine with WithEngine;
-// by default each File has its own. Safe for concurrent use.
-//
-// Reaping is leader/follower: whoever waits for a request takes the reap
-// token and reaps for everyone until its own request is done, then passes
-// the token on; a background reaper takes it only while asynchronous
-// requests are in flight and nobody else is reaping.
-type Engine struct {
-	ring    Ring
-	sw      submitWaiter    // nil if the ring cannot combine submit and wait
-	ovf     overflowCounter // the kernel's dropped-CQE count (the inner ring's if the wrapper hides it)
-	lastOvf uint32          // the drop count last seen (token holder)
-	owed    bool            // an audit for dropped CQEs is yet to be queued (token holder)
-	iopoll  bool
-	ownRing bool
-
-	mu         sync.Mutex // submission side: SQEs, slots, backlog
-	slots      []slot
-	freeSlots  []uint32
-	backlog    *Request // requests with pieces not yet submitted (FIFO)
-	backlogEnd *Request
-	reqFree    []*Request // recycled requests of synchronous calls
-	fileSlots  []int32    // registered files: fd per slot, -1 free
-
-	// Inline completions handed to the reaper (put), run by the token
-	// holder (runReady).
-	readyMu  sync.Mutex
-	ready    []*Request
-	readyOld []*Request // the previous batch's array, for reuse
-	readyN   atomic.Int32
-
-	reaping atomic.Bool // the token holder is processing a batch: defer entering
-	tok     chan struct{}
-	cqes    []ring.CQE // owned by the token holder
-
-	pool          *completion.WorkerPool
-	spill         spill // Pool completions that found the pool's queue full
-	asyncInflight atomic.Int64
-	kick          chan struct{}
-	stop          chan struct{}
-	wg            sync.WaitGroup
-	closed        atomic.Bool
-	permanent     bool // the default engine: Close does nothing
-	broken        atomic.Bool
-	failed        atomic.Bool // fail ran: the ring itself failed
-	stats         Stats
-
-	bufs *bufPool      // bounce buffers (bounce.go)
-	pr   *preadBackend // files on synchronous devices; every file without a ring (pread.go)
-	// noRing says why the engine has no ring (nil: it has one).
-	noRing error
-	// noProbe: the ring serves every file (an engine made with options:
-	// its creator chose the ring on purpose).
-	noProbe bool
-
-	fixedArena []byte
-	fixedFree  []int // free buffer indices
-	fixedSize  int
-	fixedMu    sync.Mutex
-	zero       []byte   // zeroes for sub-block zeroing
-	zeroOld    [][]byte // outgrown zero buffers, freed at Close
-	resub      []uint32 // slots whose resubmission waits for SQ room
-	dropped    []droppedPieces
-
-	// Lost-completion audits (audit.go). Under mu.
-	sqSeq     uint64 // SQEs prepared so far: each slot's seq
-	auditing  bool   // an audit NOP is in flight
-	auditSeq  uint64 // its seq
-	lostAfter time.Duration
-}
+// userData tags of the engine's own SQEs; a request's SQE carries the
+// slot's generation in the high 32 bits and its index in the low 32, and a
+// CQE whose generation does not match its slot is late or duplicated.
+const (
+	cancelTag = ^uint64(0)     // the engine's cancels: no result
+	auditTag  = ^uint64(0) - 1 // lost-completion audits (audit.go)
+	wakeTag   = ^uint64(0) - 2 // the owner's eventfd poll (owner.go)
+)
 
 // Stats are engine counters, read with Engine.Stats.
 type Stats struct {
-	Submitted   atomic.Uint64 // SQEs submitted
-	Completed   atomic.Uint64 // CQEs processed
+	Submitted   atomic.Uint64 // SQEs submitted (pread backend: system calls)
+	Completed   atomic.Uint64 // CQEs processed (pread backend: pieces done)
 	Resubmits   atomic.Uint64 // short completions resubmitted
 	Backlogged  atomic.Uint64 // requests that waited for SQ room or slots
 	StrayCQEs   atomic.Uint64 // CQEs that matched nothing
 	Audits      atomic.Uint64 // lost-completion audits completed
 	LostCQEs    atomic.Uint64 // requests' SQEs whose completion an audit found lost
 	DroppedCQEs atomic.Uint64 // CQEs the kernel reported dropping (CQ overflow)
-	// PoolOverflow counts Pool completions that found the pool's queue
-	// full (or others already waiting) and waited for room off the reaper.
-	PoolOverflow atomic.Uint64
+	Wakes       atomic.Uint64 // times a submitter woke the sleeping owner
 	// Syncs counts the fsyncs and fdatasyncs that Writers' syncs issued
 	// (a group commit issues one for all its callers).
 	Syncs atomic.Uint64
@@ -179,8 +171,9 @@ type Stats struct {
 	Bounced atomic.Uint64
 }
 
-// NewEngine creates an engine: a ring, a reaper and a worker pool. It
-// takes engine options only: a File option is an error.
+// NewEngine creates an engine: a ring owned by a goroutine locked to its
+// own OS thread, and a completion worker pool. It takes engine options
+// only: a File option is an error.
 func NewEngine(opts ...Option) (*Engine, error) {
 	c := newConfig(opts)
 	if c.fileSet {
@@ -211,75 +204,63 @@ func DefaultEngine() (*Engine, error) {
 }
 
 func newEngine(c *config) (*Engine, error) {
-	flags := c.ringFlags
-	if flags&ring.SetupSQPoll == 0 && c.coop {
-		// COOP_TASKRUN: completions that need their submitting thread (task
-		// work) wait until that thread next enters the kernel instead of
-		// interrupting it. Measured on zram, 4K random reads at QD32: 0.64x
-		// fio without it, 0.92x with it. But a Go thread that submitted and
-		// then parked in the scheduler is not woken for it: a completion can
-		// wait until that thread happens to run again (seen as a hang of an
-		// asynchronous request whose submitter went to sleep in Wait). So it
-		// is opt-in (WithCoopTaskrun), for programs whose submissions come
-		// from the engine's reaper (callbacks) or from threads that keep
-		// entering the kernel. TASKRUN_FLAG lets a reaper see pending work.
-		if p, err := ring.Probe(); err == nil {
-			want := ring.SetupCoopTaskrun | ring.SetupTaskrunFlag
-			if p.SetupFlags&want == want {
-				flags |= want
-			}
-		}
+	e := &Engine{
+		bufs:      newBufPool(c.bufMemory),
+		pr:        newPreadBackend(),
+		lostAfter: c.lostAfter,
+		// Options that shape the ring itself (a wrapper, SQPOLL, IOPOLL,
+		// registered buffers or files) ask for the ring for every file;
+		// otherwise each device gets the faster backend.
+		noProbe: c.wrapRing != nil || c.ringFlags != 0 || c.fixedCount > 0 || c.regFiles > 0,
 	}
-	p := ring.Params{Entries: c.entries, Flags: flags, SQThreadIdle: c.sqIdle}
-	r, err := newRing(p)
+	// The ring is created, set up and used by its owner, on the owner's
+	// OS thread: SINGLE_ISSUER binds a ring to the thread that creates it.
+	e.workers = newWorkers(e, c.workers)
+	err := e.startOwner(c)
+	if err == nil {
+		return e, nil
+	}
+	if c.allowPread && refusedRing(err) {
+		return newPreadEngine(c, err), nil
+	}
+	return nil, &OpError{Op: "engine", Err: err}
+}
+
+// setupRing creates and sets up the ring; the owner calls it on its
+// thread.
+func (e *Engine) setupRing(c *config) error {
+	r, err := createRing(c)
 	if err != nil {
-		if c.allowPread && refusedRing(err) {
-			return newPreadEngine(c, err), nil
-		}
-		return nil, &OpError{Op: "engine", Err: err}
+		return err
 	}
 	var rr Ring = r
 	if c.wrapRing != nil {
 		rr = c.wrapRing(r)
 	}
-	n := c.maxInflight
-	if n <= 0 {
-		n = 8 * int(r.SQEntries())
-	}
-	e := &Engine{
-		ring:    rr,
-		iopoll:  r.Flags()&ring.SetupIOPoll != 0,
-		ownRing: true,
-		slots:   make([]slot, n),
-		tok:     make(chan struct{}, 1),
-		cqes:    make([]ring.CQE, r.CQEntries()),
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		pool:    completion.NewPool(c.workers, c.poolQueue),
-		bufs:    newBufPool(c.bufMemory),
-		pr:      newPreadBackend(),
-
-		lostAfter: c.lostAfter,
-		// Options that shape the ring itself (a wrapper, SQPOLL, IOPOLL,
-		// registered buffers or files, no reaper) ask for the ring for
-		// every file; otherwise each device gets the faster backend.
-		noProbe: c.wrapRing != nil || c.ringFlags != 0 || c.fixedCount > 0 || c.regFiles > 0 || c.noReaper,
-	}
+	e.ring = rr
+	e.iopoll = r.Flags()&ring.SetupIOPoll != 0
 	if o, ok := rr.(overflowCounter); ok {
 		e.ovf = o
 	} else {
 		e.ovf = r // a wrapper that does not forward it: the kernel's counter is the truth
 	}
 	e.sw, _ = rr.(submitWaiter)
+	// io-wq's workers (requests the kernel cannot issue without blocking)
+	// are threads of this process: bound them.
+	r.SetIOWQMaxWorkers(uint32(min(4, runtime.GOMAXPROCS(0))), 2)
+	n := c.maxInflight
+	if n <= 0 {
+		n = 8 * int(r.SQEntries())
+	}
+	e.slots = make([]slot, n)
 	e.freeSlots = make([]uint32, n)
 	for i := range e.freeSlots {
 		e.freeSlots[i] = uint32(n - 1 - i)
 	}
-	e.tok <- struct{}{}
+	e.cqes = make([]ring.CQE, r.CQEntries())
 	if c.fixedCount > 0 {
 		if err := e.setupFixed(c.fixedCount, c.fixedSize); err != nil {
-			e.Close()
-			return nil, err
+			return err
 		}
 	}
 	if c.regFiles > 0 {
@@ -288,37 +269,67 @@ func newEngine(c *config) (*Engine, error) {
 			e.fileSlots[i] = -1
 		}
 		if err := e.ring.RegisterFiles(e.fileSlots); err != nil {
-			e.Close()
-			return nil, &OpError{Op: "register files", Err: err}
+			return &OpError{Op: "register files", Err: err}
 		}
 	}
-	if !c.noReaper {
-		e.wg.Add(1)
-		go e.backgroundReaper()
+	return nil
+}
+
+// createRing makes the ring with the flags fio uses where the ring allows
+// them (SINGLE_ISSUER | DEFER_TASKRUN: completion work runs only when the
+// owner asks for completions, in batches, and never interrupts another
+// thread), falling back to a plain ring on a kernel without them.
+func createRing(c *config) (*ring.Ring, error) {
+	flags := c.ringFlags
+	if flags&ring.SetupSQPoll == 0 {
+		if p, err := ring.Probe(); err == nil {
+			want := ring.SetupSingleIssuer | ring.SetupDeferTaskrun
+			if p.SetupFlags&want == want {
+				r, err := newRing(ring.Params{Entries: c.entries, Flags: flags | want, SQThreadIdle: c.sqIdle})
+				if err == nil || refusedRing(err) {
+					return r, err
+				}
+			}
+		}
 	}
-	e.spill.wake = make(chan struct{}, 1)
-	e.wg.Add(1)
-	go e.spillFeeder()
-	return e, nil
+	return newRing(ring.Params{Entries: c.entries, Flags: flags, SQThreadIdle: c.sqIdle})
+}
+
+// newRing creates the engine's ring (a variable: tests make it fail).
+var newRing = ring.New
+
+// refusedRing reports whether a ring creation error means io_uring is not
+// allowed or not there: a seccomp profile (EPERM), the
+// kernel.io_uring_disabled sysctl (EPERM), a kernel without it (ENOSYS).
+func refusedRing(err error) bool {
+	return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EACCES)
+}
+
+// newPreadEngine is an engine without a ring: every File it serves uses
+// the pread backend. why is the ring creation's error.
+func newPreadEngine(c *config, why error) *Engine {
+	e := &Engine{
+		noRing: why,
+		bufs:   newBufPool(c.bufMemory),
+		pr:     newPreadBackend(),
+	}
+	e.workers = newWorkers(e, c.workers)
+	return e
 }
 
 // Close stops the engine: it waits for every request in flight, stops the
-// reaper and the pool, and closes the ring. Files using it must be closed
-// first.
+// owner and the pool, and closes the ring. Files using it must be closed
+// first. The default engine's Close does nothing.
 func (e *Engine) Close() error {
 	if e.permanent || e.closed.Swap(true) {
 		return nil
 	}
-	e.drain(func() bool { return e.inflightSQEs() == 0 && e.backlogEmpty() })
-	close(e.stop)
-	e.wg.Wait()
-	e.pr.close()
-	e.pool.Close()
-	e.bufs.close()
-	if e.ring == nil {
-		return nil
+	var err error
+	if e.ring != nil {
+		err = e.stopOwner() // the owner drains, then closes the ring
 	}
-	err := e.ring.Close()
+	e.workers.close()
+	e.bufs.close()
 	if e.fixedArena != nil {
 		ring.Free(e.fixedArena)
 	}
@@ -333,20 +344,8 @@ func (e *Engine) Close() error {
 // Stats returns the engine's counters.
 func (e *Engine) Stats() *Stats { return &e.stats }
 
-// PoolDepth reports the completion pool's queue depth.
-func (e *Engine) PoolDepth() int { return e.pool.QueueDepth() }
-
-func (e *Engine) inflightSQEs() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return len(e.slots) - len(e.freeSlots)
-}
-
-func (e *Engine) backlogEmpty() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.backlog == nil
-}
+// Inflight returns the number of SQEs in flight.
+func (e *Engine) Inflight() int { return int(e.inflight.Load()) }
 
 // ---- fixed buffers ----
 
@@ -407,34 +406,34 @@ func (e *Engine) fixedIndex(b []byte) (uintptr, bool) {
 	return a - base, true
 }
 
-// ---- registered files ----
+// ---- registered files (changed by the owner: a ring belongs to its thread) ----
 
 func (e *Engine) registerFile(fd int32) (int32, error) {
 	if e.fileSlots == nil {
 		return -1, nil
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for i, v := range e.fileSlots {
-		if v == -1 {
-			if err := e.ring.UpdateFiles(uint32(i), []int32{fd}); err != nil {
-				return -1, err
+	idx, err := int32(-1), error(nil)
+	e.onOwner(func() {
+		for i, v := range e.fileSlots {
+			if v == -1 {
+				if err = e.ring.UpdateFiles(uint32(i), []int32{fd}); err == nil {
+					e.fileSlots[i], idx = fd, int32(i)
+				}
+				return
 			}
-			e.fileSlots[i] = fd
-			return int32(i), nil
 		}
-	}
-	return -1, nil // table full: use the plain fd
+	})
+	return idx, err // -1: the table is full, use the plain fd
 }
 
 func (e *Engine) unregisterFile(idx int32) {
 	if idx < 0 {
 		return
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.ring.UpdateFiles(uint32(idx), []int32{-1})
-	e.fileSlots[idx] = -1
+	e.onOwner(func() {
+		e.ring.UpdateFiles(uint32(idx), []int32{-1})
+		e.fileSlots[idx] = -1
+	})
 }
 
 // ---- zero buffer for sub-block zeroing ----
@@ -456,428 +455,34 @@ func (e *Engine) zeroes(n int) ([]byte, error) {
 	return e.zero[:n], nil
 }
 
-// ---- reaping ----
+// ---- requests of synchronous calls ----
 
-// errStop is returned by wait loops when the engine is closing.
-var errStop = errors.New("dio: engine stopping")
-
-// backgroundReaper reaps while asynchronous requests are in flight and no
-// waiter holds the token.
-func (e *Engine) backgroundReaper() {
-	defer e.wg.Done()
-	// One OS thread submits what callbacks resubmit and reaps: completions
-	// of reads the kernel had to hand to io_uring's workers come back to
-	// the submitting thread as task work, and io-wq worker pools are per
-	// submitting thread, so a reaper hopping between threads costs both.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var wd watchdog
-	var tick <-chan time.Time
-	if e.lostAfter > 0 {
-		t := time.NewTicker(e.lostAfter)
-		defer t.Stop()
-		tick = t.C
+// getReq returns a recycled request for a synchronous call.
+func (e *Engine) getReq() *Request {
+	e.reqMu.Lock()
+	if n := len(e.reqFree); n > 0 {
+		r := e.reqFree[n-1]
+		e.reqFree = e.reqFree[:n-1]
+		e.reqMu.Unlock()
+		select { // a stale wake-up from the previous use
+		case <-r.wake:
+		default:
+		}
+		return r
 	}
-	for {
-		if e.asyncInflight.Load() <= 0 && e.readyN.Load() == 0 {
-			select {
-			case <-e.kick:
-				continue
-			case <-tick:
-				wd.check(e)
-				continue
-			case <-e.stop:
-				return
-			}
-		}
-		select {
-		case <-e.tok:
-		case <-tick:
-			wd.check(e)
-			continue
-		case <-e.stop:
-			return
-		}
-		for i := 0; i < 64 && (e.asyncInflight.Load() > 0 || e.readyN.Load() > 0); i++ {
-			if err := e.reapBatch(true, 50*time.Millisecond); err != nil && !errors.Is(err, ring.ErrTimeout) {
-				break
-			}
-			select {
-			case <-tick:
-				wd.check(e)
-			default:
-			}
-		}
-		e.tok <- struct{}{}
-	}
+	e.reqMu.Unlock()
+	return NewRequest()
 }
 
-// reapBatch processes the CQEs that are ready; if none is and block is set
-// it waits for one (at most timeout, if not 0). The caller holds the token.
-func (e *Engine) reapBatch(block bool, timeout time.Duration) error {
-	if e.readyN.Load() > 0 {
-		e.runReady()
-		block = false // what those completions did may be all there is to wait for
+func (e *Engine) putReq(r *Request) {
+	r.Buf, r.Bufs, r.Callback, r.Queue, r.file = nil, nil, nil, nil, nil
+	r.DoneBefore, r.Flags, r.Policy, r.Len = 0, 0, completion.Default, 0
+	r.errno, r.err = nil, nil
+	r.owned, r.gateExcl, r.gateSync = false, false, false
+	r.state.Store(stateIdle)
+	e.reqMu.Lock()
+	if len(e.reqFree) < 1024 {
+		e.reqFree = append(e.reqFree, r)
 	}
-	// Anything prepared but not yet handed to the kernel goes in first,
-	// or the wait below could wait for completions of SQEs never submitted.
-	// Where the ring can, publishing and submitting are split so that the
-	// submit rides on the wait's system call.
-	combine := block && timeout == 0 && e.sw != nil
-	pending, stuck := e.flush(combine)
-	if stuck && block && (timeout == 0 || timeout > stuckRetry) {
-		// The kernel refused SQEs (EBUSY, EAGAIN), or the SQ or the slab
-		// is full with requests backlogged: a wait without a limit could
-		// wait for completions of work that was never submitted. Wait a
-		// little, then try again.
-		timeout, combine = stuckRetry, false
-	}
-	n, err := e.ring.Peek(e.cqes)
-	if err != nil {
-		return err
-	}
-	e.checkDropped()
-	if e.owed && block && (timeout == 0 || timeout > stuckRetry) {
-		// The audit that finds a dropped CQE's owner could not be queued
-		// (no SQE): do not wait without a limit for a CQE that is gone.
-		timeout, combine = stuckRetry, false
-	}
-	switch {
-	case n == 0 && block:
-		if combine {
-			_, err = e.sw.EnterWait(pending, 1)
-			if isBusy(err) {
-				_, err = e.ring.WaitCQTimeout(1, stuckRetry)
-			} else {
-				e.stats.Submitted.Add(uint64(pending))
-			}
-		} else if timeout > 0 {
-			_, err = e.ring.WaitCQTimeout(1, timeout)
-		} else {
-			_, err = e.ring.WaitCQ(1)
-		}
-		if err != nil && !errors.Is(err, ring.ErrTimeout) {
-			return err
-		}
-		if n, err = e.ring.Peek(e.cqes); err != nil {
-			return err
-		}
-	case combine && pending > 0:
-		if _, err := e.sw.EnterWait(pending, 0); err == nil {
-			e.stats.Submitted.Add(uint64(pending))
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	e.reaping.Store(true)
-	for i := range e.cqes[:n] {
-		e.complete(&e.cqes[i])
-	}
-	e.reaping.Store(false)
-	e.flush(false)
-	if e.readyN.Load() > 0 {
-		e.runReady()
-	}
-	return nil
-}
-
-// stuckRetry is how long a reaper waits for a completion before it tries
-// again to submit what the kernel (or a full SQ) refused.
-const stuckRetry = time.Millisecond
-
-func isBusy(err error) bool {
-	return errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EAGAIN)
-}
-
-// flush moves backlogged requests into the ring and submits prepared
-// SQEs; with publishOnly it only publishes them and returns how many the
-// kernel has yet to take (the caller submits them with its wait). stuck
-// says that a wait for a CQE must have a limit: work is left that no
-// completion will push along (requests still backlogged, SQEs the kernel
-// refused), nothing is in flight, or requests completed here.
-func (e *Engine) flush(publishOnly bool) (pending uint32, stuck bool) {
-	e.mu.Lock()
-	e.drainBacklogLocked()
-	if publishOnly {
-		pending = e.sw.Flush()
-	} else if e.ring.Pending() > 0 {
-		stuck = !e.enterLocked()
-	}
-	stuck = stuck || e.backlog != nil || len(e.resub) > 0 ||
-		// Pieces dropped here may complete the caller's own request, and
-		// with no SQE in flight no CQE may ever come: either way, a wait
-		// must not be without a limit.
-		len(e.dropped) > 0 || len(e.freeSlots) == len(e.slots)
-	e.unlockAndDrop()
-	return pending, stuck
-}
-
-// unlockAndDrop releases mu, then drops the references of backlogged
-// pieces that cancelled requests gave up (outside mu: the last reference
-// may run a completion, which may submit).
-func (e *Engine) unlockAndDrop() {
-	if len(e.dropped) == 0 {
-		e.mu.Unlock()
-		return
-	}
-	d := append([]droppedPieces(nil), e.dropped...)
-	e.dropped = e.dropped[:0]
-	e.mu.Unlock()
-	for _, p := range d {
-		for i := int32(0); i < p.n; i++ {
-			e.put(p.r, false)
-		}
-	}
-}
-
-// drain drives reaping until cond holds (used by Close paths).
-func (e *Engine) drain(cond func() bool) {
-	if e.ring == nil {
-		for !cond() { // the pread backend's requests complete by themselves
-			time.Sleep(100 * time.Microsecond)
-		}
-		return
-	}
-	for !cond() {
-		select {
-		case <-e.tok:
-			e.reapBatch(true, 10*time.Millisecond)
-			e.tok <- struct{}{}
-		case <-time.After(time.Millisecond):
-		}
-	}
-}
-
-// waitReq waits until req's I/O is done (every reference dropped), reaping
-// when it holds the token. ctx cancellation (done) cancels the request's
-// SQEs and goes on waiting for their CQEs: a buffer is never given back
-// before its CQE.
-func (e *Engine) waitReq(req *Request, done <-chan struct{}, held bool) {
-	if req.file != nil && req.file.pread {
-		if held {
-			e.tok <- struct{}{}
-		}
-		e.waitPread(req, done)
-		return
-	}
-	cancelled := false
-	var nextAudit time.Time
-	auditGap := cancelAudit
-	cancel := func() {
-		cancelled = true
-		nextAudit = time.Now().Add(auditGap)
-		e.cancel(req)
-	}
-	// audit audits the ring (if audits are on) when a cancelled request
-	// has stayed in flight past nextAudit, at doubling intervals.
-	audit := func() {
-		if cancelled && e.lostAfter > 0 && time.Now().After(nextAudit) {
-			e.audit()
-			auditGap = min(2*auditGap, max(e.lostAfter, cancelAudit))
-			nextAudit = time.Now().Add(auditGap)
-		}
-	}
-	for req.state.Load() < stateIODone {
-		if !held {
-			select {
-			case <-e.tok:
-				held = true
-			case <-req.wake:
-				continue
-			case <-done:
-				if !cancelled {
-					cancel()
-				}
-				done = nil
-				continue
-			}
-		}
-		for req.state.Load() < stateIODone {
-			timeout := time.Duration(0)
-			if done != nil && !cancelled {
-				timeout = 5 * time.Millisecond
-			} else if cancelled && e.lostAfter > 0 {
-				// A cancelled request whose CQE does not come may have lost
-				// it: wait in slices, and audit the ring when the cancel
-				// has had its chance.
-				timeout = 20 * time.Millisecond
-				audit()
-			}
-			err := e.reapBatch(true, timeout)
-			if done != nil && !cancelled {
-				select {
-				case <-done:
-					cancel()
-				default:
-				}
-			}
-			if err != nil && !errors.Is(err, ring.ErrTimeout) {
-				// The ring itself failed: nothing more will complete.
-				e.fail(err)
-			}
-		}
-		e.tok <- struct{}{}
-		held = false
-		audit() // whoever reaps now will see the audit's completion
-	}
-	if held {
-		e.tok <- struct{}{}
-	}
-}
-
-// fail marks the engine broken after the ring itself failed, completing
-// every request in flight with err.
-func (e *Engine) fail(err error) {
-	e.broken.Store(true)
-	if e.failed.Swap(true) {
-		return
-	}
-	e.mu.Lock()
-	// Resubmissions waiting for SQ room are for slots freed below: a later
-	// flush must not prepare SQEs for them (their request is gone).
-	e.resub = e.resub[:0]
-	var reqs []*Request
-	for i := range e.slots {
-		s := &e.slots[i]
-		if s.busy {
-			reqs = append(reqs, s.req)
-			s.req.setErr(err, s.dataOff())
-			e.freeSlotLocked(uint32(i))
-		}
-	}
-	e.mu.Unlock()
-	for _, r := range reqs {
-		e.put(r, false)
-	}
-}
-
-// cancel asks the kernel to cancel req's SQEs in flight and drops its
-// backlogged pieces. It records no error itself: an SQE the kernel
-// cancelled completes with ECANCELED, one that finished first keeps its
-// result, so the request reports what really happened to its data.
-func (e *Engine) cancel(req *Request) {
-	if f := req.file; f != nil && f.cancelQueued(req) {
-		return // it was still waiting at the write gate: nothing was submitted
-	}
-	if f := req.file; f != nil && f.pread {
-		e.mu.Lock()
-		req.cancelled = true // pieces not yet run end with ECANCELED
-		e.mu.Unlock()
-		return
-	}
-	e.mu.Lock()
-	if req.refs.Load() == 0 {
-		e.mu.Unlock()
-		return
-	}
-	req.cancelled = true
-	for i := range e.slots {
-		s := &e.slots[i]
-		if s.busy && s.req == req {
-			sqe := e.sqeLocked()
-			if sqe == nil {
-				break
-			}
-			sqe.PrepCancel(uint64(s.gen)<<32|uint64(i), 0)
-			sqe.UserData = cancelTag
-		}
-	}
-	e.drainBacklogLocked()
-	e.enterLocked()
-	e.unlockAndDrop()
-}
-
-// sqeLocked returns a free SQE, submitting to make room if the SQ is full.
-// It returns nil if the kernel will not take more now.
-func (e *Engine) sqeLocked() *ring.SQE {
-	if s := e.ring.GetSQE(); s != nil {
-		return s
-	}
-	if _, err := e.ring.Submit(); err != nil {
-		return nil
-	}
-	return e.ring.GetSQE()
-}
-
-// submitBatch is how many SQEs a reaper gathers from callbacks before it
-// submits them in the middle of a batch. Holding a whole reaped batch back
-// until the end sends the device bursts it completes together, leaving it
-// idle in between (measured on virtio-blk at QD32: 0.81x fio with one
-// enter per reaped batch, 0.93x with one per 8 requests).
-const submitBatch = 8
-
-// enterLocked hands prepared SQEs to the kernel, unless a reaper is
-// processing a batch and fewer than submitBatch are waiting: then it
-// submits them with the next group or when the batch is done.
-func (e *Engine) enterLocked() bool {
-	if e.reaping.Load() && e.ring.Pending() < submitBatch {
-		return true
-	}
-	n, err := e.ring.Submit()
-	if err != nil {
-		// EBUSY/EAGAIN: the SQEs stay in the SQ and the next flush retries.
-		return false
-	}
-	e.stats.Submitted.Add(uint64(n))
-	return true
-}
-
-func (e *Engine) freeSlotLocked(i uint32) {
-	s := &e.slots[i]
-	s.busy = false
-	s.req = nil
-	s.gen++
-	e.freeSlots = append(e.freeSlots, i)
-}
-
-// Poll processes the completions that are ready now, without blocking,
-// and returns how many CQEs it processed (0 if another goroutine is
-// reaping). Callers that spin on the completion queue (SQPOLL rings, where
-// neither submitting nor polling enters the kernel) call it in a loop.
-func (e *Engine) Poll() int {
-	if e.ring == nil {
-		return 0
-	}
-	select {
-	case <-e.tok:
-	default:
-		return 0
-	}
-	before := e.stats.Completed.Load()
-	e.reapBatch(false, 0)
-	e.tok <- struct{}{}
-	return int(e.stats.Completed.Load() - before)
-}
-
-// Inflight returns the number of SQEs in flight.
-func (e *Engine) Inflight() int { return e.inflightSQEs() }
-
-// newRing creates the engine's ring (a variable: tests make it fail).
-var newRing = ring.New
-
-// refusedRing reports whether a ring creation error means io_uring is not
-// allowed or not there: a seccomp profile (EPERM), the
-// kernel.io_uring_disabled sysctl (EPERM), a kernel without it (ENOSYS).
-func refusedRing(err error) bool {
-	return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EACCES)
-}
-
-// newPreadEngine is an engine without a ring: every File it serves uses
-// the pread backend. why is the ring creation's error.
-func newPreadEngine(c *config, why error) *Engine {
-	e := &Engine{
-		noRing: why,
-		tok:    make(chan struct{}, 1),
-		kick:   make(chan struct{}, 1),
-		stop:   make(chan struct{}),
-		pool:   completion.NewPool(c.workers, c.poolQueue),
-		bufs:   newBufPool(c.bufMemory),
-		pr:     newPreadBackend(),
-	}
-	e.tok <- struct{}{}
-	e.spill.wake = make(chan struct{}, 1)
-	e.wg.Add(1)
-	go e.spillFeeder()
-	return e
+	e.reqMu.Unlock()
 }

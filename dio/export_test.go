@@ -9,7 +9,7 @@ import (
 )
 
 // AuditForTest queues a lost-completion audit (audit.go).
-func AuditForTest(e *Engine) { e.audit() }
+func AuditForTest(e *Engine) { e.onOwner(func() { e.audit() }) }
 
 // SizeForTest returns f.Size(), failing the test on an error.
 func SizeForTest(t testing.TB, f *File) int64 {

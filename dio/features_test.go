@@ -516,30 +516,6 @@ func TestDoneMeansCallbackReturned(t *testing.T) {
 	}
 }
 
-// TestPollWithoutReaper: with no background reaper, a goroutine that polls
-// reaps every completion itself.
-func TestPollWithoutReaper(t *testing.T) {
-	f, _ := openTemp(t, WithoutReaper())
-	mem := abuf(t, 64*blk)
-	f.WriteAt(mem, 0)
-	var done atomic.Int32
-	for i := 0; i < 64; i++ {
-		r := &Request{Op: Read, Off: int64(i) * blk, Buf: mem[i*blk : (i+1)*blk], Policy: completion.Inline,
-			Callback: func(*Request) { done.Add(1) }}
-		if err := f.Submit(r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	polled := 0
-	deadline := time.Now().Add(5 * time.Second)
-	for done.Load() < 64 && time.Now().Before(deadline) {
-		polled += f.Engine().Poll()
-	}
-	if done.Load() != 64 || polled < 64 {
-		t.Fatalf("%d of 64 completed, %d reaped by Poll", done.Load(), polled)
-	}
-}
-
 // TestResubmitFromCallback: a callback may resubmit the request it was
 // handed (the asynchronous loop), and the request stays in flight.
 func TestResubmitFromCallback(t *testing.T) {

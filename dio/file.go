@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/internal/devinfo"
@@ -333,7 +334,7 @@ func (f *File) directIO(ctx context.Context, op Op, p []byte, off int64, fl Flag
 		e.putReq(r)
 		return 0, err
 	}
-	e.awaitHeld(r, ctx.Done(), r.tokHeld)
+	e.await(r, ctx.Done())
 	n, err := int(r.n), r.err
 	e.putReq(r)
 	return n, err
@@ -354,13 +355,11 @@ func (f *File) Submit(r *Request) error {
 		return &OpError{Op: r.Op.String(), Path: f.path, Off: r.Off, Err: fmt.Errorf("dio: request resubmitted while in flight")}
 	}
 	sync := r.Flags&ForceWait != 0
-	r.deferEnter = false
 	if err := f.start(r, sync); err != nil {
 		return err
 	}
 	if sync {
-		f.eng.awaitHeld(r, nil, r.tokHeld)
-		r.tokHeld = false
+		f.eng.await(r, nil)
 	}
 	return nil
 }
@@ -372,7 +371,7 @@ func (f *File) Close() error {
 	if f.closed.Swap(true) {
 		return f.opErr("close", 0, 0, ErrClosed)
 	}
-	f.eng.drain(func() bool { return f.inflight.Load() == 0 })
+	waitUntil(func() bool { return f.inflight.Load() == 0 })
 	f.eng.unregisterFile(f.regIdx)
 	if f.vol != nil {
 		f.vol.release()
@@ -557,3 +556,11 @@ func sysfsInt(dev uint64, attr string) (int64, bool) {
 
 var _ io.ReaderAt = (*File)(nil)
 var _ io.WriterAt = (*File)(nil)
+
+// waitUntil waits for cond, which the engine's owner or the pread backend
+// will make true (Close paths): it checks at growing intervals.
+func waitUntil(cond func() bool) {
+	for d := time.Microsecond; !cond(); d = min(2*d, time.Millisecond) {
+		time.Sleep(d)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/uringdio/uringdio/completion"
 )
@@ -150,20 +149,13 @@ func (f *File) gateRelease(r *Request) {
 	}
 }
 
-// awaitAdmission blocks a synchronous write until the gate admits it,
-// reaping meanwhile when nobody else is (the writes it waits for may need
-// a reaper to complete). If the caller's context ends first, the write
+// awaitAdmission blocks a synchronous write until the gate admits it (the
+// writes it waits for complete on the engine's owner). If the caller's context ends first, the write
 // leaves the queue and fails with ECANCELED, having done nothing.
 func (f *File) awaitAdmission(r *Request) error {
-	e := f.eng
 	done := r.gateDone
 	for !r.gateAdmitted.Load() {
 		select {
-		case <-e.tok:
-			if !r.gateAdmitted.Load() {
-				e.reapBatch(true, time.Millisecond)
-			}
-			e.tok <- struct{}{}
 		case <-r.wake:
 		case <-done:
 			if f.gate().remove(r) {
@@ -211,9 +203,6 @@ func (f *File) completeUnlaunched(r *Request, err error) {
 	f.choosePolicy(r, false)
 	r.refs.Store(1)
 	r.state.Store(stateInflight)
-	if r.async {
-		f.eng.asyncInflight.Add(1)
-	}
 	f.eng.put(r, false)
 }
 

@@ -370,7 +370,7 @@ func TestGateRefusedSubmitLeavesRequestInFlight(t *testing.T) {
 // now released where the I/O completes, conversion included.
 func TestGatePoolCallbackWriteDeadlocks(t *testing.T) {
 	const bs = 16 << 10
-	f := openVolume(t, bs, 8, dio.WithPool(1, 0))
+	f := openVolume(t, bs, 8, dio.WithWorkers(1))
 	sec := f.Alignment().Offset
 	done := make(chan error, 1)
 	b := &dio.Request{Op: dio.Write, Off: bs + sec, Buf: relBuf(t, int(sec)), Policy: completion.Pool}

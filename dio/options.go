@@ -36,10 +36,7 @@ type config struct {
 	regFiles    int
 	maxInflight int
 	workers     int
-	poolQueue   int
 	wrapRing    func(Ring) Ring
-	coop        bool
-	noReaper    bool
 	lostAfter   time.Duration
 	bufMemory   int64
 
@@ -112,30 +109,10 @@ func WithSQPoll(idle time.Duration) Option {
 // does not.
 func WithIOPoll() Option { return engineOpt(func(c *config) { c.ringFlags |= ring.SetupIOPoll }) }
 
-// WithCoopTaskrun sets IORING_SETUP_COOP_TASKRUN (and TASKRUN_FLAG) when
-// the kernel has them: a completion that needs its submitting thread no
-// longer interrupts that thread, but waits until it next enters the
-// kernel. Worth 20-40% on CPU-bound devices (zram: 0.64x -> 0.92x fio at
-// QD32). Only for programs whose submitting threads keep entering the
-// kernel: callbacks that resubmit on the engine's reaper, or a goroutine
-// that locks its OS thread and polls. A goroutine that submits and then
-// sleeps (Submit followed by Request.Wait on another thread's reaping) can
-// leave its completion waiting until the Go runtime runs that thread again.
-func WithCoopTaskrun() Option { return engineOpt(func(c *config) { c.coop = true }) }
-
-// WithoutReaper starts no background reaper: completions are reaped only
-// by goroutines that wait (ReadAt, WriteAt, Request.Wait) or call
-// Engine.Poll. For an owner that spins on the completion queue and wants
-// every completion to itself; asynchronous requests nobody waits for or
-// polls never complete.
-func WithoutReaper() Option { return engineOpt(func(c *config) { c.noReaper = true }) }
-
 // WithLostCompletionCheck turns on audits for completions lost in user
 // space (a wrapper's or the engine's own bug; the kernel's own drops are
-// always detected, from its overflow counter). The background reaper
-// audits when SQEs have been in flight with no completion at all for d,
-// and a Wait or ReadAtContext whose context ended audits 100ms after its
-// cancel if the request is still in flight (then at growing intervals).
+// always detected, from its overflow counter). The engine's owner audits
+// when SQEs have been in flight with no completion at all for d.
 //
 // An audit is a NOP with IOSQE_IO_DRAIN: the kernel posts its completion
 // only after every SQE submitted before it has completed, so a request
@@ -171,14 +148,11 @@ func WithRegisteredFiles(n int) Option { return engineOpt(func(c *config) { c.re
 // size). Requests beyond it wait in the engine's backlog.
 func WithMaxInflight(n int) Option { return engineOpt(func(c *config) { c.maxInflight = n }) }
 
-// WithPool sizes the completion worker pool: workers goroutines and a
-// queue of queue completions. A completion that finds the queue full waits
-// for room off the reaper (Stats.PoolOverflow), rather than make the reaper
-// wait: a Pool callback may block on I/O of the same engine, and that I/O
-// needs a reaper.
-func WithPool(workers, queue int) Option {
-	return engineOpt(func(c *config) { c.workers, c.poolQueue = workers, queue })
-}
+// WithWorkers sets how many worker goroutines the engine keeps for
+// completion work that may block (the Pool policy) and for the pread
+// backend's asynchronous requests (default 4 × GOMAXPROCS). Their queue
+// has no bound: the engine's owner never waits to hand work over.
+func WithWorkers(n int) Option { return engineOpt(func(c *config) { c.workers = n }) }
 
 // WithBufferMemory bounds the memory the engine keeps for bounce buffers
 // (unaligned ReadAt and WriteAt) at n bytes (default DefaultBufferMemory).

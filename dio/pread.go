@@ -5,7 +5,6 @@ package dio
 import (
 	"io"
 	"runtime"
-	"sync"
 	"syscall"
 	"unsafe"
 
@@ -21,43 +20,19 @@ import (
 // kernel.io_uring_disabled sysctl, an old kernel).
 //
 // A synchronous request runs in the calling goroutine. An asynchronous one
-// runs on one of the backend's worker goroutines, so its Inline callback
+// runs on one of the engine's worker goroutines, so its Inline callback
 // runs there too, concurrently with other requests' callbacks. At most
 // preadSlots system calls are in progress at once, whatever the number of
 // callers, which bounds the OS threads blocked in them.
 type preadBackend struct {
 	sem chan struct{} // one token per system call in progress
-
-	mu      sync.Mutex
-	cond    sync.Cond
-	queue   *Request // asynchronous requests, FIFO through backlog
-	tail    *Request
-	started bool
-	stopped bool
-	wg      sync.WaitGroup
 }
 
 // preadSlots bounds the pread backend's system calls in progress.
 func preadSlots() int { return 4 * runtime.GOMAXPROCS(0) }
 
 func newPreadBackend() *preadBackend {
-	b := &preadBackend{sem: make(chan struct{}, preadSlots())}
-	b.cond.L = &b.mu
-	return b
-}
-
-// startLocked runs the backend's workers: the first asynchronous request
-// starts them.
-func (b *preadBackend) startLocked(e *Engine) {
-	if b.started {
-		return
-	}
-	b.started = true
-	n := preadSlots()
-	b.wg.Add(n)
-	for range n {
-		go b.worker(e)
-	}
+	return &preadBackend{sem: make(chan struct{}, preadSlots())}
 }
 
 // submit runs r's pieces: now, on this goroutine, if sync; otherwise on a
@@ -67,59 +42,7 @@ func (b *preadBackend) submit(e *Engine, r *Request, sync bool) {
 		b.run(e, r)
 		return
 	}
-	b.push(e, r)
-}
-
-// push queues r for a worker: its pieces, or (completeOnly) its Inline
-// completion, which must not run on the stack that put it there.
-func (b *preadBackend) push(e *Engine, r *Request) {
-	b.mu.Lock()
-	b.startLocked(e)
-	r.backlog = nil
-	if b.tail == nil {
-		b.queue = r
-	} else {
-		b.tail.backlog = r
-	}
-	b.tail = r
-	b.cond.Signal()
-	b.mu.Unlock()
-}
-
-func (b *preadBackend) worker(e *Engine) {
-	defer b.wg.Done()
-	for {
-		b.mu.Lock()
-		for b.queue == nil && !b.stopped {
-			b.cond.Wait()
-		}
-		r := b.queue
-		if r == nil {
-			b.mu.Unlock()
-			return
-		}
-		b.queue = r.backlog
-		if b.queue == nil {
-			b.tail = nil
-		}
-		r.backlog = nil
-		b.mu.Unlock()
-		if r.completeOnly {
-			r.completeOnly = false
-			r.RunCompletion()
-			continue
-		}
-		b.run(e, r)
-	}
-}
-
-// close stops the workers once the queue is empty.
-func (b *preadBackend) close() {
-	b.mu.Lock()
-	b.stopped = true
-	b.cond.Broadcast()
-	b.mu.Unlock()
-	b.wg.Wait()
+	e.workers.push(r, jobPread)
 }
 
 // run does every piece of r, then drops its pieces' references (the last
@@ -127,8 +50,8 @@ func (b *preadBackend) close() {
 func (b *preadBackend) run(e *Engine, r *Request) {
 	for i := range r.pieces {
 		p := &r.pieces[i]
-		if r.cancelled {
-			r.setErrLocked(e, syscall.ECANCELED, p.dataOff(r))
+		if r.cancelled.Load() {
+			r.setErr(syscall.ECANCELED, p.dataOff(r))
 		} else {
 			b.sem <- struct{}{}
 			b.piece(e, r, p)
@@ -166,7 +89,7 @@ func (b *preadBackend) piece(e *Engine, r *Request, p *piece) {
 			}
 		}
 		if err != nil {
-			r.setErrLocked(e, err, r.Off)
+			r.setErr(err, r.Off)
 		}
 		return
 	}
@@ -189,7 +112,7 @@ func (b *preadBackend) piece(e *Engine, r *Request, p *piece) {
 			runtime.Gosched()
 			continue
 		case err != nil:
-			r.setErrLocked(e, err, p.fileOffAt(r, done))
+			r.setErr(err, p.fileOffAt(r, done))
 			return
 		}
 		e.stats.Submitted.Add(1)
@@ -198,11 +121,11 @@ func (b *preadBackend) piece(e *Engine, r *Request, p *piece) {
 			return
 		}
 		if !p.write && r.readEnded(p.fileOff+done, n == 0) {
-			r.eofLocked(e, p.fileOff+done)
+			r.eof(p.fileOff + done)
 			return
 		}
 		if n == 0 {
-			r.setErrLocked(e, io.ErrShortWrite, p.fileOffAt(r, done))
+			r.setErr(io.ErrShortWrite, p.fileOffAt(r, done))
 			return
 		}
 	}
@@ -246,18 +169,4 @@ func (p *piece) fileOffAt(r *Request, done int64) int64 {
 		return r.Off
 	}
 	return p.fileOff + done
-}
-
-// setErrLocked and eofLocked record a result under the engine's mu, which
-// orders them with a concurrent cancel and with put.
-func (r *Request) setErrLocked(e *Engine, err error, off int64) {
-	e.mu.Lock()
-	r.setErr(err, off)
-	e.mu.Unlock()
-}
-
-func (r *Request) eofLocked(e *Engine, off int64) {
-	e.mu.Lock()
-	r.eof(off)
-	e.mu.Unlock()
 }

@@ -25,10 +25,12 @@ func (e *Engine) complete(c *ring.CQE) {
 		e.auditDone(c.Res)
 		return
 	}
+	if c.UserData == wakeTag {
+		e.woken()
+		return
+	}
 	idx, gen := uint32(c.UserData), uint32(c.UserData>>32)
-	e.mu.Lock()
 	if int(idx) >= len(e.slots) || !e.slots[idx].busy || e.slots[idx].gen != gen {
-		e.mu.Unlock()
 		e.stats.StrayCQEs.Add(1)
 		// A completion for nothing in flight: duplicated or late (or a
 		// lost one's neighbour). Which request it belonged to cannot be
@@ -49,12 +51,11 @@ func (e *Engine) complete(c *ring.CQE) {
 		// EINTR never reaches a caller; EAGAIN without NoWait is retried a
 		// bounded number of times, then reported (it is retryable).
 		retry := errno == syscall.EINTR || (errno == syscall.EAGAIN && r.Flags&NoWait == 0 && s.retries < maxRetries)
-		if retry && !r.cancelled {
+		if retry && !r.cancelled.Load() {
 			if s.retries < 255 {
 				s.retries++
 			}
-			e.resubmitLocked(idx)
-			e.mu.Unlock()
+			e.resubmit(idx)
 			return
 		}
 		r.setErr(e.ring.Err(res), s.dataOff())
@@ -69,7 +70,7 @@ func (e *Engine) complete(c *ring.CQE) {
 			r.setErr(io.ErrShortWrite, s.dataOff())
 			break
 		}
-		if r.cancelled {
+		if r.cancelled.Load() {
 			r.setErr(syscall.ECANCELED, s.dataOff()+done)
 			break
 		}
@@ -82,12 +83,10 @@ func (e *Engine) complete(c *ring.CQE) {
 		}
 		s.n -= uint32(res)
 		e.stats.Resubmits.Add(1)
-		e.resubmitLocked(idx)
-		e.mu.Unlock()
+		e.resubmit(idx)
 		return
 	}
-	e.freeSlotLocked(idx)
-	e.mu.Unlock()
+	e.freeSlot(idx)
 	e.put(r, true)
 }
 
@@ -116,13 +115,12 @@ func (s *slot) dataOff() int64 {
 	return s.fileOff
 }
 
-// resubmitLocked queues the slot's SQE again (for the flush after the
-// batch).
-func (e *Engine) resubmitLocked(idx uint32) {
+// resubmit queues the slot's SQE again.
+func (e *Engine) resubmit(idx uint32) {
 	s := &e.slots[idx]
 	s.gen++ // a late CQE of the first attempt must not match
 	if sqe := e.ring.GetSQE(); sqe != nil {
-		e.prepLocked(sqe, s, idx)
+		e.prep(sqe, s, idx)
 		return
 	}
 	s.seq = noSeq // not in the SQ: no audit may count it lost
@@ -130,12 +128,13 @@ func (e *Engine) resubmitLocked(idx uint32) {
 }
 
 // put drops one reference on r; the last one ends its I/O. reaper says
-// that the caller is the reaper processing a CQE: only there does an
-// Inline completion run at once. Anywhere else (the submitter, whose
-// request needed no I/O or completed before Submit returned; a canceller
-// dropping backlogged pieces; a gate admitting a waiting write) it would
-// run nested in a call that may itself be a callback, so it is handed to
-// the reaper (the engine's ready list), which runs it iteratively.
+// that the caller is the owner processing a CQE (or a pread worker that
+// did the I/O): only there does an Inline completion run at once.
+// Anywhere else (the submitter, whose request needed no I/O or completed
+// before Submit returned; the owner dropping backlogged pieces; a gate
+// admitting a waiting write) it would run nested in a call that may itself
+// be a callback, so it is handed to the owner (the engine's ready list),
+// which runs it iteratively.
 //
 // The request's state moves to stateIODone before anyone is woken, so a
 // waiter that wakes early simply goes back to waiting.
@@ -143,15 +142,13 @@ func (e *Engine) put(r *Request, reaper bool) {
 	if r.refs.Add(-1) != 0 {
 		return
 	}
-	if r.async {
-		e.asyncInflight.Add(-1)
-	}
-	e.mu.Lock() // orders the result with cancel's and the reaper's writes
+	// The result fields were written by whoever dropped the other
+	// references (the owner, a pread worker, the submitter): the atomic
+	// decrement above orders their writes before these reads.
 	if e.broken.Load() && r.errno == nil {
 		r.errno = ErrRingBroken
 	}
 	r.finishResult()
-	e.mu.Unlock()
 	// Everything put needs from r is read before the I/O is published as
 	// done: from then on a waiter may run the completion and reuse r.
 	policy, wake, q := r.policy, r.wake, r.Queue
@@ -186,19 +183,13 @@ func (e *Engine) put(r *Request, reaper bool) {
 		case reaper:
 			r.RunCompletion()
 		case r.file.pread:
-			r.completeOnly = true
-			e.pr.push(e, r)
+			e.workers.push(r, jobComplete)
 		default:
 			e.pushReady(r)
 		}
 	case completion.Pool:
-		// The waiter waits for stateComplete, which only the pool sets.
-		if e.spill.n.Load() > 0 || !e.pool.TrySubmit(r) {
-			// The queue is full. Waiting for room here would hold the reap
-			// token while a Pool callback may itself be waiting for I/O of
-			// this engine, which needs a reaper: spill it (spill.go).
-			e.spillPush(r)
-		}
+		// The waiter waits for stateComplete, which only a worker sets.
+		e.workers.push(r, jobComplete)
 	case completion.Caller:
 		// With a Queue the completion runs only from the Queue, so r cannot
 		// be reused (and pushed again) before this push.
@@ -217,17 +208,16 @@ func (e *Engine) pushReady(r *Request) {
 	e.ready = append(e.ready, r)
 	e.readyN.Add(1)
 	e.readyMu.Unlock()
-	signal(e.kick)
+	e.wakeOwner(false)
 }
 
 // runReady runs the Inline completions handed to the reaper, including
-// those their callbacks hand it meanwhile. The token holder calls it.
+// those their callbacks hand it meanwhile. The owner calls it.
 func (e *Engine) runReady() {
 	for e.readyN.Load() > 0 {
 		e.readyMu.Lock()
 		batch := e.ready
-		e.ready = e.readyOld[:0]
-		e.readyOld = nil
+		e.ready, e.spare = e.spare[:0], nil
 		e.readyN.Store(0)
 		e.readyMu.Unlock()
 		for i, r := range batch {
@@ -235,25 +225,20 @@ func (e *Engine) runReady() {
 			r.RunCompletion()
 		}
 		e.readyMu.Lock()
-		if e.readyOld == nil {
-			e.readyOld = batch[:0]
+		if e.spare == nil {
+			e.spare = batch[:0]
 		}
 		e.readyMu.Unlock()
 	}
 }
 
-// await waits for r to complete, reaping meanwhile, and runs its
-// completion on this goroutine if the policy leaves it to the waiter.
-func (e *Engine) await(r *Request, done <-chan struct{}) { e.awaitHeld(r, done, false) }
-
-// awaitHeld is await for a caller that may already hold the reap token
-// (a synchronous call that took it before submitting, so that its submit
-// and its wait are one system call).
-func (e *Engine) awaitHeld(r *Request, done <-chan struct{}, held bool) {
+// await waits for r to complete and runs its completion on this goroutine
+// if the policy leaves it to the waiter. If done ends first, r's I/O is
+// cancelled and await still waits for it: a buffer is never given back
+// while the kernel may use it.
+func (e *Engine) await(r *Request, done <-chan struct{}) {
 	if r.state.Load() < stateIODone {
-		e.waitReq(r, done, held)
-	} else if held {
-		e.tok <- struct{}{}
+		e.waitReq(r, done)
 	}
 	switch {
 	case r.policy == completion.Caller && r.Queue != nil:
@@ -272,34 +257,32 @@ func (e *Engine) awaitHeld(r *Request, done <-chan struct{}, held bool) {
 	}
 }
 
-// getReq returns a recycled request for a synchronous call.
-func (e *Engine) getReq() *Request {
-	e.mu.Lock()
-	if n := len(e.reqFree); n > 0 {
-		r := e.reqFree[n-1]
-		e.reqFree = e.reqFree[:n-1]
-		e.mu.Unlock()
-		select { // a stale wake-up from the previous use
+// waitReq waits until r's I/O is done; if done ends first it cancels the
+// I/O (a request still waiting at the gate leaves it having done nothing)
+// and goes on waiting for what the kernel holds.
+func (e *Engine) waitReq(r *Request, done <-chan struct{}) {
+	for r.state.Load() < stateIODone {
+		select {
 		case <-r.wake:
-		default:
+		case <-done:
+			done = nil
+			e.cancel(r)
 		}
-		return r
 	}
-	e.mu.Unlock()
-	return NewRequest()
 }
 
-func (e *Engine) putReq(r *Request) {
-	r.Buf, r.Bufs, r.Callback, r.Queue, r.file = nil, nil, nil, nil, nil
-	r.DoneBefore, r.Flags, r.Policy = 0, 0, completion.Default
-	r.owned, r.gateExcl, r.gateSync, r.tokHeld, r.deferEnter = false, false, false, false, false
-	r.errno, r.err = nil, nil
-	r.state.Store(stateIdle)
-	e.mu.Lock()
-	if len(e.reqFree) < 1024 {
-		e.reqFree = append(e.reqFree, r)
+// cancel cancels r's I/O: a request waiting at the gate leaves it; the
+// pread backend's pieces not yet run end with ECANCELED; a ring request's
+// SQEs are cancelled by the owner.
+func (e *Engine) cancel(r *Request) {
+	f := r.file
+	switch {
+	case f != nil && f.cancelQueued(r):
+	case f != nil && f.pread:
+		r.cancelled.Store(true)
+	default:
+		e.requestCancel(r)
 	}
-	e.mu.Unlock()
 }
 
 // checkPolled explains why an IOPOLL engine cannot serve fd.

@@ -17,8 +17,7 @@ package dio_test
 // Ops per configuration: 4k by default, 1M with UIRINGDIO_LONG=1, or
 // UIRINGDIO_FSX_OPS; the fault-injecting configuration (2% of CQEs, 2% of
 // enters refused, 2% of SQE requests told the SQ is full) runs five times
-// as many. UIRINGDIO_FSX_COOP=1 runs every
-// configuration on the opt-in COOP_TASKRUN ring (WithCoopTaskrun).
+// as many.
 
 import (
 	"context"
@@ -30,7 +29,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -94,12 +92,6 @@ func TestFSX(t *testing.T) {
 		}
 		c := c
 		c.ops = ops
-		if os.Getenv("UIRINGDIO_FSX_COOP") != "" {
-			// The opt-in COOP_TASKRUN ring (not with SQPOLL).
-			if !strings.Contains(c.name, "sqpoll") {
-				c.opts = append(append([]dio.Option(nil), c.opts...), dio.WithCoopTaskrun())
-			}
-		}
 		if c.faultRate > 0 && os.Getenv("UIRINGDIO_FSX_OPS") == "" {
 			c.ops = ops * 5 // 20k in CI, 5M in long mode
 		}

@@ -116,31 +116,32 @@ type Request struct {
 	Tag uint64
 
 	// engine state
-	file      *File
-	state     atomic.Uint32
-	refs      atomic.Int32
-	once      completion.Once
-	wake      chan struct{}
-	pieces    []piece
-	next      int // first piece not yet submitted
-	backlog   *Request
-	submitted int64 // bytes covered by pieces, from Off
-	length    int64 // bytes asked for (after EOF clipping: see want)
-	want      int64
-	sizeAt    int64 // a mapped file's size at submission; -1 on a kernel file
-	owned     bool  // I/O of the volume gate's holder (volume.go): no gate, no size change, no EOF clip
-	// completeOnly: queued on the pread backend for its Inline completion.
-	completeOnly bool
+	file    *File
+	state   atomic.Uint32
+	refs    atomic.Int32
+	once    completion.Once
+	wake    chan struct{}
+	pieces  []piece
+	next    int      // first piece not yet submitted
+	backlog *Request // next in the owner's queue or backlog, or the pread backend's
+	// Cancellation (owner.go): the submission count, the one a cancel was
+	// asked for, and the link of the owner's cancel queue.
+	subGen       atomic.Uint32
+	cancelGen    atomic.Uint32
+	cancelQueued atomic.Bool
+	cancelNext   *Request
+	submitted    int64 // bytes covered by pieces, from Off
+	length       int64 // bytes asked for (after EOF clipping: see want)
+	want         int64
+	sizeAt       int64 // a mapped file's size at submission; -1 on a kernel file
+	owned        bool  // I/O of the volume gate's holder (volume.go): no gate, no size change, no EOF clip
+	job          uint8 // what a worker does with it (workers.go)
 	policy       completion.Policy
 	reason       completion.Reason
 	facts        completion.Facts
 	async        bool
 	fileDec      bool
-	cancelled    bool
-	// deferEnter: the submitter holds the reap token and submits with its
-	// wait; queue only prepares the SQEs.
-	deferEnter bool
-	tokHeld    bool // a synchronous submitter took the reap token in launch
+	cancelled    atomic.Bool
 	// the file's write gate (gate.go)
 	gateExcl     bool // not aligned to the block size: needs the file alone
 	gateSync     bool // a synchronous caller waits for admission itself
@@ -150,7 +151,8 @@ type Request struct {
 	gateDone     <-chan struct{} // a synchronous caller's context, while at the gate
 	converted    bool            // extents converted at I/O completion (gated writes)
 	convErr      error
-	// guarded by the engine's mu until I/O is done
+	// written by whoever carries out the I/O (the owner, a pread worker)
+	// until the last reference is dropped
 	errno  error
 	stopAt int64 // lowest file offset where data stopped (EOF, error)
 	// results

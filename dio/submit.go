@@ -11,7 +11,6 @@ import (
 	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
-	"golang.org/x/sys/unix"
 )
 
 // SQEView is the SQE a submit hook sees.
@@ -65,7 +64,9 @@ func (f *File) start(r *Request, sync bool) error {
 	r.next, r.submitted, r.curBuf, r.curOff = 0, 0, 0, 0
 	r.errno, r.err, r.n = nil, nil, 0
 	r.converted, r.convErr = false, nil
-	r.cancelled, r.fileDec, r.tokHeld, r.deferEnter = false, false, false, false
+	r.cancelled.Store(false)
+	r.fileDec = false
+	r.subGen.Add(1)
 	r.once.Reset()
 	r.async = !sync
 	r.length = length
@@ -144,7 +145,9 @@ func (f *File) startControl(r *Request, sync bool, bad func(error) error) error 
 	r.next, r.submitted, r.curBuf, r.curOff = 0, 0, 0, 0
 	r.errno, r.err, r.n = nil, nil, 0
 	r.converted, r.convErr = false, nil
-	r.cancelled, r.fileDec, r.tokHeld, r.deferEnter = false, false, false, false
+	r.cancelled.Store(false)
+	r.fileDec = false
+	r.subGen.Add(1)
 	r.once.Reset()
 	r.async = !sync
 	r.length, r.want, r.stopAt, r.sizeAt = 0, 0, r.Off, -1
@@ -272,28 +275,12 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 
 	r.refs.Store(int32(len(r.pieces)) + 1)
 	r.state.Store(stateInflight)
-	if r.async {
-		f.eng.asyncInflight.Add(1)
-	}
-	if len(r.pieces) > 0 && f.pread {
+	switch {
+	case len(r.pieces) == 0:
+	case f.pread:
 		f.eng.pr.submit(f.eng, r, sync)
-	} else if len(r.pieces) > 0 {
-		if sync && f.eng.sw != nil {
-			// If nobody is reaping, take the token before submitting: the
-			// SQEs are then only published, and submitted by the same
-			// io_uring_enter that waits for them (one system call per read
-			// at queue depth 1). Not before: a request that waits at the
-			// gate must not hold it.
-			select {
-			case <-f.eng.tok:
-				r.tokHeld, r.deferEnter = true, true
-			default:
-			}
-		}
-		f.eng.queue(r)
-		if r.async {
-			signal(f.eng.kick)
-		}
+	default:
+		f.eng.enqueue(r)
 	}
 	f.eng.put(r, false) // the submitter's reference
 	return nil
@@ -562,121 +549,6 @@ func (f *File) target(t int) (int32, bool, error) {
 		return f.regIdx, true, nil
 	}
 	return f.targets[t], false, nil
-}
-
-// queue hands r's pieces to the ring, or to the backlog behind earlier
-// requests when the SQ or the slab is full.
-func (e *Engine) queue(r *Request) {
-	e.mu.Lock()
-	if e.backlog != nil || !e.submitPiecesLocked(r) {
-		e.stats.Backlogged.Add(1)
-		r.backlog = nil
-		if e.backlogEnd == nil {
-			e.backlog = r
-		} else {
-			e.backlogEnd.backlog = r
-		}
-		e.backlogEnd = r
-		e.drainBacklogLocked()
-	}
-	if !r.deferEnter {
-		e.enterLocked()
-	}
-	e.unlockAndDrop()
-}
-
-// submitPiecesLocked prepares SQEs for r's pieces from r.next on and
-// reports whether all are in the SQ.
-func (e *Engine) submitPiecesLocked(r *Request) bool {
-	for r.next < len(r.pieces) {
-		if len(e.freeSlots) == 0 {
-			return false
-		}
-		sqe := e.sqeLocked()
-		if sqe == nil {
-			return false
-		}
-		p := &r.pieces[r.next]
-		idx := e.freeSlots[len(e.freeSlots)-1]
-		e.freeSlots = e.freeSlots[:len(e.freeSlots)-1]
-		s := &e.slots[idx]
-		*s = slot{req: r, gen: s.gen, busy: true, write: p.write, fixed: p.fixed,
-			regFile: p.regFile, fd: p.fd, addr: p.addr, n: p.n, off: p.off,
-			fileOff: p.fileOff, rwFlags: p.rwFlags, ctl: p.ctl, ctlLen: p.ctlLen}
-		e.prepLocked(sqe, s, idx)
-		r.next++
-	}
-	return true
-}
-
-// prepLocked encodes a slot into an SQE: the one place ops become SQEs.
-func (e *Engine) prepLocked(sqe *ring.SQE, s *slot, idx uint32) {
-	switch {
-	case s.ctl == Fsync:
-		sqe.PrepFsync(s.fd, 0)
-	case s.ctl == Fdatasync:
-		sqe.PrepFsync(s.fd, ring.FsyncDatasync)
-	case s.ctl == Preallocate:
-		sqe.PrepFallocate(s.fd, unix.FALLOC_FL_KEEP_SIZE, uint64(s.off), uint64(s.ctlLen))
-	case s.write:
-		sqe.PrepWriteAddr(s.fd, s.addr, s.n, uint64(s.off))
-	default:
-		sqe.PrepReadAddr(s.fd, s.addr, s.n, uint64(s.off))
-	}
-	if s.fixed {
-		if s.write {
-			sqe.Opcode = ring.OpWriteFixed
-		} else {
-			sqe.Opcode = ring.OpReadFixed
-		}
-		sqe.BufIndex = 0 // the engine registers one arena
-	}
-	if s.regFile {
-		sqe.SetFixedFile()
-	}
-	sqe.OpFlags = s.rwFlags
-	sqe.UserData = uint64(s.gen)<<32 | uint64(idx)
-	s.seq = e.sqSeq
-	e.sqSeq++
-	if h := s.req.file.hook; h != nil {
-		h(s.req, sqe)
-		sqe.UserData = uint64(s.gen)<<32 | uint64(idx)
-	}
-}
-
-// drainBacklogLocked moves backlogged requests into the ring in order, as
-// far as room allows. Cancelled requests give up their unsubmitted pieces.
-func (e *Engine) drainBacklogLocked() {
-	for i := 0; i < len(e.resub); i++ {
-		sqe := e.ring.GetSQE()
-		if sqe == nil {
-			e.resub = append(e.resub[:0], e.resub[i:]...)
-			return
-		}
-		idx := e.resub[i]
-		e.prepLocked(sqe, &e.slots[idx], idx)
-	}
-	e.resub = e.resub[:0]
-	for e.backlog != nil {
-		r := e.backlog
-		if r.cancelled {
-			r.setErr(syscall.ECANCELED, r.pieces[r.next].fileOff)
-			e.dropped = append(e.dropped, droppedPieces{r, int32(len(r.pieces) - r.next)})
-			r.next = len(r.pieces)
-		} else if !e.submitPiecesLocked(r) {
-			return
-		}
-		e.backlog = r.backlog
-		r.backlog = nil
-		if e.backlog == nil {
-			e.backlogEnd = nil
-		}
-	}
-}
-
-type droppedPieces struct {
-	r *Request
-	n int32
 }
 
 func alignUp(v, a int64) int64 { return (v + a - 1) / a * a }

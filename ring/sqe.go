@@ -121,3 +121,10 @@ func (s *SQE) SetFixedFile() { s.Flags |= SQEFixedFile }
 
 // SetFlags adds SQE flags (SQEIOLink, SQEIODrain, SQEAsync, ...).
 func (s *SQE) SetFlags(f uint8) { s.Flags |= f }
+
+// PrepPollAdd prepares a one-shot poll of fd for events (POLLIN, ...): it
+// completes with the events that are ready.
+func (s *SQE) PrepPollAdd(fd int32, events uint32) {
+	s.prepRW(OpPollAdd, fd, 0, 0, 0)
+	s.OpFlags = events // poll32_events
+}

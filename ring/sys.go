@@ -94,6 +94,7 @@ type Op uint8
 // Opcodes this package prepares.
 const (
 	OpNop         = Op(iosys.IORING_OP_NOP)
+	OpPollAdd     = Op(iosys.IORING_OP_POLL_ADD)
 	OpReadv       = Op(iosys.IORING_OP_READV)
 	OpWritev      = Op(iosys.IORING_OP_WRITEV)
 	OpFsync       = Op(iosys.IORING_OP_FSYNC)

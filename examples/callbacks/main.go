@@ -283,11 +283,11 @@ func where() string {
 	for {
 		fr, more := frames.Next()
 		switch {
-		case strings.Contains(fr.Function, "backgroundReaper"):
+		case strings.Contains(fr.Function, "(*Engine).ownerMain"):
 			kind = "engine reaper"
-		case strings.Contains(fr.Function, "WorkerPool"):
+		case strings.Contains(fr.Function, "(*workers).loop"):
 			kind = "pool worker"
-		case strings.Contains(fr.Function, "waitReq") || strings.Contains(fr.Function, "(*Engine).Poll"):
+		case strings.Contains(fr.Function, "(*Engine).await"):
 			kind = "waiting caller"
 		}
 		if !more {

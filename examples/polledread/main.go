@@ -9,23 +9,18 @@
 //     completions are found by polling the device.
 //   - Otherwise dio.Open(..., dio.WithIOPoll()) fails with the reason (it
 //     wraps ring.ErrNoPolledIO), the example prints it, and runs the same
-//     reads on an SQPOLL ring: a kernel thread picks up submissions, and
-//     this goroutine spins on the completion queue with Engine.Poll, so
-//     neither submitting nor reaping needs a system call.
+//     reads on an SQPOLL ring: a kernel thread picks up submissions, so
+//     submitting needs no system call.
 //
-// Either way the requests complete through the Caller policy: whoever
-// reaps a CQE pushes the request onto this goroutine's completion.Queue,
-// and the spin loop runs the completion (record the latency, submit the
-// next read) with Queue.Poll. For comparison the example then runs the
+// Either way the requests complete through the Caller policy: the
+// engine's owner reaps each CQE and pushes the request onto this
+// goroutine's completion.Queue, and this goroutine spins on it with
+// Queue.Poll, running each completion (record the latency, submit the next
+// read) as soon as it is there. For comparison the example then runs the
 // same reads on an ordinary ring where the caller sleeps until a
 // completion arrives. It prints IOPS, latency percentiles, and voluntary
 // context switches per read: a sleeping waiter costs about one per read,
 // a spinning one about none.
-//
-// The spinning rings are opened with dio.WithoutReaper, so the engine runs
-// no background reaper that would compete with Engine.Poll (and sleep in
-// io_uring_enter): this goroutine reaps every CQE itself. The example
-// prints how many CQEs its own Poll reaped.
 //
 // Run it (a few seconds; a scratch file under os.TempDir(), removed at the
 // end; the SQPOLL thread and the spinning goroutine each keep a CPU busy
@@ -116,7 +111,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	var f *dio.File
 	mode := "IOPOLL"
 	if cfg.Mode == "auto" || cfg.Mode == "iopoll" {
-		f, err = open(dio.WithIOPoll(), dio.WithoutReaper(), dio.WithQueueDepth(2*cfg.QD))
+		f, err = open(dio.WithIOPoll(), dio.WithQueueDepth(2*cfg.QD))
 		if err != nil {
 			if cfg.Mode == "iopoll" || !errors.Is(err, errors.ErrUnsupported) {
 				return err
@@ -127,7 +122,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 	if f == nil {
 		mode = "SQPOLL"
-		f, err = open(dio.WithSQPoll(time.Second), dio.WithoutReaper(), dio.WithQueueDepth(2*cfg.QD))
+		f, err = open(dio.WithSQPoll(time.Second), dio.WithQueueDepth(2*cfg.QD))
 		if err != nil {
 			return err
 		}
@@ -156,12 +151,11 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 
 // stats is what one run measured.
 type stats struct {
-	reads    int
-	elapsed  time.Duration
-	lat      []time.Duration // sorted
-	nvcsw    int64           // voluntary context switches of the process
-	polls    int64           // Engine.Poll calls that reaped something
-	pollCQEs int64           // CQEs those calls reaped
+	reads   int
+	elapsed time.Duration
+	lat     []time.Duration // sorted
+	nvcsw   int64           // voluntary context switches of the process
+	polls   int64           // Queue.Poll calls that ran a completion
 }
 
 // reader is the state shared by the two loops: QD requests and their
@@ -238,16 +232,15 @@ func (r *reader) outstanding() int {
 	return n
 }
 
-// readSpin runs the reads with this goroutine spinning: Engine.Poll reaps
-// the CQEs that are ready (no system call on an SQPOLL ring) and
-// Queue.Poll runs the completions.
+// readSpin runs the reads with this goroutine spinning on its Queue: the
+// engine's owner reaps, and Queue.Poll runs each completion here as soon
+// as it arrives.
 func readSpin(ctx context.Context, f *dio.File, cfg config) (*stats, error) {
 	r, err := newReader(f, cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer ring.Free(r.mem)
-	e := f.Engine()
 	var st stats
 	before := nvcsw()
 	t0 := time.Now()
@@ -256,11 +249,9 @@ func readSpin(ctx context.Context, f *dio.File, cfg config) (*stats, error) {
 	}
 	deadline := t0.Add(cfg.Duration)
 	for i := 0; ; i++ {
-		if n := e.Poll(); n > 0 {
+		if r.q.Poll() > 0 {
 			st.polls++
-			st.pollCQEs += int64(n)
 		}
-		r.q.Poll()
 		if r.stop {
 			if r.outstanding() == 0 {
 				break
@@ -331,7 +322,7 @@ func report(out io.Writer, what string, spinning bool, cfg config, st *stats) {
 		float64(st.nvcsw)/float64(st.reads))
 	fmt.Fprintf(out, "  latency p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n", p(0.5), p(0.9), p(0.99), p(0.999), st.lat[len(st.lat)-1])
 	if spinning {
-		fmt.Fprintf(out, "  CQEs reaped by this goroutine's Engine.Poll: %d of %d (the engine runs no background reaper here)\n", st.pollCQEs, st.reads)
+		fmt.Fprintf(out, "  Queue.Poll calls that found completions: %d for %d reads\n", st.polls, st.reads)
 	}
 }
 
