@@ -86,6 +86,28 @@ func probeDevice(fd int, st *unix.Stat_t) (deviceVerdict, bool) {
 	return deviceVerdict{sync: true, why: "pread (the device completes synchronously: every RWF_NOWAIT read came back " + last.Error() + ", so io_uring would hand each request to its io-wq threads)"}, true
 }
 
+// direct reports whether a synchronous request of f may skip the owner and
+// go to the kernel with pread/pwrite in the calling goroutine: when the
+// ring is idle (nothing in flight, nothing queued) the hand-offs to the
+// owner and back are most of a single request's latency, and a system
+// call in the caller has none. One such call at a time (it holds
+// directSem; the caller releases it): the others go to the ring, whose
+// owner is awake by then. Not for engines shaped by their options (they
+// asked for the ring), files with a submit hook (it must see every SQE),
+// mapped files or control ops.
+func (e *Engine) direct(f *File, r *Request) bool {
+	if e.noProbe || f.hook != nil || f.vol != nil || r.Op.control() ||
+		e.inflight.Load() != 0 || e.o.head.Load() != nil {
+		return false
+	}
+	select {
+	case e.directSem <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
 // waitPread waits for a request of the pread backend to finish its I/O; if
 // done ends first, the pieces not yet run end with ECANCELED.
 func (e *Engine) waitPread(req *Request, done <-chan struct{}) {

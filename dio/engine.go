@@ -88,7 +88,8 @@ type Engine struct {
 	watchSince     time.Time
 	cancelAuditAt  time.Time // when to audit for a cancelled request still in flight
 
-	inflight atomic.Int64 // SQEs in flight (the owner's count, read by anyone)
+	inflight  atomic.Int64  // SQEs in flight (the owner's count, read by anyone)
+	directSem chan struct{} // the one synchronous call that may skip an idle ring (backend.go)
 
 	// Inline completions that must not run where they were found (put):
 	// run by the owner.
@@ -216,6 +217,7 @@ func newEngine(c *config) (*Engine, error) {
 	// The ring is created, set up and used by its owner, on the owner's
 	// OS thread: SINGLE_ISSUER binds a ring to the thread that creates it.
 	e.workers = newWorkers(e, c.workers)
+	e.directSem = make(chan struct{}, 1)
 	err := e.startOwner(c)
 	if err == nil {
 		return e, nil

@@ -279,6 +279,9 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 	case len(r.pieces) == 0:
 	case f.pread:
 		f.eng.pr.submit(f.eng, r, sync)
+	case sync && f.eng.direct(f, r):
+		f.eng.pr.run(f.eng, r)
+		<-f.eng.directSem
 	default:
 		f.eng.enqueue(r)
 	}
