@@ -169,11 +169,11 @@ func (e *Evfd) reap() {
 			e.reqs = append(e.reqs, e.s.take(uint32(cqe.UserData)))
 		}
 		e.mu.Unlock()
+		e.c.reads.Add(uint64(n)) // before the wake-ups: a woken caller may read the counters
 		for i, r := range e.reqs {
 			complete(r, e.cqes[i].Res)
 			e.reqs[i] = nil
 		}
-		e.c.reads.Add(uint64(n))
 	}
 }
 
