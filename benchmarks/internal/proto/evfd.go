@@ -26,13 +26,14 @@ type Evfd struct {
 	mu sync.Mutex // submission side: GetSQE, Flush, the slab's free list
 	s  slab
 
-	pending  atomic.Uint32 // SQEs published and not yet passed to an enter
-	efile    *os.File
-	rc       syscall.RawConn
-	inflight atomic.Int64
-	stop     atomic.Bool
-	done     chan struct{}
-	c        counters
+	pending    atomic.Uint32 // SQEs published and not yet passed to an enter
+	submitting atomic.Bool   // a caller is in io_uring_enter for the others (combine)
+	efile      *os.File
+	rc         syscall.RawConn
+	inflight   atomic.Int64
+	stop       atomic.Bool
+	done       chan struct{}
+	c          counters
 
 	// Owned by the reaper.
 	cqes []ring.CQE
@@ -108,13 +109,25 @@ func (e *Evfd) ReadAt(fd int32, buf []byte, off int64) (int, error) {
 		e.pending.Add(^uint32(0))
 		e.submit(1)
 	} else {
-		// Whoever swaps first submits every SQE published so far: under
-		// contention one enter carries many, and the others skip theirs.
-		e.submit(e.pending.Swap(0))
+		e.combine()
 	}
 	n, err := finish(r)
 	e.inflight.Add(-1)
 	return n, err
+}
+
+// combine submits the published SQEs unless another caller is already in
+// io_uring_enter: that one submits ours when it comes back. One enter then
+// carries every SQE published while the previous one ran.
+func (e *Evfd) combine() {
+	for e.pending.Load() > 0 && e.submitting.CompareAndSwap(false, true) {
+		for n := e.pending.Swap(0); n > 0; n = e.pending.Swap(0) {
+			e.submit(n)
+		}
+		e.submitting.Store(false)
+		// A caller that published after our last Swap and saw submitting
+		// set left its SQE to us: the loop condition looks again.
+	}
 }
 
 func (e *Evfd) submit(n uint32) {

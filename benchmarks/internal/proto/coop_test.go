@@ -1,0 +1,100 @@
+//go:build linux
+
+package proto
+
+import (
+	"os"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/uringdio/uringdio/ring"
+	"golang.org/x/sys/unix"
+)
+
+func zramPath() string {
+	if p := os.Getenv("PROTO_ZRAM"); p != "" {
+		return p
+	}
+	return "/dev/zram0"
+}
+
+// TestCompletesWhileTheSubmittingThreadSpins pins that a read completes
+// while the thread that submitted it runs other goroutines without
+// entering the kernel, with and without COOP_TASKRUN. The completion of a
+// read that io-wq ran (zram) is task work queued on the submitting thread.
+// Without COOP_TASKRUN the kernel kicks that thread with an IPI
+// (TWA_SIGNAL). With it (TWA_SIGNAL_NO_IPI) it only sets
+// TIF_NOTIFY_SIGNAL and wakes the thread if it sleeps interruptibly (as a
+// parked Go thread does, in futex or epoll_wait); a thread running user
+// code runs the work at its next return from the kernel, the scheduler
+// tick's interrupt included. So the completion waits at most about a tick
+// (4 ms at HZ=250), not until the Go runtime happens to make a system call
+// on that thread. GOMAXPROCS is 1 and another goroutine spins with
+// runtime.Gosched (no system call, no preemption signal), so the thread
+// that submitted is the one spinning.
+func TestCompletesWhileTheSubmittingThreadSpins(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spins for seconds")
+	}
+	// On a block device with rq_affinity the completion interrupt is sent
+	// to the CPU that submitted, and the return from that interrupt runs
+	// the task work if the submitting thread is still there: use a device
+	// that completes in io-wq, on another thread (zram, as the benchmarks).
+	f, err := os.OpenFile(zramPath(), os.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Skip("needs a zram device (PROTO_ZRAM, default /dev/zram0):", err)
+	}
+	defer f.Close()
+	const spin = 2 * time.Second
+	coop := ring.SetupCoopTaskrun | ring.SetupTaskrunFlag
+	for _, tc := range []struct {
+		name string
+		new  func() (Engine, error)
+	}{
+		{"evfd-plain", func() (Engine, error) { return NewEvfd(Config{}) }},
+		{"evfd-coop", func() (Engine, error) { return NewEvfd(Config{Flags: coop}) }},
+		{"lf-coop", func() (Engine, error) { return NewLF(Config{Flags: coop}) }},
+		{"owner-coop", func() (Engine, error) { return NewOwner(Config{Flags: coop}) }},
+		{"sqpoll", func() (Engine, error) { return NewEvfd(Config{Flags: ring.SetupSQPoll}) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := tc.new()
+			if err != nil {
+				t.Skip(err)
+			}
+			defer e.Close()
+			buf, _ := ring.Alloc(4096)
+			defer ring.Free(buf)
+			e.ReadAt(int32(f.Fd()), buf, 0) // warm: the reaper is parked in the netpoller
+
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+			var stop atomic.Bool
+			spinning := make(chan struct{})
+			go func() {
+				close(spinning)
+				for !stop.Load() {
+					runtime.Gosched()
+				}
+			}()
+			<-spinning
+			timer := time.AfterFunc(spin, func() { stop.Store(true) })
+			defer timer.Stop()
+			// Let the runtime settle (the GOMAXPROCS change and the timer
+			// make it wake threads, and any system call on the submitting
+			// thread runs its task work).
+			time.Sleep(100 * time.Millisecond)
+			t0 := time.Now()
+			if _, err := e.ReadAt(int32(f.Fd()), buf, 4096); err != nil {
+				t.Fatal(err)
+			}
+			took := time.Since(t0)
+			stop.Store(true)
+			t.Logf("read took %v while another goroutine spun on the submitting thread", took)
+			if took > spin/2 {
+				t.Errorf("read took %v: the completion waited for the spinning thread", took)
+			}
+		})
+	}
+}
