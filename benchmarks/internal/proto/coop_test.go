@@ -3,6 +3,7 @@
 package proto
 
 import (
+	"errors"
 	"os"
 	"runtime"
 	"sync/atomic"
@@ -96,5 +97,44 @@ func TestCompletesWhileTheSubmittingThreadSpins(t *testing.T) {
 				t.Errorf("read took %v: the completion waited for the spinning thread", took)
 			}
 		})
+	}
+}
+
+// TestSingleIssuerBindsTheCreatingThread pins why Owner creates its ring
+// on its own locked thread: with SINGLE_ISSUER the kernel records the task
+// that created the ring (unless R_DISABLED) and refuses io_uring_enter from
+// any other thread with EEXIST, which for a goroutine that is not locked
+// to its thread means "sometimes".
+func TestSingleIssuerBindsTheCreatingThread(t *testing.T) {
+	created := make(chan *ring.Ring)
+	release := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		r, err := ring.New(ring.Params{Entries: 8, Flags: ring.SetupSingleIssuer | ring.SetupDeferTaskrun})
+		if err != nil {
+			close(created)
+			return
+		}
+		created <- r
+		<-release
+	}()
+	r, ok := <-created
+	if !ok {
+		t.Skip("kernel lacks SINGLE_ISSUER|DEFER_TASKRUN")
+	}
+	defer r.Close()
+	defer close(release)
+	errc := make(chan error)
+	go func() {
+		runtime.LockOSThread() // a thread other than the creator's, which is locked elsewhere
+		defer runtime.UnlockOSThread()
+		r.GetSQE().PrepNop()
+		r.Flush()
+		_, err := r.Enter(1, 0, false)
+		errc <- err
+	}()
+	if err := <-errc; !errors.Is(err, unix.EEXIST) {
+		t.Fatalf("enter from another thread: %v, want EEXIST", err)
 	}
 }
