@@ -17,6 +17,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	mrand "math/rand/v2"
@@ -343,14 +344,45 @@ func runChild(d string, sh Shape) (res *Result) {
 		cfg.Flags = ring.SetupCoopTaskrun | ring.SetupTaskrunFlag
 		eng, err = proto.NewLF(cfg)
 	default:
-		res.Err = "unknown design " + d
-		return
+		// "<design>-x<k>": k independent engines of that design, goroutine
+		// g using engine g%k (several rings).
+		base, ks, ok := strings.Cut(d, "-x")
+		k, kerr := strconv.Atoi(ks)
+		if !ok || kerr != nil || k < 1 {
+			res.Err = "unknown design " + d
+			return
+		}
+		var engs []proto.Engine
+		for range k {
+			var e proto.Engine
+			switch base {
+			case "owner-defer":
+				e, err = proto.NewOwner(proto.Config{IOWQMax: cfg.IOWQMax, Flags: ring.SetupSingleIssuer | ring.SetupDeferTaskrun})
+			case "owner-coop":
+				e, err = proto.NewOwner(proto.Config{IOWQMax: cfg.IOWQMax, Flags: ring.SetupCoopTaskrun | ring.SetupTaskrunFlag})
+			case "evfd":
+				e, err = proto.NewEvfd(cfg)
+			case "lf":
+				e, err = proto.NewLF(cfg)
+			default:
+				err = errors.New("unknown design " + d)
+			}
+			if err != nil {
+				res.Err = err.Error()
+				return
+			}
+			engs = append(engs, e)
+		}
+		eng = multi(engs)
 	}
 	if err != nil {
 		res.Err = err.Error()
 		return
 	}
-	if eng != nil {
+	if m, ok := eng.(multi); ok {
+		rd = func(g, i int, b []byte, off int64) (int, error) { return m[g%len(m)].ReadAt(fds[i], b, off) }
+		closeFn = eng.Close
+	} else if eng != nil {
 		rd = func(_, i int, b []byte, off int64) (int, error) { return eng.ReadAt(fds[i], b, off) }
 		closeFn = eng.Close
 	}
@@ -533,6 +565,31 @@ func verify(sh Shape, rd reader, bufs [][]byte, osfs []*os.File) (checked, bad i
 	}
 	wg.Wait()
 	return nChecked.Load(), nBad.Load()
+}
+
+// multi is several engines; the reader picks one per goroutine.
+type multi []proto.Engine
+
+func (m multi) ReadAt(fd int32, buf []byte, off int64) (int, error) { return m[0].ReadAt(fd, buf, off) }
+
+func (m multi) Counters() proto.Counters {
+	var c proto.Counters
+	for _, e := range m {
+		x := e.Counters()
+		c.Reads += x.Reads
+		c.Enters += x.Enters
+		c.Wakes += x.Wakes
+		c.Reaps += x.Reaps
+	}
+	return c
+}
+
+func (m multi) Close() error {
+	var err error
+	for _, e := range m {
+		err = errors.Join(err, e.Close())
+	}
+	return err
 }
 
 func counters(e proto.Engine) proto.Counters {
