@@ -522,9 +522,9 @@ func runChild(d string, sh Shape) (res *Result) {
 	}
 	res.ThrPeak = peak
 
-	// Verify: every goroutine reads a sample through the design and
-	// compares it with pread on its own O_DIRECT descriptors.
-	res.Verified, res.Mismatch = verify(sh, rd, bufs, osfs)
+	// Verify: every goroutine reads a sample through the design; pread
+	// checks them once the thread count is taken.
+	samples := readSamples(sh, rd, bufs, len(osfs))
 
 	if closeFn != nil {
 		if err := closeFn(); err != nil && res.Err == "" {
@@ -536,35 +536,55 @@ func runChild(d string, sh Shape) (res *Result) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	res.ThrAfter = threads()
+	res.Verified, res.Mismatch = checkSamples(samples, osfs)
 	return res
 }
 
-func verify(sh Shape, rd reader, bufs [][]byte, osfs []*os.File) (checked, bad int64) {
+// sample is one read made through the design, kept for checking.
+type sample struct {
+	file int
+	off  int64
+	n    int
+	err  error
+	data []byte
+}
+
+// readSamples has every goroutine read a sample through the design,
+// concurrently; checkSamples compares them with pread later (after the
+// thread count is taken: pread from many goroutines makes threads).
+func readSamples(sh Shape, rd reader, bufs [][]byte, files int) []sample {
 	var wg sync.WaitGroup
-	var nChecked, nBad atomic.Int64
+	out := make([][]sample, len(bufs))
 	blocks := sh.Size / int64(bs)
 	for g := range bufs {
 		wg.Add(1)
 		go func(g int) {
 			defer wg.Done()
-			ref, _ := ring.Alloc(bs)
-			defer ring.Free(ref)
 			rng := mrand.New(mrand.NewPCG(uint64(g)+99, 7))
 			for i := 0; i < 16; i++ {
-				file := rng.IntN(len(osfs))
-				off := rng.Int64N(blocks) * int64(bs)
+				s := sample{file: rng.IntN(files), off: rng.Int64N(blocks) * int64(bs)}
 				clear(bufs[g])
-				n, err := rd(g, file, bufs[g], off)
-				m, err2 := unix.Pread(int(osfs[file].Fd()), ref, off)
-				nChecked.Add(1)
-				if err != nil || err2 != nil || n != m || !bytes.Equal(bufs[g][:n], ref[:m]) {
-					nBad.Add(1)
-				}
+				s.n, s.err = rd(g, s.file, bufs[g], s.off)
+				s.data = bytes.Clone(bufs[g])
+				out[g] = append(out[g], s)
 			}
 		}(g)
 	}
 	wg.Wait()
-	return nChecked.Load(), nBad.Load()
+	return slices.Concat(out...)
+}
+
+func checkSamples(samples []sample, osfs []*os.File) (checked, bad int64) {
+	ref, _ := ring.Alloc(bs)
+	defer ring.Free(ref)
+	for _, s := range samples {
+		m, err := unix.Pread(int(osfs[s.file].Fd()), ref, s.off)
+		checked++
+		if s.err != nil || err != nil || s.n != m || !bytes.Equal(s.data[:s.n], ref[:m]) {
+			bad++
+		}
+	}
+	return checked, bad
 }
 
 // multi is several engines; the reader picks one per goroutine.
