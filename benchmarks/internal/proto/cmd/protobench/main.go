@@ -185,9 +185,22 @@ func spawn(self, d string, sh Shape) *Result {
 
 func runFio(sh Shape) *Result {
 	res := &Result{Design: "fio", Shape: sh.Name}
+	// fio's options are at most 4096 bytes: name the files relative to
+	// their directory.
+	dir := filepath.Dir(sh.Files[0])
 	names := make([]string, len(sh.Files))
 	for i, f := range sh.Files {
+		if filepath.Dir(f) != dir {
+			dir = ""
+		}
 		names[i] = strings.ReplaceAll(f, ":", `\:`)
+	}
+	if dir != "" && len(sh.Files) > 1 {
+		for i, f := range sh.Files {
+			names[i] = strings.ReplaceAll(filepath.Base(f), ":", `\:`)
+		}
+	} else {
+		dir = ""
 	}
 	args := []string{"--name=proto", "--filename=" + strings.Join(names, ":"),
 		"--rw=randread", "--bs=4k", "--ioengine=io_uring", "--direct=1",
@@ -195,6 +208,9 @@ func runFio(sh Shape) *Result {
 		"--time_based", "--runtime=" + strconv.FormatInt(dur.Milliseconds(), 10) + "ms",
 		"--norandommap", "--randrepeat=0", "--readonly", "--allow_file_create=0",
 		"--output-format=json", "--eta=never"}
+	if dir != "" {
+		args = append(args, "--directory="+dir)
+	}
 	if len(sh.Files) > 1 {
 		args = append(args, "--filesize="+strconv.FormatInt(sh.Size, 10), "--file_service_type=random")
 	} else {
