@@ -16,6 +16,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -186,7 +187,9 @@ func spawn(self, d string, sh Shape) *Result {
 func runFio(sh Shape) *Result {
 	res := &Result{Design: "fio", Shape: sh.Name}
 	// fio's options are at most 4096 bytes: name the files relative to
-	// their directory.
+	// their directory and run fio there (with a list of names fio does not
+	// apply --directory, and a read-only job on a missing file spins
+	// forever on "refusing extend of file").
 	dir := filepath.Dir(sh.Files[0])
 	names := make([]string, len(sh.Files))
 	for i, f := range sh.Files {
@@ -208,15 +211,15 @@ func runFio(sh Shape) *Result {
 		"--time_based", "--runtime=" + strconv.FormatInt(dur.Milliseconds(), 10) + "ms",
 		"--norandommap", "--randrepeat=0", "--readonly", "--allow_file_create=0",
 		"--output-format=json", "--eta=never"}
-	if dir != "" {
-		args = append(args, "--directory="+dir)
-	}
 	if len(sh.Files) > 1 {
 		args = append(args, "--filesize="+strconv.FormatInt(sh.Size, 10), "--file_service_type=random")
 	} else {
 		args = append(args, "--size="+strconv.FormatInt(sh.Size, 10))
 	}
-	cmd := exec.Command("fio", args...)
+	ctx, cancel := context.WithTimeout(context.Background(), *dur+time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "fio", args...) // killed if it outlives its run
+	cmd.Dir = dir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
