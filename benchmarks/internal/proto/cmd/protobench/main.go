@@ -64,6 +64,7 @@ var (
 	child    = flag.Bool("child", false, "run one design (internal)")
 	design   = flag.String("design", "", "design (child)")
 	shapeF   = flag.String("shape", "", "shape (child)")
+	render   = flag.String("render", "", "print the table of a results.jsonl (a run's raw results) and exit")
 	burn     = flag.Int("burn", 0, "goroutines that spin (runtime.Gosched, no system calls) during the run, to show how each design behaves when the Ps are busy")
 	bs       = 4096
 )
@@ -109,6 +110,10 @@ func main() {
 	if *child {
 		res := runChild(*design, shapes()[*shapeF])
 		json.NewEncoder(os.Stdout).Encode(res)
+		return
+	}
+	if *render != "" {
+		renderFile(*render)
 		return
 	}
 	runParent()
@@ -681,6 +686,35 @@ func lastLines(s string, n int) string {
 
 // ---- table ----
 
+// renderFile prints the table of a results.jsonl, shapes and designs in
+// the order they first appear.
+func renderFile(path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	var results []*Result
+	var shapeNames, designs []string
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		var r Result
+		if json.Unmarshal(line, &r) != nil {
+			continue
+		}
+		results = append(results, &r)
+		if !slices.Contains(shapeNames, r.Shape) {
+			shapeNames = append(shapeNames, r.Shape)
+		}
+		if !slices.Contains(designs, r.Design) {
+			designs = append(designs, r.Design)
+		}
+	}
+	fmt.Print(renderTable(results, shapeNames, designs))
+	if len(results) > 0 {
+		fmt.Printf("\nload before the first run: %s; after the last: %s\n", results[0].Load0, results[len(results)-1].Load1)
+	}
+}
+
 func median(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
@@ -736,7 +770,11 @@ func renderTable(results []*Result, shapeNames, designs []string) string {
 				verified += r.Verified
 				bad += r.Mismatch
 				if r.Err != "" {
-					errs = append(errs, r.Err)
+					e := r.Err
+					if len(e) > 80 {
+						e = e[:80] + "…"
+					}
+					errs = append(errs, e)
 				}
 			}
 			thr := fmt.Sprintf("%d/%d", peak, after)
