@@ -138,3 +138,75 @@ func TestSingleIssuerBindsTheCreatingThread(t *testing.T) {
 		t.Fatalf("enter from another thread: %v, want EEXIST", err)
 	}
 }
+
+// TestCoopTaskWorkRunsWhileTheSubmitterSpinsInUserSpace pins where a
+// COOP_TASKRUN completion's task work runs when the submitting thread
+// never enters the kernel: a goroutine locked to its thread submits a zram
+// read (which io-wq runs on another thread) and spins on the CQ tail
+// without a system call. The CQE still appears: the thread runs its task
+// work on the way back to user space from any interrupt, the scheduler
+// tick included (run with GODEBUG=asyncpreemptoff=1 to rule out the Go
+// runtime's preemption signal). Without COOP_TASKRUN the kernel sends an
+// IPI and the CQE appears at once.
+func TestCoopTaskWorkRunsWhileTheSubmitterSpinsInUserSpace(t *testing.T) {
+	f, err := os.OpenFile(zramPath(), os.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Skip("needs a zram device (PROTO_ZRAM, default /dev/zram0):", err)
+	}
+	defer f.Close()
+	for _, tc := range []struct {
+		name  string
+		flags ring.SetupFlags
+	}{
+		{"plain", 0},
+		{"coop", ring.SetupCoopTaskrun | ring.SetupTaskrunFlag},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			type result struct {
+				took time.Duration
+				err  error
+			}
+			done := make(chan result)
+			go func() {
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				r, err := ring.New(ring.Params{Entries: 8, Flags: tc.flags})
+				if err != nil {
+					done <- result{err: err}
+					return
+				}
+				defer r.Close()
+				buf, _ := ring.Alloc(4096)
+				defer ring.Free(buf)
+				var worst time.Duration
+				for i := 0; i < 20; i++ {
+					r.GetSQE().PrepRead(int32(f.Fd()), buf, uint64(i)*4096)
+					r.Flush()
+					t0 := time.Now()
+					if _, err := r.Enter(1, 0, false); err != nil {
+						done <- result{err: err}
+						return
+					}
+					for r.Ready() == 0 { // no system call: time.Now is the vDSO
+						if time.Since(t0) > 2*time.Second {
+							done <- result{took: time.Since(t0)}
+							return
+						}
+					}
+					worst = max(worst, time.Since(t0))
+					var c [1]ring.CQE
+					r.Peek(c[:])
+				}
+				done <- result{took: worst}
+			}()
+			res := <-done
+			if res.err != nil {
+				t.Skip(res.err)
+			}
+			t.Logf("slowest of 20 CQEs appeared after %v of spinning", res.took)
+			if res.took > time.Second {
+				t.Errorf("CQE did not appear while the submitter spun for %v", res.took)
+			}
+		})
+	}
+}
