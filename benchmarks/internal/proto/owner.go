@@ -23,6 +23,12 @@ type Config struct {
 	// PerCallEnter makes Evfd callers enter with to_submit=1 each instead
 	// of sharing enters through the pending count.
 	PerCallEnter bool
+	// ForceAsync sets IOSQE_ASYNC on reads (Owner): they go straight to
+	// io-wq, skipping the non-blocking attempt that a device without
+	// NOWAIT support (zram) always fails. io-wq then also runs them
+	// concurrently: without it a new worker is started only when none is
+	// running, and zram reads never sleep, so one worker runs them all.
+	ForceAsync bool
 }
 
 func (c Config) entries() uint32 {
@@ -47,7 +53,9 @@ type Owner struct {
 	stop     atomic.Bool
 	efd      int
 	done     chan error
-	c        counters
+
+	forceAsync bool
+	c          counters
 
 	// Owned by the owner goroutine.
 	r       *ring.Ring
@@ -66,7 +74,7 @@ func NewOwner(c Config) (*Owner, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &Owner{efd: efd, done: make(chan error, 1)}
+	o := &Owner{efd: efd, done: make(chan error, 1), forceAsync: c.ForceAsync}
 	started := make(chan error)
 	go o.loop(c, started)
 	if err := <-started; err != nil {
@@ -219,6 +227,9 @@ func (o *Owner) prep() {
 		}
 		sqe.PrepReadAddr(r.fd, r.addr, r.n, r.off)
 		sqe.UserData = uint64(idx)
+		if o.forceAsync {
+			sqe.SetFlags(ring.SQEAsync)
+		}
 		o.backlog[i] = nil
 	}
 	// Keep the slice's capacity: shift the rest to the front.

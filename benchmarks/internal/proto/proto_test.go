@@ -32,6 +32,9 @@ func engines() []struct {
 		{"owner-coop", func() (Engine, error) {
 			return NewOwner(Config{Flags: ring.SetupCoopTaskrun | ring.SetupTaskrunFlag})
 		}},
+		{"owner-async", func() (Engine, error) {
+			return NewOwner(Config{ForceAsync: true, IOWQMax: 2, Flags: ring.SetupSingleIssuer | ring.SetupDeferTaskrun})
+		}},
 		{"owner-small", func() (Engine, error) {
 			return NewOwner(Config{Entries: small, Flags: ring.SetupSingleIssuer | ring.SetupDeferTaskrun})
 		}},

@@ -349,6 +349,11 @@ func runChild(d string, sh Shape) (res *Result) {
 	case "owner-coop":
 		cfg.Flags = ring.SetupCoopTaskrun | ring.SetupTaskrunFlag
 		eng, err = proto.NewOwner(cfg)
+	case "owner-async":
+		// IOSQE_ASYNC: io-wq runs the reads concurrently (cap with -iowq).
+		cfg.Flags = ring.SetupSingleIssuer | ring.SetupDeferTaskrun
+		cfg.ForceAsync = true
+		eng, err = proto.NewOwner(cfg)
 	case "owner-plain":
 		eng, err = proto.NewOwner(cfg)
 	case "evfd":
