@@ -204,7 +204,16 @@ func DefaultEngine() (*Engine, error) {
 	return defaultEngine.e, defaultEngine.err
 }
 
+// unhonoured are the setup flags the owner design cannot honour: a
+// disabled ring nobody enables, a work queue shared with another ring's
+// owner thread, and the completion-work flags the engine chooses itself.
+const unhonoured = ring.SetupRDisabled | ring.SetupAttachWQ | ring.SetupCoopTaskrun |
+	ring.SetupTaskrunFlag | ring.SetupSingleIssuer | ring.SetupDeferTaskrun
+
 func newEngine(c *config) (*Engine, error) {
+	if bad := c.ringFlags & unhonoured; bad != 0 {
+		return nil, &OpError{Op: "engine", Err: fmt.Errorf("dio: setup flags %v: the engine's owner cannot honour them (it picks SINGLE_ISSUER|DEFER_TASKRUN itself): %w", bad, syscall.EINVAL)}
+	}
 	e := &Engine{
 		bufs:      newBufPool(c.bufMemory),
 		pr:        newPreadBackend(),

@@ -3,17 +3,22 @@
 package dio_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/dio"
+	"github.com/uringdio/uringdio/ring"
 )
 
 // threads returns the process's OS thread count.
@@ -98,5 +103,50 @@ func TestEngineAndFileOptionsDoNotMix(t *testing.T) {
 	}
 	if _, err := dio.NewEngine(dio.WithStrictAlignment()); !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("NewEngine with a File option: %v, want EINVAL", err)
+	}
+	// Setup flags the owner cannot honour are refused, saying which.
+	for _, fl := range []ring.SetupFlags{ring.SetupRDisabled, ring.SetupCoopTaskrun, ring.SetupAttachWQ} {
+		if _, err := dio.NewEngine(dio.WithRingFlags(fl)); !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), fl.String()) {
+			t.Fatalf("NewEngine with %v: %v, want EINVAL naming it", fl, err)
+		}
+	}
+}
+
+// TestCallbackPanicOnOwnerCrashesTheProgram: an Inline callback runs on
+// the engine's owner goroutine; a panic there is a panic in a goroutine,
+// which ends the program with the callback's panic and stack, as Go does
+// everywhere, rather than leaving the engine without its owner and every
+// waiter hanging. Run in a child process.
+func TestCallbackPanicOnOwnerCrashesTheProgram(t *testing.T) {
+	if os.Getenv("UIRINGDIO_CHILD") == "panic" {
+		f, err := dio.Open(filepath.Join(os.Getenv("UIRINGDIO_DIR"), "p"), os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(3)
+		}
+		b := relBuf(t, 4096)
+		f.WriteAt(b, 0)
+		r := &dio.Request{Op: dio.Read, Buf: b, Policy: completion.Inline,
+			Callback: func(*dio.Request) { panic("callback panics on the owner") }}
+		f.Submit(r)
+		r.Wait(context.Background()) // never returns: the program ends first
+		fmt.Println("the program survived the panic")
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCallbackPanicOnOwnerCrashesTheProgram$")
+	cmd.Env = append(os.Environ(), "UIRINGDIO_CHILD=panic", "UIRINGDIO_DIR="+t.TempDir())
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("the child hung after its callback panicked:\n%s", out)
+	}
+	if err == nil || !strings.Contains(string(out), "panic: callback panics on the owner") || !strings.Contains(string(out), "ownerMain") {
+		t.Fatalf("child: %v\n%s", err, out)
 	}
 }

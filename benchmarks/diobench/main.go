@@ -97,7 +97,7 @@ func main() {
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a Go CPU profile of the runs to this file (go tool pprof)")
 	flag.IntVar(&o.batch, "submit-batch", 0, "diagnostic engine ring only: enter the kernel once this many SQEs are prepared (0: once per reaped batch of completions)")
 	flag.StringVar(&o.info, "info", "", "print what the kernel says about direct I/O on this file or block device (alignment, untorn writes, device cache, NOWAIT, buffered fallback, DSync cost) and exit without benchmarking")
-	flag.StringVar(&o.ringflags, "ringflags", "", "extra io_uring setup flags for uringdio's ring, for experiments: comma list of coop, taskrun, single, defer, submitall")
+	flag.StringVar(&o.ringflags, "ringflags", "", "extra io_uring setup flags, for experiments: comma list of coop, taskrun, single, defer, submitall (the ring engine takes them all; uringdio's engine refuses coop, taskrun, single and defer: its owner sets SINGLE_ISSUER and DEFER_TASKRUN itself)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: diobench [flags]\n\nMeasures uringdio against fio (io_uring), Go's os.File pread/pwrite and iceber/iouring-go on the same file.\nWith no flags: 1 GiB scratch file in %s, a short suite, a table.\n\n", os.TempDir())
 		flag.PrintDefaults()
