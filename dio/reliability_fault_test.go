@@ -73,12 +73,15 @@ type sweepEnv struct {
 	combine bool
 }
 
+// newSweepEnv is newSweepEnvC with the combined submit-and-wait.
 func newSweepEnv(t *testing.T, kind faultring.Fault, extra ...dio.Option) *sweepEnv {
-	return newSweepEnvC(t, kind, false, extra...)
+	return newSweepEnvC(t, kind, true, extra...)
 }
 
-// newSweepEnvC is newSweepEnv; with combine the wrapper keeps the ring's
-// combined submit-and-wait, the engine's one-system-call path.
+// newSweepEnvC sets up the sweep workload under the fault kind. With
+// combine the engine may submit and wait in one call (Flush, EnterWait),
+// as on a plain ring; without, the wrapper hides that pair
+// (faultring.TwoCall) and the engine submits and waits in two calls.
 func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, extra ...dio.Option) *sweepEnv {
 	e := &sweepEnv{t: t, kind: kind, q: completion.NewQueue(swReqs), model: fsx.NewModel(), extra: extra, combine: combine}
 	e.path = filepath.Join(t.TempDir(), "sweep")
@@ -90,13 +93,10 @@ func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, extra ...dio
 	writeSynced(t, e.path, init)
 	e.model.Write(0, init)
 	opts := append([]dio.Option{dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
-		cfg := faultring.Config{Seed: uint64(kind), Decide: e.decide}
-		if combine {
-			w := faultring.NewCombining(r, cfg)
-			e.fr = faultring.Of(w)
-			return w
+		e.fr = faultring.New(r, faultring.Config{Seed: uint64(kind), Decide: e.decide})
+		if !combine {
+			return faultring.TwoCall(e.fr)
 		}
-		e.fr = faultring.New(r, cfg)
 		return e.fr
 	})}, extra...)
 	f, err := dio.Open(e.path, os.O_RDWR, 0, opts...)
@@ -431,12 +431,10 @@ func submitStall(t *testing.T, cfg faultring.Config, combine bool) {
 	f.Close()
 	var fr *faultring.Ring
 	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
-		if combine {
-			w := faultring.NewCombining(r, cfg)
-			fr = faultring.Of(w)
-			return w
-		}
 		fr = faultring.New(r, cfg)
+		if !combine {
+			return faultring.TwoCall(fr)
+		}
 		return fr
 	}))
 	if err != nil {
@@ -497,9 +495,13 @@ func TestSubmitRefusedTwiceHangsWaiter(t *testing.T) {
 // synchronous caller whose request was backlogged with nothing else in
 // flight waited in WaitCQ for a completion that could never come.
 func TestSQFullBacklogHangsWaiter(t *testing.T) {
-	var left atomic.Int32
-	left.Store(6)
-	submitStall(t, faultring.Config{SQFull: func() bool { return left.Add(-1) >= 0 }}, false)
+	for _, combine := range []bool{false, true} {
+		t.Run(fmt.Sprintf("combined-submit-wait=%v", combine), func(t *testing.T) {
+			var left atomic.Int32
+			left.Store(6)
+			submitStall(t, faultring.Config{SQFull: func() bool { return left.Add(-1) >= 0 }}, combine)
+		})
+	}
 }
 
 // Random EBUSY/EAGAIN from enter and SQ-full answers under asynchronous

@@ -260,9 +260,8 @@ func (x *fsxRun) wrap(r dio.Ring) dio.Ring {
 		}
 		return f
 	}
-	w := faultring.NewCombining(r, cfg)
-	x.fr = faultring.Of(w)
-	return w
+	x.fr = faultring.New(r, cfg)
+	return x.fr
 }
 
 // owner finds the slot whose buffer holds a.

@@ -67,7 +67,7 @@ func volumeModel(t *testing.T, faults bool) {
 		opts := []dio.Option{dio.WithMapper(em), dio.WithSize(volSize), dio.WithQueueDepth(32)}
 		if faults {
 			opts = append(opts, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
-				return faultring.NewCombining(r, faultring.Config{Seed: seed, Rate: 0.03, Kinds: []faultring.Fault{
+				return faultring.New(r, faultring.Config{Seed: seed, Rate: 0.03, Kinds: []faultring.Fault{
 					faultring.EIO, faultring.ECANCELED, faultring.Short, faultring.EINTR, faultring.Delay}})
 			}))
 		}
