@@ -509,7 +509,15 @@ func (x *fsxRun) syncRW(r *fsxReq) {
 	case 0:
 		f, handle = x.g, " (second handle)"
 	case 1:
-		// The os.File handle: buffered, through the page cache.
+		// The os.File handle: buffered, through the page cache. Only with
+		// no direct I/O in flight: the kernel does not keep buffered and
+		// direct I/O to the same pages coherent (and readahead reaches
+		// pages well past the range asked for). A direct write that finds
+		// a page cached after it began logs "Page cache invalidation
+		// failure on direct I/O" and sets the file's writeback error, which
+		// the next fsync, or DSync write, of every open file returns as
+		// EIO.
+		x.barrier()
 		r.flags = 0
 		x.log.Add("sync %s off=%d len=%d (os.File)", r.op, r.off, r.n)
 		if r.op == dio.Read {
