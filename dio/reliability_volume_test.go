@@ -78,20 +78,22 @@ func volumeModel(t *testing.T, faults bool) {
 		return f
 	}
 	f := open()
+	log := fsx.NewLog(300)
+	replay := fmt.Sprintf("UIRINGDIO_FSX_SEED=%d UIRINGDIO_FSX_OPS=%d go test -race -run '%s' ./dio/", seed, ops, runPattern(t.Name()))
+	hang := watchHang(t, func() string {
+		return fmt.Sprintf("seed %d\nreplay: %s\nlast operations:\n%s", seed, replay, log)
+	})
 	var inflight []*slotT
 	defer func() {
 		// Wait-policy requests complete only in Wait (even after a failure).
 		for _, s := range inflight {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			s.req.Wait(ctx)
-			cancel()
+			s.req.Wait(context.Background())
 		}
 		closeWithin(t, f, 10*time.Second)
 	}()
 	m := fsx.NewModel()
 	failedWrites := 0
 	m.Truncate(volSize)
-	log := fsx.NewLog(300)
 	const qd = 32
 	done := make(chan *slotT, qd)
 	var free []*slotT
@@ -102,9 +104,10 @@ func volumeModel(t *testing.T, faults bool) {
 	}
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("seed %d: "+format+"\nlast operations:\n%s", append(append([]any{seed}, args...), log)...)
+		t.Fatalf("seed %d: "+format+"\nreplay: %s\nlast operations:\n%s", append(append([]any{seed}, args...), replay, log)...)
 	}
 	finish := func(s *slotT) {
+		hang.Progress()
 		for i, q := range inflight {
 			if q == s {
 				inflight = append(inflight[:i], inflight[i+1:]...)
@@ -153,12 +156,7 @@ func volumeModel(t *testing.T, faults bool) {
 		if p := inflight[0]; p.req.Policy == completion.Wait {
 			p.req.Wait(context.Background())
 		}
-		select {
-		case s := <-done:
-			finish(s)
-		case <-time.After(30 * time.Second):
-			fail("no completion in 30s")
-		}
+		finish(<-done)
 	}
 	for i := 0; i < ops; i++ {
 		if i%5000 == 4999 { // reopen on a clone of the map
