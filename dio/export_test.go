@@ -2,7 +2,10 @@
 
 package dio
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // AuditForTest queues a lost-completion audit (audit.go).
 func AuditForTest(e *Engine) { e.audit() }
@@ -16,3 +19,11 @@ func SizeForTest(t testing.TB, f *File) int64 {
 	}
 	return n
 }
+
+// InflightForTest returns f's count of references on its descriptor
+// (requests in flight and calls using it).
+func InflightForTest(f *File) int64 { return f.inflight.Load() }
+
+// LostAfterForTest returns the engine's lost-completion audit interval (0:
+// audits off).
+func LostAfterForTest(e *Engine) time.Duration { return e.lostAfter }

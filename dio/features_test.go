@@ -327,6 +327,7 @@ func testCancelRaces(t *testing.T, wantCancels bool, opts ...Option) {
 				return
 			}
 			if i%3 != 0 {
+				// Only spreads when the cancel lands; no event is waited for.
 				time.AfterFunc(time.Duration(i%7)*20*time.Microsecond, cancel)
 			} else {
 				cancel()

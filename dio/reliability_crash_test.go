@@ -141,9 +141,9 @@ func crashRound(t *testing.T, dir string, round int, seed uint64, delay time.Dur
 	select {
 	case <-first:
 	case <-readDone:
-	case <-time.After(20 * time.Second):
+	case <-time.After(20 * time.Second): // the check below says the child acknowledged nothing
 	}
-	time.Sleep(delay)
+	time.Sleep(delay) // only spreads where the SIGKILL lands; no event is waited for
 	cmd.Process.Signal(syscall.SIGKILL)
 	werr := cmd.Wait()
 	<-readDone

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -67,10 +68,10 @@ type sweepEnv struct {
 		a, n uintptr
 		r    *sweepReq
 	}
-	q       *completion.Queue
-	model   *fsx.Model
-	extra   []dio.Option
-	combine bool
+	q     *completion.Queue
+	model *fsx.Model
+	extra []dio.Option
+	hang  *hangWatch
 }
 
 // newSweepEnv is newSweepEnvC with the combined submit-and-wait.
@@ -83,7 +84,7 @@ func newSweepEnv(t *testing.T, kind faultring.Fault, extra ...dio.Option) *sweep
 // as on a plain ring; without, the wrapper hides that pair
 // (faultring.TwoCall) and the engine submits and waits in two calls.
 func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, extra ...dio.Option) *sweepEnv {
-	e := &sweepEnv{t: t, kind: kind, q: completion.NewQueue(swReqs), model: fsx.NewModel(), extra: extra, combine: combine}
+	e := &sweepEnv{t: t, kind: kind, q: completion.NewQueue(swReqs), model: fsx.NewModel(), extra: extra}
 	e.path = filepath.Join(t.TempDir(), "sweep")
 	init := make([]byte, swSize)
 	fillRand(newRand(1), init)
@@ -105,6 +106,9 @@ func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, extra ...dio
 	}
 	e.f = f
 	t.Cleanup(func() { closeWithin(t, f, 10*time.Second) })
+	e.hang = watchHang(t, func() string {
+		return fmt.Sprintf("%v at data CQE %d (combined-submit-wait=%v), wrapper %+v", kind, e.target.Load(), combine, e.fr.Stats())
+	})
 	pols := []completion.Policy{completion.Inline, completion.Pool, completion.Caller, completion.Wait}
 	for i := 0; i < swReqs; i++ {
 		r := &sweepReq{env: e, i: i, off: int64(i) * swStride, req: dio.NewRequest(), pol: pols[i%4]}
@@ -153,6 +157,7 @@ func (r *sweepReq) callback(*dio.Request) {
 			r.canary.CompareAndSwap(nil, &m)
 		}
 	}
+	r.env.hang.Progress()
 	close(r.done)
 }
 
@@ -187,32 +192,14 @@ func (e *sweepEnv) run(k uint64, round int) uint64 {
 			t.Fatalf("k=%d: Submit %d: %v", k, r.i, err)
 		}
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	// A request that never completes is the hang watchdog's to report.
 	for _, r := range e.reqs {
 		if r.pol == completion.Wait {
-			if e.combine {
-				// No context: the waiter submits and waits in one call.
-				r.req.Wait(context.Background())
-				continue
-			}
-			ctx, cancel := context.WithDeadline(context.Background(), deadline)
-			r.req.Wait(ctx)
-			cancel()
+			r.req.Wait(context.Background())
 		}
 	}
 	for _, r := range e.reqs {
-		for waiting := true; waiting; {
-			e.q.Poll()
-			select {
-			case <-r.done:
-				waiting = false
-			case <-time.After(time.Millisecond):
-				if time.Now().After(deadline) {
-					t.Fatalf("%v at CQE %d: request %d (%s, policy %s) never completed; wrapper %+v, engine %d SQEs in flight",
-						e.kind, k, r.i, r.op, r.pol, e.fr.Stats(), e.f.Engine().Inflight())
-				}
-			}
-		}
+		e.waitDone(r)
 	}
 	hits := 0
 	for _, r := range e.reqs {
@@ -229,6 +216,23 @@ func (e *sweepEnv) run(k uint64, round int) uint64 {
 		t.Fatalf("%v at CQE %d of %d: %d requests hit", e.kind, k, used, hits)
 	}
 	return used
+}
+
+// waitDone waits until r has completed. A Caller-policy request completes
+// in the Queue's Wait, which runs whichever Caller completion is ready.
+func (e *sweepEnv) waitDone(r *sweepReq) {
+	if r.pol != completion.Caller {
+		<-r.done
+		return
+	}
+	for {
+		select {
+		case <-r.done:
+			return
+		default:
+		}
+		e.q.Wait(context.Background(), 1)
+	}
 }
 
 func (e *sweepEnv) check(r *sweepReq, k uint64) {
@@ -704,7 +708,9 @@ func TestRingBrokenWithPendingResubmitPanics(t *testing.T) {
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
-	t.Logf("child:\n%s", out)
+	if !strings.Contains(string(out), "--- PASS: TestRingBrokenWithPendingResubmitPanics") {
+		t.Fatalf("the child did not run the test:\n%s", out)
+	}
 }
 
 func ringBrokenWithPendingResubmit(t *testing.T) {
@@ -733,10 +739,22 @@ func ringBrokenWithPendingResubmit(t *testing.T) {
 	b.submitAll()
 	gate.Store(false)
 	waitGroupWithin(t, &b.wg, 10*time.Second, func() string { return fmt.Sprintf("%+v", b.fr.Stats()) })
-	time.Sleep(100 * time.Millisecond) // let the reaper flush
-	n, err := b.reqs[0].Result()
-	t.Logf("short request: %d, %v; wrapper %+v", n, err, b.fr.Stats())
-	b.f.Close()
+	// The flush that prepared an SQE for the freed slot: run one here
+	// rather than wait for the reaper's.
+	b.f.Engine().Poll()
+	st := b.fr.Stats()
+	if st.Faults[faultring.Short] != 1 || st.Faults[faultring.Duplicate] == 0 || b.f.Engine().Stats().StrayCQEs.Load() == 0 {
+		t.Fatalf("the ring did not break with a short completion pending: wrapper %+v, %d stray CQEs", st, b.f.Engine().Stats().StrayCQEs.Load())
+	}
+	// In flight when the ring broke (its rest waiting for SQ room, or
+	// resubmitted just before): ErrRingBroken, with what it moved.
+	if n, err := b.reqs[0].Result(); !errors.Is(err, dio.ErrRingBroken) || n > 16384 || n%512 != 0 {
+		t.Fatalf("short request in flight when the ring broke = %d, %v; want ErrRingBroken", n, err)
+	}
+	if n := b.f.Engine().Inflight(); n != 0 {
+		t.Fatalf("%d SQEs in flight after the ring broke and every request completed", n)
+	}
+	closeWithin(t, b.f, 5*time.Second)
 }
 
 // A lost CQE (the kernel never posts it) left its request in flight for
@@ -793,8 +811,9 @@ func TestLostCQEHangsForever(t *testing.T) {
 // notices, declares the ring broken and audits it to find whose CQE it
 // was; that request fails with ErrLostCompletion, without any context.
 func TestKernelDroppedCQEBreaksRing(t *testing.T) {
+	dropped := make(chan struct{})
 	f := openNumbered(t, 4, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
-		return faultring.New(r, faultring.Config{Nth: 2, NthFault: faultring.Drop, DropsCounted: true})
+		return faultring.New(r, faultring.Config{Decide: dropNth(2, dropped), DropsCounted: true})
 	}))
 	b := relBuf(t, 4096)
 	if _, err := f.ReadAt(b, 0); err != nil {
@@ -806,9 +825,10 @@ func TestKernelDroppedCQEBreaksRing(t *testing.T) {
 		done <- err
 	}()
 	// The dropped CQE leaves nothing to wake the reader: the next reaper
-	// to look sees the counter. Another read wakes it.
+	// to look sees the counter. Another read, once the CQE is gone, wakes
+	// it.
+	<-dropped
 	r := &dio.Request{Op: dio.Read, Off: 8192, Buf: relBuf(t, 4096), Policy: completion.Pool}
-	time.Sleep(50 * time.Millisecond)
 	if err := f.Submit(r); err != nil && !errors.Is(err, dio.ErrRingBroken) {
 		t.Fatal(err)
 	} else if err == nil {
@@ -827,6 +847,18 @@ func TestKernelDroppedCQEBreaksRing(t *testing.T) {
 		t.Fatalf("stats: %d dropped, %d lost; want 1, 1", st.DroppedCQEs.Load(), st.LostCQEs.Load())
 	}
 	closeWithin(t, f, 5*time.Second)
+}
+
+// dropNth is a fault plan that drops the nth data CQE and closes dropped
+// when it has.
+func dropNth(n uint64, dropped chan struct{}) func(faultring.CQE) faultring.Fault {
+	return func(c faultring.CQE) faultring.Fault {
+		if c.N != n {
+			return faultring.None
+		}
+		close(dropped)
+		return faultring.Drop
+	}
 }
 
 // sqFullAfterDrop answers SQ-full to the first n SQE requests after a
@@ -848,8 +880,9 @@ func (w *sqFullAfterDrop) GetSQE() *ring.SQE {
 // reader of the dropped CQE waited for ever. The audit is now owed until
 // it is queued, and reapers do not wait without a limit meanwhile.
 func TestDroppedCQEAuditNotRetried(t *testing.T) {
+	dropped := make(chan struct{})
 	f := openNumbered(t, 4, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
-		w := &sqFullAfterDrop{Ring: faultring.New(r, faultring.Config{Nth: 2, NthFault: faultring.Drop, DropsCounted: true})}
+		w := &sqFullAfterDrop{Ring: faultring.New(r, faultring.Config{Decide: dropNth(2, dropped), DropsCounted: true})}
 		w.n.Store(2) // the audit's GetSQE and its retry after Submit
 		return w
 	}))
@@ -859,7 +892,7 @@ func TestDroppedCQEAuditNotRetried(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { _, err := f.ReadAt(b, 4096); done <- err }() // its CQE is dropped
-	time.Sleep(50 * time.Millisecond)
+	<-dropped
 	r := &dio.Request{Op: dio.Read, Off: 8192, Buf: relBuf(t, 4096), Policy: completion.Pool}
 	if err := f.Submit(r); err == nil {
 		r.Wait(context.Background())
@@ -890,13 +923,15 @@ func TestStuckRequestDoesNotStallOthers(t *testing.T) {
 			sqe.Fd, sqe.Off = int32(p[0]), 0
 		}
 	}))
+	if d := dio.LostAfterForTest(f.Engine()); d != 0 {
+		t.Fatalf("audits are on by default (every %v)", d)
+	}
 	stuck := &dio.Request{Op: dio.Read, Buf: relBuf(t, 4096), Policy: completion.Pool, Tag: 1}
 	if err := f.Submit(stuck); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
 	for i := 0; i < 3; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		n, err := f.ReadAtContext(ctx, relBuf(t, 4096), 4096, 0)
 		cancel()
 		if n != 4096 || err != nil {
@@ -1000,6 +1035,7 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 			default:
 			}
 			dio.AuditForTest(f.Engine())
+			// Paces the audits; the test waits for no event here.
 			time.Sleep(100 * time.Microsecond)
 		}
 	}()
@@ -1144,6 +1180,8 @@ func TestCancelRacingCompletion(t *testing.T) {
 			case 0:
 				cancel()
 			case 1:
+				// Only spreads when the cancel lands against the completion;
+				// the test waits for no event here.
 				d := time.Duration(rnd.IntN(200)) * time.Microsecond
 				go func() { time.Sleep(d); cancel() }()
 			}
@@ -1164,7 +1202,7 @@ func TestCancelRacingCompletion(t *testing.T) {
 				t.Fatalf("round %d: request %d: %d, %v", round, i, got, err)
 			}
 		}
-		time.Sleep(time.Millisecond)
+		// Wait returns once the request's callback has returned.
 		for i := range reqs {
 			if !reqs[i].Done() {
 				t.Fatalf("round %d: request %d not done after Wait returned", round, i)

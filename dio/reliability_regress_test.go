@@ -329,14 +329,20 @@ func TestPartialWriteUnconvertedOnExtentMap(t *testing.T) {
 // someone calls its Wait: Close, which waits for the File's I/O, waited
 // for ever for one nobody waited on, though its I/O was long done.
 func TestCloseWaitsForeverOnUnwaitedWaitRequest(t *testing.T) {
-	f, path := openRel(t)
+	var rr *ring.Ring
+	f, path := openRel(t, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		rr = r.(*ring.Ring)
+		return r
+	}))
 	os.WriteFile(path, make([]byte, 4096), 0o600)
 	f.Truncate(4096)
 	r := &dio.Request{Op: dio.Read, Off: 0, Buf: relBuf(t, 4096), Policy: completion.Wait}
 	if err := f.Submit(r); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(10 * time.Millisecond) // the I/O is done; the completion waits for Wait
+	// Nobody reaps a Wait-policy request but its Wait: its CQE waits in
+	// the ring once the I/O is done, and so does its completion.
+	waitUntil(t, "the read's CQE", func() bool { return rr.Ready() > 0 })
 	done := make(chan error, 1)
 	go func() { done <- f.Close() }()
 	select {
@@ -344,7 +350,7 @@ func TestCloseWaitsForeverOnUnwaitedWaitRequest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(5 * time.Second):
 		r.Wait(context.Background()) // let Close finish
 		<-done
 		t.Fatal("Close waits for ever for an asynchronous Wait-policy request nobody waits on")
@@ -410,20 +416,33 @@ func TestConcurrentSubBlockWritesZeroEachOther(t *testing.T) {
 // that callback's return could make, and the callback's read needed the
 // token. With one worker and a queue of one, for ever.
 func TestPoolCallbackIOWithFullPoolDeadlocks(t *testing.T) {
-	f := openNumbered(t, 16, dio.WithPool(1, 1))
+	const n = 16
+	var cqes atomic.Int32
+	othersReaped := make(chan struct{}) // the CQEs of the n-1 other reads reached the engine
+	f := openNumbered(t, n, dio.WithPool(1, 1), dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		return faultring.New(r, faultring.Config{Decide: func(faultring.CQE) faultring.Fault {
+			if cqes.Add(1) == n {
+				close(othersReaped)
+			}
+			return faultring.None
+		}})
+	}))
+	started := make(chan struct{})
 	done := make(chan error, 1)
 	rb := relBuf(t, 4096)
 	a := &dio.Request{Op: dio.Read, Off: 0, Buf: relBuf(t, 4096), Policy: completion.Pool,
 		Callback: func(*dio.Request) {
-			time.Sleep(50 * time.Millisecond) // the other completions fill the queue
+			close(started) // the pool's one worker is busy from now on
+			<-othersReaped // their completions fill the queue, and overflow it
 			_, err := f.ReadAt(rb, 4096)
 			done <- err
 		}}
 	if err := f.Submit(a); err != nil {
 		t.Fatal(err)
 	}
+	<-started
 	var others []*dio.Request
-	for i := 1; i < 16; i++ {
+	for i := 1; i < n; i++ {
 		r := &dio.Request{Op: dio.Read, Off: int64(i) * 4096, Buf: relBuf(t, 4096), Policy: completion.Pool}
 		if err := f.Submit(r); err != nil {
 			t.Fatal(err)
@@ -435,7 +454,7 @@ func TestPoolCallbackIOWithFullPoolDeadlocks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("a Pool callback's ReadAt never returned: the reaper waits for pool room holding the reap token")
 	}
 	for _, r := range others {
@@ -443,7 +462,11 @@ func TestPoolCallbackIOWithFullPoolDeadlocks(t *testing.T) {
 			t.Fatalf("read at %d = %d, %v", r.Off, n, err)
 		}
 	}
-	t.Logf("%d completions ran beside the full pool", f.Engine().Stats().PoolOverflow.Load())
+	// The queue holds one completion; the others, reaped while the one
+	// worker was busy, had to wait for room.
+	if o := f.Engine().Stats().PoolOverflow.Load(); o == 0 {
+		t.Fatalf("no completion overflowed the pool's queue (%d other reads): the test did not exercise the full pool", n-1)
+	}
 	closeWithin(t, f, 5*time.Second)
 }
 
@@ -457,11 +480,12 @@ func TestPoolOverflowCallbacksOutliveClose(t *testing.T) {
 	f := openNumbered(t, n, dio.WithPool(1, 1))
 	eng := f.Engine()
 	var running, most, done atomic.Int32
+	release := make(chan struct{}) // callbacks return only once Close has begun
 	cb := func(r *dio.Request) {
 		c := running.Add(1)
 		for m := most.Load(); c > m && !most.CompareAndSwap(m, c); m = most.Load() {
 		}
-		time.Sleep(20 * time.Millisecond)
+		<-release
 		if r.Buf[0] != byte(r.Off/4096) {
 			t.Errorf("read at %d: %#x", r.Off, r.Buf[0])
 		}
@@ -474,17 +498,26 @@ func TestPoolOverflowCallbacksOutliveClose(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for d := time.Now().Add(3 * time.Second); eng.Stats().PoolOverflow.Load() == 0 && time.Now().Before(d); {
-		time.Sleep(time.Millisecond)
-	}
-	closeWithin(t, f, 5*time.Second)
-	if d := done.Load(); d != n {
-		t.Fatalf("Close returned with %d of %d Pool callbacks done", d, n)
+	// The first callback holds the one worker; the queue takes one more.
+	waitUntil(t, "a Pool completion to overflow the queue", func() bool { return eng.Stats().PoolOverflow.Load() > 0 })
+	closed := make(chan int32, 1)
+	go func() {
+		if err := f.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		closed <- done.Load()
+	}()
+	waitUntil(t, "Close to begin", func() bool { return f.Fd() == ^uintptr(0) })
+	close(release)
+	select {
+	case d := <-closed:
+		if d != n {
+			t.Fatalf("Close returned with %d of %d Pool callbacks done", d, n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return after the callbacks were released")
 	}
 	if m := most.Load(); m != 1 {
 		t.Fatalf("%d callbacks ran at once on a pool of one worker", m)
-	}
-	if eng.Stats().PoolOverflow.Load() == 0 {
-		t.Fatal("the pool's queue never overflowed: the test did not exercise the spill")
 	}
 }

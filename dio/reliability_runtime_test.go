@@ -345,6 +345,8 @@ func TestSignalsDuringWaits(t *testing.T) {
 					}
 				}
 			}
+			// Paces the storm (a signal every few microseconds at each
+			// thread); the test waits for no event here.
 			time.Sleep(20 * time.Microsecond)
 		}
 	}()
