@@ -792,7 +792,6 @@ func TestLostCQEHangsForever(t *testing.T) {
 		if msg := checkOpError(err, "read", path, 0, 4096); msg != "" {
 			t.Fatal(msg)
 		}
-		t.Logf("lost CQE reported: %v", err)
 	case <-time.After(5 * time.Second):
 		t.Fatal("a request whose CQE is lost never completes, even with a context deadline")
 	}
@@ -1076,7 +1075,6 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := f.Engine().Stats()
-	t.Logf("%d audits, %d lost, %d CQEs", st.Audits.Load(), st.LostCQEs.Load(), st.Completed.Load())
 	if st.LostCQEs.Load() != 0 {
 		t.Fatalf("audits accused %d healthy requests", st.LostCQEs.Load())
 	}
@@ -1215,5 +1213,9 @@ func TestCancelRacingCompletion(t *testing.T) {
 			t.Fatalf("round %d: %d requests completed while their buffers were in flight", round, e)
 		}
 	}
-	t.Logf("%d completed, %d cancelled", ok, cancelled)
+	// Requests the SQ kept in the backlog and whose contexts were
+	// cancelled fail; most of the others complete.
+	if ok == 0 || cancelled == 0 {
+		t.Fatalf("%d completed, %d cancelled: the test exercised only one outcome", ok, cancelled)
+	}
 }

@@ -261,11 +261,26 @@ func runFSX(t *testing.T, cfg fsxConfig, seed uint64) {
 		x.failf("Close: %v", err)
 	}
 	x.closeOthers()
-	t.Logf("%+v", x.stats)
+	x.checkCoverage()
+}
+
+// checkCoverage fails the run if it did not exercise what it is for: each
+// common kind of operation (of a run long enough to have them), and with
+// faults, faults on each side of the ring.
+func (x *fsxRun) checkCoverage() {
+	if x.cfg.ops < 2000 {
+		return // a short replay
+	}
+	s := x.stats
+	if s.reads == 0 || s.writes == 0 || s.sync == 0 || s.unaligned == 0 || s.truncs == 0 || (x.cfg.qd > 1 && s.async == 0) {
+		x.failf("%d ops, but some kind never ran: %+v", x.cfg.ops, s)
+	}
 	if x.fr != nil {
 		st := x.fr.Stats()
-		t.Logf("faults injected: %d of %d CQEs: %v; %d enters refused, %d SQ-full answers",
-			st.Injected(), st.DataCQEs, st.Faults, st.SubmitErrs, st.SQFull)
+		if st.Injected() == 0 || st.SubmitErrs == 0 || st.SQFull == 0 || s.faulted == 0 {
+			x.failf("faults injected: %d of %d CQEs (%v), %d enters refused, %d SQ-full answers, %d operations faulted: some kind never",
+				st.Injected(), st.DataCQEs, st.Faults, st.SubmitErrs, st.SQFull, s.faulted)
+		}
 	}
 }
 

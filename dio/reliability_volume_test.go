@@ -63,12 +63,19 @@ func volumeModel(t *testing.T, faults bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var injected uint64 // faults injected on the maps closed so far
+	var fr *faultring.Ring
 	open := func() *dio.File {
 		opts := []dio.Option{dio.WithMapper(em), dio.WithSize(volSize), dio.WithQueueDepth(32)}
 		if faults {
+			if fr != nil {
+				st := fr.Stats()
+				injected += st.Injected()
+			}
 			opts = append(opts, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
-				return faultring.New(r, faultring.Config{Seed: seed, Rate: 0.03, Kinds: []faultring.Fault{
+				fr = faultring.New(r, faultring.Config{Seed: seed, Rate: 0.03, Kinds: []faultring.Fault{
 					faultring.EIO, faultring.ECANCELED, faultring.Short, faultring.EINTR, faultring.Delay}})
+				return fr
 			}))
 		}
 		f, err := dio.Open(dev, os.O_RDWR, 0, opts...)
@@ -228,5 +235,14 @@ func volumeModel(t *testing.T, faults bool) {
 	if d := m.Check(0, all); d != "" {
 		fail("final volume: %s", d)
 	}
-	t.Logf("%d ops, %d failed writes resolved", ops, failedWrites)
+	if faults {
+		// With 3% of CQEs faulted, a run of a few thousand operations
+		// fails some writes (EIO, ECANCELED): the old-or-new check ran.
+		if st := fr.Stats(); injected+st.Injected() == 0 {
+			fail("no fault injected in %d ops", ops)
+		}
+		if ops >= 2000 && failedWrites == 0 {
+			fail("no write failed in %d ops with faults: the check of failed writes never ran", ops)
+		}
+	}
 }
