@@ -1044,6 +1044,11 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 	}
 	errs := make(chan error, qd)
 	var wg sync.WaitGroup
+	var completed atomic.Int64
+	hang := watchHang(t, func() string {
+		return fmt.Sprintf("%d of %d reads completed; engine stats: %d audits, %d CQEs", completed.Load(), ops,
+			f.Engine().Stats().Audits.Load(), f.Engine().Stats().Completed.Load())
+	})
 	for i := 0; i < ops; i++ {
 		buf := <-free
 		wg.Add(1)
@@ -1052,6 +1057,8 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 		r := &dio.Request{Op: dio.Read, Off: off, Buf: buf, Policy: pol}
 		r.Callback = func(r *dio.Request) {
 			defer wg.Done()
+			completed.Add(1)
+			hang.Progress()
 			if got, err := r.Result(); err != nil || got != 4096 || r.Buf[0] != byte(r.Off/4096) {
 				select {
 				case errs <- fmt.Errorf("read at %d = %d, %v (byte %#x)", r.Off, got, err, r.Buf[0]):
@@ -1144,6 +1151,10 @@ func TestCancelRacingCompletion(t *testing.T) {
 		rounds = 3000
 	}
 	ok, cancelled := 0, 0
+	var at atomic.Int64 // round*n + request
+	hang := watchHang(t, func() string {
+		return fmt.Sprintf("round %d of %d, waiting for request %d; wrapper %+v", at.Load()/n, rounds, at.Load()%n, fr.Stats())
+	})
 	for round := 0; round < rounds; round++ {
 		reqs := make([]*dio.Request, n)
 		calls := make([]atomic.Int32, n)
@@ -1183,8 +1194,10 @@ func TestCancelRacingCompletion(t *testing.T) {
 				d := time.Duration(rnd.IntN(200)) * time.Microsecond
 				go func() { time.Sleep(d); cancel() }()
 			}
+			at.Store(int64(round*n + i))
 			got, err := r.Wait(ctx)
 			cancel()
+			hang.Progress()
 			switch {
 			case err == nil && got == 4096:
 				ok++
