@@ -172,8 +172,9 @@ func newEngine(c *config) (*Engine, error) {
 	if flags&ring.SetupSQPoll == 0 && c.coop {
 		// COOP_TASKRUN: completions that need their submitting thread (task
 		// work) wait until that thread next enters the kernel instead of
-		// interrupting it. Measured on zram, 4K random reads at QD32: 0.64x
-		// fio without it, 0.92x with it. But a Go thread that submitted and
+		// interrupting it: on a device whose reads all come back as task
+		// work (zram), those interruptions are a large part of the cost
+		// (benchmarks/RESULTS.md). But a Go thread that submitted and
 		// then parked in the scheduler is not woken for it: a completion can
 		// wait until that thread happens to run again (seen as a hang of an
 		// asynchronous request whose submitter went to sleep in Wait). So it
@@ -727,8 +728,9 @@ func (e *Engine) sqeLocked() *ring.SQE {
 // submitBatch is how many SQEs a reaper gathers from callbacks before it
 // submits them in the middle of a batch. Holding a whole reaped batch back
 // until the end sends the device bursts it completes together, leaving it
-// idle in between (measured on virtio-blk at QD32: 0.81x fio with one
-// enter per reaped batch, 0.93x with one per 8 requests).
+// idle in between; an enter per SQE costs a system call each. A few SQEs
+// per enter keep the device busy for little more than that
+// (benchmarks/RESULTS.md has the measurements).
 const submitBatch = 8
 
 // enterLocked hands prepared SQEs to the kernel, unless a reaper is

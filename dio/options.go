@@ -100,12 +100,13 @@ func WithSQPoll(idle time.Duration) Option {
 func WithIOPoll() Option { return func(c *config) { c.ringFlags |= ring.SetupIOPoll } }
 
 // WithCoopTaskrun sets IORING_SETUP_COOP_TASKRUN (and TASKRUN_FLAG) when
-// the kernel has them: a completion that needs its submitting thread no
-// longer interrupts that thread, but waits until it next enters the
-// kernel. Worth 20-40% on CPU-bound devices (zram: 0.64x -> 0.92x fio at
-// QD32). Only for programs whose submitting threads keep entering the
-// kernel: callbacks that resubmit on the engine's reaper, or a goroutine
-// that locks its OS thread and polls. A goroutine that submits and then
+// the kernel has them: a completion that needs its submitting thread does
+// not interrupt that thread, but waits until it next enters the kernel.
+// That matters on CPU-bound devices such as zram, whose reads all come
+// back as task work (benchmarks/RESULTS.md has the measurements). Only
+// for programs whose submitting threads keep entering the kernel:
+// callbacks that resubmit on the engine's reaper, or a goroutine that
+// locks its OS thread and polls. A goroutine that submits and then
 // sleeps (Submit followed by Request.Wait on another thread's reaping) can
 // leave its completion waiting until the Go runtime runs that thread again.
 func WithCoopTaskrun() Option { return func(c *config) { c.coop = true } }

@@ -758,12 +758,6 @@ func (x *fsxRun) check(r *fsxReq, n int64, err error) {
 		}
 	}
 	x.m.Set(r.off, disk)
-	// Known defect (TestFailedWriteLeavesStaleFileMapperCache): after a
-	// failed write the mapper may keep a stale hole over the range; drop
-	// it here so the checker goes on finding new defects.
-	if inv, ok := x.f.Mapper().(interface{ Invalidate(int64, int64) }); ok {
-		inv.Invalidate(r.off, r.n)
-	}
 	if r.eof {
 		// No other operation at the end of file is in flight (conflicts):
 		// the sizes are this write's doing.
