@@ -228,7 +228,7 @@ func (g *gateMapper) Begin(pos, length int64, op iomap.OpFlags) (iomap.Mapping, 
 // flight, closed the descriptor, and the write went out afterwards on the
 // stale descriptor number, to whatever file had reused it (on a shared
 // engine), or hung in the backlog of a closed ring (on its own engine).
-func TestCloseRacingStartWritesToReusedFd(t *testing.T) {
+func TestCloseRacingStartNeverWritesToReusedFd(t *testing.T) {
 	for _, shared := range []bool{true, false} {
 		t.Run(fmt.Sprintf("shared-engine=%v", shared), func(t *testing.T) {
 			dir := t.TempDir()

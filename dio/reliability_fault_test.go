@@ -480,7 +480,7 @@ func submitStall(t *testing.T, cfg faultring.Config, combine bool) {
 // memory for requests): the SQEs stay queued and a later enter takes
 // them. A synchronous caller whose submission was refused twice in a row
 // waited in WaitCQ for completions of SQEs the kernel never received.
-func TestSubmitRefusedTwiceHangsWaiter(t *testing.T) {
+func TestRefusedSubmitsDoNotStallWaiter(t *testing.T) {
 	for _, combine := range []bool{false, true} {
 		t.Run(fmt.Sprintf("combined-submit-wait=%v", combine), func(t *testing.T) {
 			var left atomic.Int32
@@ -498,7 +498,7 @@ func TestSubmitRefusedTwiceHangsWaiter(t *testing.T) {
 // A full SQ is backpressure: the request waits in the backlog. A
 // synchronous caller whose request was backlogged with nothing else in
 // flight waited in WaitCQ for a completion that could never come.
-func TestSQFullBacklogHangsWaiter(t *testing.T) {
+func TestSQFullBacklogDoesNotStallWaiter(t *testing.T) {
 	for _, combine := range []bool{false, true} {
 		t.Run(fmt.Sprintf("combined-submit-wait=%v", combine), func(t *testing.T) {
 			var left atomic.Int32
@@ -642,7 +642,7 @@ func (b *brokenEnv) submitAll() {
 // a buffer back while the kernel may use it. It did the first two, but
 // failed the requests still in flight at once, with their SQEs still in
 // the kernel: a caller reusing such a buffer races the kernel's DMA.
-func TestRingBrokenReleasesBuffersInFlight(t *testing.T) {
+func TestRingBrokenKeepsBuffersUntilTheirCQEs(t *testing.T) {
 	for _, late := range []bool{false, true} {
 		t.Run(fmt.Sprintf("late=%v", late), func(t *testing.T) {
 			const n = 16
@@ -699,16 +699,16 @@ func TestRingBrokenReleasesBuffersInFlight(t *testing.T) {
 // room, fail freed that slot (req = nil) but left it in e.resub: the next
 // flush prepared an SQE for it and dereferenced the nil request (a panic
 // on the reaper: the whole process dies). It runs in a child process.
-func TestRingBrokenWithPendingResubmitPanics(t *testing.T) {
+func TestRingBrokenDropsPendingResubmit(t *testing.T) {
 	if os.Getenv("UIRINGDIO_CHILD") == "resubpanic" {
 		ringBrokenWithPendingResubmit(t)
 		return
 	}
-	out, err := runChild(t, "^TestRingBrokenWithPendingResubmitPanics$", "UIRINGDIO_CHILD=resubpanic")
+	out, err := runChild(t, "^TestRingBrokenDropsPendingResubmit$", "UIRINGDIO_CHILD=resubpanic")
 	if err != nil {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "--- PASS: TestRingBrokenWithPendingResubmitPanics") {
+	if !strings.Contains(string(out), "--- PASS: TestRingBrokenDropsPendingResubmit") {
 		t.Fatalf("the child did not run the test:\n%s", out)
 	}
 }
@@ -764,7 +764,7 @@ func ringBrokenWithPendingResubmit(t *testing.T) {
 // waiter audits the ring (a drained NOP) once its cancel has had 100ms:
 // the request fails with ErrLostCompletion, the ring is declared broken,
 // Close returns.
-func TestLostCQEHangsForever(t *testing.T) {
+func TestLostCQEFailsItsRequest(t *testing.T) {
 	var fr *faultring.Ring
 	f, path := openRel(t)
 	os.WriteFile(path, make([]byte, 4096), 0o600)
@@ -878,7 +878,7 @@ func (w *sqFullAfterDrop) GetSQE() *ring.SQE {
 // again: the counter had been noted, audits are off by default, and the
 // reader of the dropped CQE waited for ever. The audit is now owed until
 // it is queued, and reapers do not wait without a limit meanwhile.
-func TestDroppedCQEAuditNotRetried(t *testing.T) {
+func TestDroppedCQEAuditRetriedUntilQueued(t *testing.T) {
 	dropped := make(chan struct{})
 	f := openNumbered(t, 4, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
 		w := &sqFullAfterDrop{Ring: faultring.New(r, faultring.Config{Decide: dropNth(2, dropped), DropsCounted: true})}
@@ -1093,7 +1093,7 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 // The engine retries EINTR and EAGAIN completions, but at most 16 times
 // per SQE, with no pause; the 17th in a row reached the caller as EINTR
 // (or EAGAIN without NOWAIT), which the engine promises never to return.
-func TestRepeatedEINTRReachesCaller(t *testing.T) {
+func TestRepeatedEINTRNeverReachesCaller(t *testing.T) {
 	for _, kind := range []faultring.Fault{faultring.EINTR, faultring.EAGAIN} {
 		t.Run(kind.String(), func(t *testing.T) {
 			f, path := openRel(t)

@@ -3,7 +3,7 @@
 package dio_test
 
 // Regression tests for defects the reliability tests found, each named
-// after its bug.
+// after the behaviour it guarantees, its comment saying which bug it pins.
 
 import (
 	"context"
@@ -52,7 +52,7 @@ func closeWithin(t *testing.T, f *dio.File, d time.Duration) {
 // start without taking the file's in-flight reference, but the synchronous
 // caller then ran the completion, which drops one: the count went
 // negative and File.Close waited for ever.
-func TestNoIOReadLeaksInflightCount(t *testing.T) {
+func TestNoIOReadKeepsInflightCount(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		n    int
@@ -76,7 +76,7 @@ func TestNoIOReadLeaksInflightCount(t *testing.T) {
 // Waiting on an asynchronous read entirely past EOF (completed in Submit,
 // its callback already run) ran the completion a second time: the
 // callback ran twice.
-func TestWaitOnPastEOFReadRunsCallbackTwice(t *testing.T) {
+func TestWaitOnPastEOFReadRunsCallbackOnce(t *testing.T) {
 	f, _ := openRel(t)
 	defer closeWithin(t, f, 5*time.Second)
 	var calls atomic.Int32
@@ -98,7 +98,7 @@ func TestWaitOnPastEOFReadRunsCallbackTwice(t *testing.T) {
 // An asynchronous Caller-policy read entirely past EOF completes inside
 // Submit and runs its callback there; it must still reach its Queue, or a
 // caller that counts completions through Queue.Wait waits for ever.
-func TestPastEOFCallerReadSkipsQueue(t *testing.T) {
+func TestPastEOFCallerReadReachesQueue(t *testing.T) {
 	f, _ := openRel(t)
 	defer closeWithin(t, f, 5*time.Second)
 	q := completion.NewQueue(4)
@@ -118,7 +118,7 @@ func TestPastEOFCallerReadSkipsQueue(t *testing.T) {
 // mapper's extent ends, into two SQEs of unaligned length and offset: the
 // kernel refused them with EINVAL (after the first part may have landed),
 // where pwrite takes the same write whole.
-func TestWriteAcrossUnalignedEOFSplitsUnaligned(t *testing.T) {
+func TestWriteAcrossUnalignedEOFIsWrittenWhole(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		size, off int64
@@ -169,7 +169,7 @@ func TestWriteAcrossUnalignedEOFSplitsUnaligned(t *testing.T) {
 // while the reaper was still reading those fields. The race detector
 // catches it; without it, a completion could go to the wrong Queue or
 // drop the wrong file's in-flight count.
-func TestPutReadsRequestAfterWaiterReusedIt(t *testing.T) {
+func TestRequestReusableOnceWaitReturns(t *testing.T) {
 	f, _ := openRel(t)
 	defer closeWithin(t, f, 5*time.Second)
 	b := relBuf(t, 4096)
@@ -207,7 +207,7 @@ func TestPutReadsRequestAfterWaiterReusedIt(t *testing.T) {
 // for it. The kernel wrote (some of) the data, pread returns it, and reads
 // through the engine returned zeroes from the stale cache until the file
 // was reopened.
-func TestFailedWriteLeavesStaleFileMapperCache(t *testing.T) {
+func TestFailedWriteInvalidatesFileMapperCache(t *testing.T) {
 	f, path := openRel(t)
 	f.Close()
 	data := make([]byte, 4096)
@@ -273,7 +273,7 @@ func TestFailedWriteLeavesStaleFileMapperCache(t *testing.T) {
 	}
 	if string(r) != string(disk) {
 		t.Fatalf("after a failed write the engine reads %x... where the file holds %x... "+
-			"(IOComplete is called over the 0 bytes reported, so the mapper keeps a stale hole); see report", r[:4], disk[:4])
+			"(IOComplete is called over the 0 bytes reported, so the mapper keeps a stale hole)", r[:4], disk[:4])
 	}
 }
 
@@ -282,7 +282,7 @@ func TestFailedWriteLeavesStaleFileMapperCache(t *testing.T) {
 // there), but IOComplete got err != nil and the ExtentMap converted
 // nothing: the bytes reported written still read as zeroes (Unwritten),
 // and a caller that resumes after n never gets them back.
-func TestPartialWriteUnconvertedOnExtentMap(t *testing.T) {
+func TestPartialWriteConvertsBytesWrittenOnExtentMap(t *testing.T) {
 	const bs = 16 << 10
 	dev := filepath.Join(t.TempDir(), "dev")
 	os.WriteFile(dev, make([]byte, 1<<20), 0o600)
@@ -321,14 +321,14 @@ func TestPartialWriteUnconvertedOnExtentMap(t *testing.T) {
 	}
 	if r[0] != 0x11 || r[bs-1] != 0x11 {
 		t.Fatalf("the %d bytes a failed write reported written read back as %#x (still Unwritten): "+
-			"IOComplete with err != nil converts nothing; see report", n, r[0])
+			"IOComplete with err != nil converts nothing", n, r[0])
 	}
 }
 
 // An asynchronous request under the Wait policy completes only when
 // someone calls its Wait: Close, which waits for the File's I/O, waited
 // for ever for one nobody waited on, though its I/O was long done.
-func TestCloseWaitsForeverOnUnwaitedWaitRequest(t *testing.T) {
+func TestCloseReturnsBesideUnwaitedWaitRequest(t *testing.T) {
 	var rr *ring.Ring
 	f, path := openRel(t, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
 		rr = r.(*ring.Ring)
@@ -364,7 +364,7 @@ func TestCloseWaitsForeverOnUnwaitedWaitRequest(t *testing.T) {
 // kernel serializes such sub-block direct writes (xfs and ext4 take their
 // I/O lock exclusively for unaligned DIO and wait for DIO in flight); the
 // engine did not. Fixed by the File's write gate (gate.go).
-func TestConcurrentSubBlockWritesZeroEachOther(t *testing.T) {
+func TestConcurrentSubBlockWritesKeepBothHalves(t *testing.T) {
 	const bs = 16 << 10
 	const blocks = 64
 	dev := filepath.Join(t.TempDir(), "dev")
@@ -415,7 +415,7 @@ func TestConcurrentSubBlockWritesZeroEachOther(t *testing.T) {
 // reaper, holding the reap token, waited for room in the queue that only
 // that callback's return could make, and the callback's read needed the
 // token. With one worker and a queue of one, for ever.
-func TestPoolCallbackIOWithFullPoolDeadlocks(t *testing.T) {
+func TestPoolCallbackIOWithFullPoolCompletes(t *testing.T) {
 	const n = 16
 	var cqes atomic.Int32
 	othersReaped := make(chan struct{}) // the CQEs of the n-1 other reads reached the engine
@@ -475,7 +475,7 @@ func TestPoolCallbackIOWithFullPoolDeadlocks(t *testing.T) {
 // so Close returned while callbacks still ran, and WithPool(1, ...) no
 // longer meant one callback at a time. They now wait for room off the
 // reaper and run on the pool's workers.
-func TestPoolOverflowCallbacksOutliveClose(t *testing.T) {
+func TestPoolOverflowCallbacksRunOnPoolBeforeClose(t *testing.T) {
 	const n = 16
 	f := openNumbered(t, n, dio.WithPool(1, 1))
 	eng := f.Engine()
