@@ -98,7 +98,6 @@ func TestSmoke(t *testing.T) {
 				t.Errorf("%s: JSON lacks %q: %s", name, f, lines[i])
 			}
 		}
-		t.Logf("%-16s %-9s %8.0f IOPS  p50 %6.1f µs  cpu %6.2f µs/op  verified %d", r.Label(), r.RW, r.IOPS, r.LatP50, r.CPUPerOp, r.Verified)
 	}
 	for _, e := range []string{"uringdio", "uringdio/caller", "uringdio/pool", "uringdio/wait", "pread"} {
 		if !ran[e] {

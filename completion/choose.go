@@ -70,8 +70,8 @@ type Facts struct {
 //     kernel, which punts every write it cannot defer to the workqueue:
 //     its completion also invalidates the page cache and calls the fs
 //     end_io, while ours for a pure overwrite without a hook only records
-//     the result, and every hand-off costs about as much as the I/O
-//     (DESIGN.md).
+//     the result, and on a fast device a hand-off to another goroutine
+//     costs about as much as the I/O itself.
 //
 // Choose never returns Default, never allocates, and is safe for concurrent
 // use.

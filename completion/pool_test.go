@@ -31,7 +31,8 @@ func (g *gateTask) RunCompletion() {
 	<-g.release
 }
 
-// eventually polls cond until it holds or a generous deadline passes.
+// eventually yields until cond holds, failing the test if it does not
+// within a generous deadline.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -39,7 +40,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting until %s", what)
 		}
-		time.Sleep(time.Millisecond)
+		runtime.Gosched()
 	}
 }
 
@@ -86,6 +87,9 @@ func TestPoolBound(t *testing.T) {
 
 	submitted := make(chan error)
 	go func() { submitted <- p.Submit(task) }()
+	// Nothing says that a Submit is waiting for room: give a wrong early
+	// return a moment to show. (A correct Submit passes whatever the
+	// moment's length.)
 	select {
 	case err := <-submitted:
 		t.Fatalf("Submit on a full queue returned %v without waiting", err)
@@ -210,6 +214,8 @@ func TestPoolCloseDrainsThenRefuses(t *testing.T) {
 	if p.TrySubmit(new(countTask)) {
 		t.Fatal("TrySubmit accepted work after Close")
 	}
+	// A moment for a wrong early return of Close to show (no event says
+	// Close is waiting; a correct Close passes whatever the moment's length).
 	select {
 	case <-closed:
 		t.Fatal("Close returned while queued work had not run")
@@ -245,6 +251,8 @@ func TestPoolCloseKeepsBlockedSubmit(t *testing.T) {
 		}
 		res := make(chan error)
 		go func() { res <- p.Submit(&blocked) }()
+		// Only spreads when the release lands against Close; the test
+		// waits for no event here.
 		go func() { time.Sleep(time.Millisecond); close(gate.release) }()
 		p.Close()
 		err := <-res

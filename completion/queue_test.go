@@ -130,6 +130,14 @@ func TestQueueWaitReturnsAtN(t *testing.T) {
 func TestQueueWaitSleepsUntilPush(t *testing.T) {
 	var q Queue
 	var task countTask
+	sleeping := make(chan struct{}, 16) // Wait found the queue empty and sleeps
+	testHookBeforeSleep = func() {
+		select {
+		case sleeping <- struct{}{}:
+		default:
+		}
+	}
+	defer func() { testHookBeforeSleep = nil }()
 	done := make(chan int)
 	go func() {
 		n, err := q.Wait(context.Background(), 3)
@@ -142,7 +150,7 @@ func TestQueueWaitSleepsUntilPush(t *testing.T) {
 		select {
 		case n := <-done:
 			t.Fatalf("Wait(3) returned %d after %d pushes", n, i)
-		case <-time.After(10 * time.Millisecond):
+		case <-sleeping:
 		}
 		go q.Push(&task)
 	}
@@ -155,14 +163,13 @@ func TestQueueWaitContext(t *testing.T) {
 	var q Queue
 	t.Run("cancel", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
-		time.AfterFunc(20*time.Millisecond, cancel)
-		start := time.Now()
+		// Cancelled once Wait has found the queue empty and goes to sleep:
+		// the cancel must wake it.
+		testHookBeforeSleep = cancel
+		defer func() { testHookBeforeSleep = nil }()
 		n, err := q.Wait(ctx, 1)
 		if n != 0 || !errors.Is(err, context.Canceled) {
 			t.Fatalf("Wait = %d, %v; want 0, Canceled", n, err)
-		}
-		if time.Since(start) < 15*time.Millisecond {
-			t.Fatal("Wait returned before ctx was canceled")
 		}
 	})
 	t.Run("deadline after some ran", func(t *testing.T) {
@@ -208,23 +215,24 @@ func TestQueueNoLostWakeup(t *testing.T) {
 	const k = 4
 	var q Queue
 	var task countTask
+	var asleep atomic.Int32 // waiters that found the queue empty and sleep
+	testHookBeforeSleep = func() { asleep.Add(1) }
+	defer func() { testHookBeforeSleep = nil }()
 	for round := range rounds {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		var waiting atomic.Int32
+		asleep.Store(0)
 		var wg sync.WaitGroup
 		for range k {
 			wg.Go(func() {
-				waiting.Add(1)
 				if n, err := q.Wait(ctx, 1); n != 1 || err != nil {
 					t.Errorf("round %d: Wait(1) = %d, %v", round, n, err)
 				}
 			})
 		}
 		if round%2 == 0 {
-			for waiting.Load() < k {
+			for asleep.Load() < k { // every waiter is at its select
 				runtime.Gosched()
 			}
-			time.Sleep(100 * time.Microsecond) // let them reach the select
 			for range k {
 				q.Push(&task)
 			}

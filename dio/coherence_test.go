@@ -215,7 +215,14 @@ func TestHandlesAgreeUnderRandomChanges(t *testing.T) {
 		steps = 20000
 	}
 	buf := relBuf(t, 256<<10)
+	var step atomic.Int64
+	hang := watchHang(t, func() string {
+		return fmt.Sprintf("seed %d, at step %d of %d\nreplay: UIRINGDIO_SEED=%d go test -race -run '^TestHandlesAgreeUnderRandomChanges$' ./dio/",
+			seed, step.Load(), steps, seed)
+	})
 	for i := range steps {
+		step.Store(int64(i))
+		hang.Progress()
 		dioHandle := []*dio.File{c.a, c.b}[rnd.IntN(2)]
 		var what string
 		switch rnd.IntN(9) {

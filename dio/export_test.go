@@ -4,6 +4,7 @@ package dio
 
 import (
 	"testing"
+	"time"
 
 	"github.com/uringdio/uringdio/ring"
 )
@@ -21,7 +22,8 @@ func SizeForTest(t testing.TB, f *File) int64 {
 	return n
 }
 
-// InflightForTest returns the File's count of descriptor references.
+// InflightForTest returns f's count of references on its descriptor
+// (requests in flight and calls using it).
 func InflightForTest(f *File) int64 { return f.inflight.Load() }
 
 // NewEngineWithoutRingForTest makes an engine the way DefaultEngine does,
@@ -34,3 +36,7 @@ func NewEngineWithoutRingForTest(err error) (*Engine, error) {
 	c.allowPread = true
 	return newEngine(&c)
 }
+
+// LostAfterForTest returns the engine's lost-completion audit interval (0:
+// audits off).
+func LostAfterForTest(e *Engine) time.Duration { return e.lostAfter }

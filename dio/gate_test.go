@@ -347,7 +347,7 @@ func TestGateNoWaitEAGAIN(t *testing.T) {
 // A gated write whose Submit failed after the gate admitted it (a NoWait
 // write that needs allocation) stayed marked in flight: resubmitting it
 // failed with "resubmitted while in flight", and Wait on it never returned.
-func TestGateRefusedSubmitLeavesRequestInFlight(t *testing.T) {
+func TestGateRefusedSubmitLeavesRequestReusable(t *testing.T) {
 	f := openVolume(t, 16<<10, 4)
 	defer closeWithin(t, f, 5*time.Second)
 	sec := f.Alignment().Offset
@@ -368,7 +368,7 @@ func TestGateRefusedSubmitLeavesRequestInFlight(t *testing.T) {
 // waited at the gate for a write whose extent conversion was queued on the
 // pool behind that same callback: with one worker, for ever. The gate is
 // now released where the I/O completes, conversion included.
-func TestGatePoolCallbackWriteDeadlocks(t *testing.T) {
+func TestGatePoolCallbackWriteCompletes(t *testing.T) {
 	const bs = 16 << 10
 	f := openVolume(t, bs, 8, dio.WithWorkers(1))
 	sec := f.Alignment().Offset
@@ -406,7 +406,7 @@ func TestGatePoolCallbackWriteDeadlocks(t *testing.T) {
 // after the deadline. Now it leaves the queue and completes with
 // ECANCELED, having written nothing; a synchronous WriteAtContext waiting
 // for admission does the same.
-func TestGateQueuedWriteIgnoresContext(t *testing.T) {
+func TestGateQueuedWriteHonoursContext(t *testing.T) {
 	const bs = 16 << 10
 	var p [2]int
 	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {

@@ -48,17 +48,31 @@ func TestCloseRacingInflight(t *testing.T) {
 					bufs[i][j] = closeMark
 				}
 			}
+			var st closeState
+			hang := watchHang(t, st.String)
 			for round := 0; round < rounds; round++ {
-				closeRound(t, dir, round, eng, bufs)
+				closeRound(t, dir, round, eng, bufs, hang, &st)
 			}
 		})
 	}
 }
 
+// closeState is what a round of TestCloseRacingInflight has done, for the
+// hang watchdog's report.
+type closeState struct {
+	round, submitted, completed, refused atomic.Int64
+	closing                              atomic.Bool
+}
+
+func (s *closeState) String() string {
+	return fmt.Sprintf("round %d: %d writes submitted, %d completed, %d refused; Close called: %v",
+		s.round.Load(), s.submitted.Load(), s.completed.Load(), s.refused.Load(), s.closing.Load())
+}
+
 // closeRound opens a file, keeps up to len(bufs) writes in flight from
 // several goroutines, closes it at a random moment, and reuses its
 // descriptor at once.
-func closeRound(t *testing.T, dir string, round int, eng *dio.Engine, bufs [][]byte) {
+func closeRound(t *testing.T, dir string, round int, eng *dio.Engine, bufs [][]byte, hang *hangWatch, st *closeState) {
 	path := filepath.Join(dir, fmt.Sprintf("a%d", round))
 	var opts []dio.Option
 	if eng != nil {
@@ -69,82 +83,87 @@ func closeRound(t *testing.T, dir string, round int, eng *dio.Engine, bufs [][]b
 		t.Fatal(err)
 	}
 	fd := f.Fd()
+	st.round.Store(int64(round))
+	st.submitted.Store(0)
+	st.completed.Store(0)
+	st.refused.Store(0)
+	st.closing.Store(false)
 	var (
-		inflight  atomic.Int32
-		submitted atomic.Int64
-		completed atomic.Int64
-		refused   atomic.Int64
-		stop      atomic.Bool
-		bad       atomic.Pointer[string]
-		wg        sync.WaitGroup
+		bad     atomic.Pointer[string]
+		workers sync.WaitGroup
+		writes  sync.WaitGroup // every write Submit took, until its callback returned
+		stop    = make(chan struct{})
+		going   = make(chan struct{}) // closed once half of bufs' writes are submitted
+		goingMu sync.Once
+		refused = make(chan struct{}, 1) // a Submit was refused
 	)
 	report := func(format string, args ...any) {
 		s := fmt.Sprintf(format, args...)
 		bad.CompareAndSwap(nil, &s)
 	}
-	const workers = 4
-	per := len(bufs) / workers
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
+	const nworkers = 4
+	per := len(bufs) / nworkers
+	for w := 0; w < nworkers; w++ {
+		workers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer workers.Done()
+			// idle holds the worker's requests whose callbacks have
+			// returned: a request is resubmitted only then.
+			idle := make(chan int, per)
 			reqs := make([]*dio.Request, per)
-			busy := make([]atomic.Bool, per)
 			for i := range reqs {
 				reqs[i] = dio.NewRequest()
+				idle <- i
 			}
-			for i := 0; !stop.Load(); i = (i + 1) % per {
-				r := reqs[i]
-				if busy[i].Load() { // until its callback has returned
-					time.Sleep(10 * time.Microsecond)
-					continue
+			for {
+				var i int
+				select {
+				case i = <-idle:
+				case <-stop:
+					return
 				}
+				r := reqs[i]
 				slot := w*per + i
-				b := &busy[i]
 				r.Op, r.Off, r.Buf, r.Policy = dio.Write, int64(slot)*4096, bufs[slot], completion.Inline
 				r.Callback = func(r *dio.Request) {
-					inflight.Add(-1)
-					completed.Add(1)
+					defer writes.Done()
+					st.completed.Add(1)
+					hang.Progress()
 					if n, err := r.Result(); err != nil && !errors.Is(err, dio.ErrClosed) {
 						report("write %d: %d, %v", r.Off, n, err)
 					}
-					b.Store(false)
+					idle <- i
 				}
-				inflight.Add(1)
-				b.Store(true)
-				submitted.Add(1)
+				writes.Add(1)
 				if err := f.Submit(r); err != nil {
-					b.Store(false)
-					submitted.Add(-1)
-					inflight.Add(-1)
+					writes.Done()
 					if !errors.Is(err, dio.ErrClosed) {
 						report("Submit: %v", err)
 					}
-					refused.Add(1)
+					st.refused.Add(1)
+					select {
+					case refused <- struct{}{}:
+					default:
+					}
+					idle <- i
 					continue
+				}
+				if st.submitted.Add(1) >= int64(len(bufs)/2) {
+					goingMu.Do(func() { close(going) })
 				}
 			}
 		}()
 	}
-	// Close at a random moment once writes are in flight.
-	deadline := time.Now().Add(2 * time.Second)
-	for inflight.Load() < int32(len(bufs)/2) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Microsecond)
-	}
+	// Close once the writers are going, at a random moment.
+	<-going
+	// The sleep only spreads where Close lands among the writes in
+	// flight; the test waits for no event here.
 	time.Sleep(time.Duration(round%7) * 50 * time.Microsecond)
-	closed := make(chan error, 1)
-	go func() { closed <- f.Close() }()
-	var err2 error
-	select {
-	case err2 = <-closed:
-	case <-time.After(20 * time.Second):
-		stop.Store(true)
-		t.Fatalf("round %d: Close did not return in 20s (%d submitted, %d completed, %d in flight)",
-			round, submitted.Load(), completed.Load(), inflight.Load())
+	st.closing.Store(true)
+	if err := f.Close(); err != nil {
+		t.Fatalf("round %d: Close: %v", round, err)
 	}
-	if err2 != nil {
-		t.Fatalf("round %d: Close: %v", round, err2)
-	}
+	hang.Progress()
 	// The descriptor is free now: take it, as another part of the program
 	// would, while the submitters keep trying.
 	other := filepath.Join(dir, fmt.Sprintf("b%d", round))
@@ -156,18 +175,20 @@ func closeRound(t *testing.T, dir string, round int, eng *dio.Engine, bufs [][]b
 	of.WriteAt(zero, 0)
 	reused := of.Fd() == fd
 	after := preadAll(t, path, 0, int64(len(bufs))*4096)
-	time.Sleep(2 * time.Millisecond)
-	stop.Store(true)
-	wg.Wait()
-	time.Sleep(2 * time.Millisecond)
+	// A submitter tries again after the descriptor was reused: drain the
+	// refusals from before, and wait for a new one.
+	select {
+	case <-refused:
+	default:
+	}
+	<-refused
+	close(stop)
+	workers.Wait()
+	writes.Wait() // every write Submit took has completed, callback and all
 	if p := bad.Load(); p != nil {
 		t.Fatalf("round %d: %s", round, *p)
 	}
-	// Every write that Submit took completed exactly once (by now).
-	for i := 0; i < 200 && completed.Load() != submitted.Load(); i++ {
-		time.Sleep(time.Millisecond)
-	}
-	if c, s := completed.Load(), submitted.Load(); c != s {
+	if c, s := st.completed.Load(), st.submitted.Load(); c != s {
 		t.Fatalf("round %d: %d writes submitted, %d completed", round, s, c)
 	}
 	if later := preadAll(t, path, 0, int64(len(bufs))*4096); string(later) != string(after) {
@@ -207,7 +228,7 @@ func (g *gateMapper) Begin(pos, length int64, op iomap.OpFlags) (iomap.Mapping, 
 // flight, closed the descriptor, and the write went out afterwards on the
 // stale descriptor number, to whatever file had reused it (on a shared
 // engine), or hung in the backlog of a closed ring (on its own engine).
-func TestCloseRacingStartWritesToReusedFd(t *testing.T) {
+func TestCloseRacingStartNeverWritesToReusedFd(t *testing.T) {
 	for _, shared := range []bool{true, false} {
 		t.Run(fmt.Sprintf("shared-engine=%v", shared), func(t *testing.T) {
 			dir := t.TempDir()
@@ -243,17 +264,17 @@ func TestCloseRacingStartWritesToReusedFd(t *testing.T) {
 				t.Fatalf("WriteAt returned %v without mapping", err)
 			}
 			g.hold.Store(false)
+			// The fix: the write holds its reference on the descriptor
+			// from before its closed check, so a Close from now on waits
+			// for it.
+			if n := dio.InflightForTest(f); n == 0 {
+				t.Fatal("a write past its closed check holds no reference on the descriptor: Close would close it under the write")
+			}
 			closed := make(chan error, 1)
 			go func() { closed <- f.Close() }()
-			var cerr error
-			closedEarly := false
-			select {
-			case cerr = <-closed:
-				closedEarly = true
-			case <-time.After(200 * time.Millisecond):
-				// Close waits for the write: the reference is taken before
-				// the check (the fixed behaviour). Let the write go on.
-			}
+			// Whether or not Close has started, the descriptor cannot be
+			// free until the write lets go of it: a file opened now gets
+			// another one, unless Close closed it under the write.
 			other := filepath.Join(dir, "b")
 			of, err := os.OpenFile(other, os.O_RDWR|os.O_CREATE, 0o600)
 			if err != nil {
@@ -268,11 +289,13 @@ func TestCloseRacingStartWritesToReusedFd(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatalf("a write that raced Close hangs (reused fd %v): does start take the in-flight reference after its closed check?", of.Fd() == fd)
 			}
-			if !closedEarly {
-				cerr = <-closed
-			}
-			if cerr != nil {
-				t.Fatalf("Close: %v", cerr)
+			select {
+			case cerr := <-closed:
+				if cerr != nil {
+					t.Fatalf("Close: %v", cerr)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close does not return after the racing write did")
 			}
 			got := make([]byte, 4096)
 			of.ReadAt(got, 0)

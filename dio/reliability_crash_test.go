@@ -91,12 +91,10 @@ func TestCrashDSyncAcked(t *testing.T) {
 	base := uint64(envInt("UIRINGDIO_CRASH_SEED", time.Now().UnixNano()))
 	dir := t.TempDir()
 	killRnd := newRand(base ^ 0xdead)
-	totalAcked := 0
 	for round := 0; round < rounds; round++ {
 		seed := base + uint64(round)
-		totalAcked += crashRound(t, dir, round, seed, time.Duration(killRnd.Int64N(int64(30*time.Millisecond))))
+		crashRound(t, dir, round, seed, time.Duration(killRnd.Int64N(int64(30*time.Millisecond))))
 	}
-	t.Logf("%d rounds, %d acknowledged writes verified (seed base %d)", rounds, totalAcked, base)
 }
 
 func crashRound(t *testing.T, dir string, round int, seed uint64, delay time.Duration) int {
@@ -141,9 +139,9 @@ func crashRound(t *testing.T, dir string, round int, seed uint64, delay time.Dur
 	select {
 	case <-first:
 	case <-readDone:
-	case <-time.After(20 * time.Second):
+	case <-time.After(20 * time.Second): // the check below says the child acknowledged nothing
 	}
-	time.Sleep(delay)
+	time.Sleep(delay) // only spreads where the SIGKILL lands; no event is waited for
 	cmd.Process.Signal(syscall.SIGKILL)
 	werr := cmd.Wait()
 	<-readDone

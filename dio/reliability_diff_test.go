@@ -8,6 +8,7 @@ package dio_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -117,13 +118,17 @@ func TestDifferentialPread(t *testing.T) {
 	const maxSize, maxLen = 4 << 20, 128 << 10
 	ba, bb := relBuf(t, maxLen+int(a)), relBuf(t, maxLen+int(a))
 	log := fsx.NewLog(200)
+	replay := fmt.Sprintf("UIRINGDIO_DIFF_SEED=%d UIRINGDIO_DIFF_OPS=%d go test -race -run '^TestDifferentialPread$' ./dio/", seed, ops)
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("seed %d: "+format+"\nreplay: UIRINGDIO_DIFF_SEED=%d go test -run TestDifferentialPread ./dio/\nlast operations:\n%s",
-			append(append([]any{seed}, args...), seed, log)...)
+		t.Fatalf("seed %d: "+format+"\nreplay: %s\nlast operations:\n%s", append(append([]any{seed}, args...), replay, log)...)
 	}
+	hang := watchHang(t, func() string {
+		return fmt.Sprintf("seed %d\nreplay: %s\nlast operations:\n%s", seed, replay, log)
+	})
 	size := int64(0)
 	for i := 0; i < ops; i++ {
+		hang.Progress()
 		n := a * (1 + rnd.Int64N(maxLen/a))
 		if rnd.IntN(4) == 0 {
 			n = a * (1 + rnd.Int64N(8))

@@ -7,13 +7,15 @@ package dio_test
 // depths up to 128 under each completion policy), truncate, fallocate,
 // hole punching, fdatasync and reopen, checked byte for byte against an
 // in-memory model (internal/fsx). A failure prints the seed, the
-// configuration and the last operations; the seed replays the operation
-// sequence:
+// configuration, the command that replays the operation sequence, such as
 //
-//	UIRINGDIO_FSX_SEED=<seed> UIRINGDIO_FSX_CONFIG=<name> go test -race -run 'TestFSX$' ./dio/
+//	UIRINGDIO_FSX_SEED=<seed> UIRINGDIO_FSX_OPS=<ops> go test -race -run '^TestFSX$/^qd16-wait$' ./dio/
 //
-// (with queue depth above 1 the interleaving of completions, and so the
-// faults injected, may differ between runs; the operations do not).
+// and the last operations (with queue depth above 1 the interleaving of
+// completions, and so the faults injected, may differ between runs; the
+// operations do not). So does a run that makes no progress for the hang
+// watchdog's limit (reliability_hang_test.go), with every goroutine's and
+// thread's stack.
 // Ops per configuration: 4k by default, 1M with UIRINGDIO_LONG=1, or
 // UIRINGDIO_FSX_OPS; the fault-injecting configuration (2% of CQEs, 2% of
 // enters refused, 2% of SQE requests told the SQ is full) runs five times
@@ -29,6 +31,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -146,6 +149,12 @@ type fsxRun struct {
 	q      *completion.Queue
 	byAddr []*fsxReq // sorted by buffer address, for the fault plan
 	bad    atomic.Pointer[string]
+	hang   *hangWatch
+	// wakeMu guards wake: the cancel of the context that reapOne waits on
+	// in Queue.Wait, for Caller completions. A completion that arrives on
+	// done instead cancels it.
+	wakeMu sync.Mutex
+	wake   context.CancelFunc
 	stats  struct {
 		reads, writes, async, sync, eofReads, errs, faulted, unaligned, truncs, punches, allocs, syncs, reopens, cancels int
 	}
@@ -154,8 +163,23 @@ type fsxRun struct {
 func (x *fsxRun) failf(format string, args ...any) {
 	x.t.Helper()
 	msg := fmt.Sprintf(format, args...)
-	x.t.Fatalf("fsx %s seed %d: %s\nreplay: UIRINGDIO_FSX_SEED=%d UIRINGDIO_FSX_CONFIG=%s go test -race -run 'TestFSX$' ./dio/\nlast operations:\n%s",
-		x.cfg.name, x.seed, msg, x.seed, x.cfg.name, x.log)
+	x.t.Fatalf("fsx %s seed %d: %s\nreplay: %s\nlast operations:\n%s", x.cfg.name, x.seed, msg, x.replay(), x.log)
+}
+
+// replay returns the command that runs this configuration again with the
+// same operations.
+func (x *fsxRun) replay() string {
+	env := fmt.Sprintf("UIRINGDIO_FSX_SEED=%d UIRINGDIO_FSX_OPS=%d", x.seed, x.cfg.ops)
+	if os.Getenv("UIRINGDIO_FSX_COOP") != "" {
+		env += " UIRINGDIO_FSX_COOP=1"
+	}
+	return fmt.Sprintf("%s go test -race -run '%s' ./dio/", env, runPattern(x.t.Name()))
+}
+
+// hangReport is what the hang watchdog prints of the run.
+func (x *fsxRun) hangReport() string {
+	return fmt.Sprintf("fsx %s seed %d, after %d logged operations%s\nreplay: %s\nlast operations:\n%s",
+		x.cfg.name, x.seed, x.log.Len(), x.faultState(), x.replay(), x.log)
 }
 
 // asyncFail records a failure seen on another goroutine (a callback).
@@ -215,8 +239,10 @@ func runFSX(t *testing.T, cfg fsxConfig, seed uint64) {
 	x.byAddr = append([]*fsxReq(nil), x.reqs...)
 	sort.Slice(x.byAddr, func(i, j int) bool { return addr(x.byAddr[i].buf) < addr(x.byAddr[j].buf) })
 
+	x.hang = watchHang(t, x.hangReport)
 	for i := 0; i < cfg.ops; i++ {
 		x.step(i)
+		x.hang.Progress()
 		if p := x.bad.Load(); p != nil {
 			x.failf("%s", *p)
 		}
@@ -227,11 +253,26 @@ func runFSX(t *testing.T, cfg fsxConfig, seed uint64) {
 		x.failf("Close: %v", err)
 	}
 	x.closeOthers()
-	t.Logf("%+v", x.stats)
+	x.checkCoverage()
+}
+
+// checkCoverage fails the run if it did not exercise what it is for: each
+// common kind of operation (of a run long enough to have them), and with
+// faults, faults on each side of the ring.
+func (x *fsxRun) checkCoverage() {
+	if x.cfg.ops < 2000 {
+		return // a short replay
+	}
+	s := x.stats
+	if s.reads == 0 || s.writes == 0 || s.sync == 0 || s.unaligned == 0 || s.truncs == 0 || (x.cfg.qd > 1 && s.async == 0) {
+		x.failf("%d ops, but some kind never ran: %+v", x.cfg.ops, s)
+	}
 	if x.fr != nil {
 		st := x.fr.Stats()
-		t.Logf("faults injected: %d of %d CQEs: %v; %d enters refused, %d SQ-full answers",
-			st.Injected(), st.DataCQEs, st.Faults, st.SubmitErrs, st.SQFull)
+		if st.Injected() == 0 || st.SubmitErrs == 0 || st.SQFull == 0 || s.faulted == 0 {
+			x.failf("faults injected: %d of %d CQEs (%v), %d enters refused, %d SQ-full answers, %d operations faulted: some kind never",
+				st.Injected(), st.DataCQEs, st.Faults, st.SubmitErrs, st.SQFull, s.faulted)
+		}
 	}
 }
 
@@ -252,9 +293,8 @@ func (x *fsxRun) wrap(r dio.Ring) dio.Ring {
 		}
 		return f
 	}
-	w := faultring.NewCombining(r, cfg)
-	x.fr = faultring.Of(w)
-	return w
+	x.fr = faultring.New(r, cfg)
+	return x.fr
 }
 
 // owner finds the slot whose buffer holds a.
@@ -309,6 +349,11 @@ func (r *fsxReq) callback(req *dio.Request) {
 		}
 	}
 	r.x.done <- r
+	r.x.wakeMu.Lock()
+	if wake := r.x.wake; wake != nil {
+		wake()
+	}
+	r.x.wakeMu.Unlock()
 }
 
 // ---- operation generation ----
@@ -502,7 +547,15 @@ func (x *fsxRun) syncRW(r *fsxReq) {
 	case 0:
 		f, handle = x.g, " (second handle)"
 	case 1:
-		// The os.File handle: buffered, through the page cache.
+		// The os.File handle: buffered, through the page cache. Only with
+		// no direct I/O in flight: the kernel does not keep buffered and
+		// direct I/O to the same pages coherent (and readahead reaches
+		// pages well past the range asked for). A direct write that finds
+		// a page cached after it began logs "Page cache invalidation
+		// failure on direct I/O" and sets the file's writeback error, which
+		// the next fsync, or DSync write, of every open file returns as
+		// EIO.
+		x.barrier()
 		r.flags = 0
 		x.log.Add("sync %s off=%d len=%d (os.File)", r.op, r.off, r.n)
 		if r.op == dio.Read {
@@ -540,7 +593,6 @@ func (x *fsxRun) reapOne() {
 	if len(x.inflt) == 0 {
 		return
 	}
-	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
 		case r := <-x.done:
@@ -552,28 +604,26 @@ func (x *fsxRun) reapOne() {
 			continue
 		}
 		if r := x.oldestWaiter(); r != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			r.req.Wait(ctx)
-			cancel()
-			if !r.req.Done() {
-				x.failf("op %d (policy wait) did not complete in 60s; in flight %d, engine %d SQEs\nthreads in the kernel:\n%s", r.id, len(x.inflt), x.eng0().Inflight(), kernelStacks())
-			}
+			// A Wait-policy request completes only in Wait.
+			r.req.Wait(context.Background())
 			continue
 		}
-		select {
-		case r := <-x.done:
-			x.finish(r)
-			return
-		case <-time.After(200 * time.Microsecond):
+		// Run Caller completions as they come, until one has run or a
+		// completion of another policy arrives on done (its callback
+		// cancels ctx).
+		ctx, cancel := context.WithCancel(context.Background())
+		x.wakeMu.Lock()
+		x.wake = cancel
+		x.wakeMu.Unlock()
+		if len(x.done) == 0 {
+			x.q.Wait(ctx, 1)
 		}
-		if time.Now().After(deadline) {
-			x.failf("no completion in 60s: %d in flight (oldest: op %d %s off=%d len=%d policy=%s), engine %d SQEs%s\nthreads in the kernel:\n%s",
-				len(x.inflt), x.inflt[0].id, x.inflt[0].op, x.inflt[0].off, x.inflt[0].n, x.inflt[0].pol, x.eng0().Inflight(), x.faultState(), kernelStacks())
-		}
+		x.wakeMu.Lock()
+		x.wake = nil
+		x.wakeMu.Unlock()
+		cancel()
 	}
 }
-
-func (x *fsxRun) eng0() *dio.Engine { return x.f.Engine() }
 
 func (x *fsxRun) faultState() string {
 	if x.fr == nil {
@@ -618,6 +668,7 @@ func (x *fsxRun) finish(r *fsxReq) {
 // check verifies one read or write result against the model and updates
 // the model.
 func (x *fsxRun) check(r *fsxReq, n int64, err error) {
+	x.hang.Progress()
 	faults := r.faults.Load()
 	has := func(f faultring.Fault) bool { return faults&(1<<f) != 0 }
 	hardFault := has(faultring.EIO) || has(faultring.ENOSPC) || has(faultring.ECANCELED) || has(faultring.Zero) ||
@@ -699,12 +750,6 @@ func (x *fsxRun) check(r *fsxReq, n int64, err error) {
 		}
 	}
 	x.m.Set(r.off, disk)
-	// Known defect (TestFailedWriteLeavesStaleFileMapperCache): after a
-	// failed write the mapper may keep a stale hole over the range; drop
-	// it here so the checker goes on finding new defects.
-	if inv, ok := x.f.Mapper().(interface{ Invalidate(int64, int64) }); ok {
-		inv.Invalidate(r.off, r.n)
-	}
 	if r.eof {
 		// No other operation at the end of file is in flight (conflicts):
 		// the sizes are this write's doing.

@@ -14,10 +14,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/uringdio/uringdio/dio"
@@ -193,6 +196,13 @@ func mountLoopErr(t testing.TB, fstype string, size int64, sector int) (*loopFS,
 			unix.Unmount(mnt, unix.MNT_DETACH)
 		}
 	})
+	// If the hang watchdog ends the binary, no cleanup runs, and mounts
+	// and loop devices outlive the process: detach both (the kernel lets
+	// them go once the process's descriptors close).
+	onHang(t, func() {
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		run("losetup", "-d", dev)
+	})
 	return &loopFS{Dir: mnt, Dev: dev, FSType: fstype, Sector: sector}, nil
 }
 
@@ -206,6 +216,30 @@ func runChild(t testing.TB, run string, env ...string) ([]byte, error) {
 	cmd := exec.Command(os.Args[0], "-test.run="+run, "-test.count=1", "-test.timeout=60s", "-test.v")
 	cmd.Env = append(os.Environ(), env...)
 	return cmd.CombinedOutput()
+}
+
+// waitUntil yields until cond holds, for a state the engine shows only
+// in a counter or flag; it fails the test if cond does not hold within
+// the hang limit.
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(hangLimit())
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", hangLimit(), what)
+		}
+		runtime.Gosched()
+	}
+}
+
+// runPattern returns the -test.run pattern that selects exactly the test
+// or subtest named name: "TestFSX/qd16-wait" gives "^TestFSX$/^qd16-wait$".
+func runPattern(name string) string {
+	parts := strings.Split(name, "/")
+	for i, p := range parts {
+		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
+	}
+	return strings.Join(parts, "/")
 }
 
 // kernelStacks describes where the process's threads are in the kernel

@@ -126,7 +126,9 @@ func TestENOSPCLoopExt4(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d writes: %d whole, %d short with ENOSPC, %d ENOSPC", len(written), full, short, failed)
+	if full == 0 || short+failed == 0 {
+		t.Fatalf("%d writes: %d whole, %d short with ENOSPC, %d ENOSPC; want both whole writes and ENOSPC", len(written), full, short, failed)
+	}
 	// Everything reported written is there.
 	for _, w := range written {
 		r := w.req
@@ -165,7 +167,6 @@ func TestEFBIGFileSizeLimit(t *testing.T) {
 	if !strings.Contains(string(out), "efbig ok") {
 		t.Fatalf("child did not finish:\n%s", out)
 	}
-	t.Logf("child:\n%s", out)
 }
 
 func efbigChild(t *testing.T) {
@@ -184,7 +185,6 @@ func efbigChild(t *testing.T) {
 		b[i] = byte(i >> 9)
 	}
 	n, err := f.WriteAt(b, limit-128<<10)
-	t.Logf("write across the limit: %d, %v", n, err)
 	if n != 128<<10 || !errors.Is(err, syscall.EFBIG) {
 		t.Fatalf("write across RLIMIT_FSIZE = %d, %v; want %d, EFBIG", n, err, 128<<10)
 	}
@@ -240,8 +240,7 @@ func TestNoWaitEAGAINRetryable(t *testing.T) {
 			for _, off := range []int64{1 << 20, 8192, 4 << 20} { // past EOF, into holes
 				n, err := f.WriteAtContext(ctx, b[:4096], off, dio.NoWait)
 				if err == nil {
-					t.Logf("NOWAIT write at %d went through (%d bytes): the file system did not need to block", off, n)
-					continue
+					continue // the file system did not need to block
 				}
 				eagain++
 				if n != 0 || !errors.Is(err, syscall.EAGAIN) {
@@ -257,10 +256,12 @@ func TestNoWaitEAGAINRetryable(t *testing.T) {
 					t.Fatalf("retry without NOWAIT at %d = %d, %v", off, n, err)
 				}
 			}
-			t.Logf("%d of 3 NOWAIT writes that had to allocate were refused with EAGAIN", eagain)
 			r := &dio.Request{Op: dio.Write, Off: 0, Bufs: [][]byte{b[:4096], b[8192:12288]}, Flags: dio.NoWait, Policy: completion.Wait}
 			if err := f.Submit(r); !errors.Is(err, syscall.EAGAIN) {
 				t.Fatalf("NOWAIT write of two SQEs: %v, want EAGAIN up front", err)
+			}
+			if eagain == 0 {
+				t.Skipf("%s took all 3 NOWAIT writes that had to allocate: no refusal to check", dirFS(dir))
 			}
 		})
 	}

@@ -3,7 +3,7 @@
 package dio_test
 
 // Regression tests for defects the reliability tests found, each named
-// after its bug.
+// after the behaviour it guarantees, its comment saying which bug it pins.
 
 import (
 	"context"
@@ -52,7 +52,7 @@ func closeWithin(t *testing.T, f *dio.File, d time.Duration) {
 // start without taking the file's in-flight reference, but the synchronous
 // caller then ran the completion, which drops one: the count went
 // negative and File.Close waited for ever.
-func TestNoIOReadLeaksInflightCount(t *testing.T) {
+func TestNoIOReadKeepsInflightCount(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		n    int
@@ -76,7 +76,7 @@ func TestNoIOReadLeaksInflightCount(t *testing.T) {
 // Waiting on an asynchronous read entirely past EOF (completed in Submit,
 // its callback already run) ran the completion a second time: the
 // callback ran twice.
-func TestWaitOnPastEOFReadRunsCallbackTwice(t *testing.T) {
+func TestWaitOnPastEOFReadRunsCallbackOnce(t *testing.T) {
 	f, _ := openRel(t)
 	defer closeWithin(t, f, 5*time.Second)
 	var calls atomic.Int32
@@ -98,7 +98,7 @@ func TestWaitOnPastEOFReadRunsCallbackTwice(t *testing.T) {
 // An asynchronous Caller-policy read entirely past EOF completes inside
 // Submit and runs its callback there; it must still reach its Queue, or a
 // caller that counts completions through Queue.Wait waits for ever.
-func TestPastEOFCallerReadSkipsQueue(t *testing.T) {
+func TestPastEOFCallerReadReachesQueue(t *testing.T) {
 	f, _ := openRel(t)
 	defer closeWithin(t, f, 5*time.Second)
 	q := completion.NewQueue(4)
@@ -118,7 +118,7 @@ func TestPastEOFCallerReadSkipsQueue(t *testing.T) {
 // mapper's extent ends, into two SQEs of unaligned length and offset: the
 // kernel refused them with EINVAL (after the first part may have landed),
 // where pwrite takes the same write whole.
-func TestWriteAcrossUnalignedEOFSplitsUnaligned(t *testing.T) {
+func TestWriteAcrossUnalignedEOFIsWrittenWhole(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		size, off int64
@@ -169,7 +169,7 @@ func TestWriteAcrossUnalignedEOFSplitsUnaligned(t *testing.T) {
 // while the reaper was still reading those fields. The race detector
 // catches it; without it, a completion could go to the wrong Queue or
 // drop the wrong file's in-flight count.
-func TestPutReadsRequestAfterWaiterReusedIt(t *testing.T) {
+func TestRequestReusableOnceWaitReturns(t *testing.T) {
 	f, _ := openRel(t)
 	defer closeWithin(t, f, 5*time.Second)
 	b := relBuf(t, 4096)
@@ -207,7 +207,7 @@ func TestPutReadsRequestAfterWaiterReusedIt(t *testing.T) {
 // for it. The kernel wrote (some of) the data, pread returns it, and reads
 // through the engine returned zeroes from the stale cache until the file
 // was reopened.
-func TestFailedWriteLeavesStaleFileMapperCache(t *testing.T) {
+func TestFailedWriteInvalidatesFileMapperCache(t *testing.T) {
 	f, path := openRel(t)
 	f.Close()
 	data := make([]byte, 4096)
@@ -273,7 +273,7 @@ func TestFailedWriteLeavesStaleFileMapperCache(t *testing.T) {
 	}
 	if string(r) != string(disk) {
 		t.Fatalf("after a failed write the engine reads %x... where the file holds %x... "+
-			"(IOComplete is called over the 0 bytes reported, so the mapper keeps a stale hole); see report", r[:4], disk[:4])
+			"(IOComplete is called over the 0 bytes reported, so the mapper keeps a stale hole)", r[:4], disk[:4])
 	}
 }
 
@@ -282,7 +282,7 @@ func TestFailedWriteLeavesStaleFileMapperCache(t *testing.T) {
 // there), but IOComplete got err != nil and the ExtentMap converted
 // nothing: the bytes reported written still read as zeroes (Unwritten),
 // and a caller that resumes after n never gets them back.
-func TestPartialWriteUnconvertedOnExtentMap(t *testing.T) {
+func TestPartialWriteConvertsBytesWrittenOnExtentMap(t *testing.T) {
 	const bs = 16 << 10
 	dev := filepath.Join(t.TempDir(), "dev")
 	os.WriteFile(dev, make([]byte, 1<<20), 0o600)
@@ -321,22 +321,28 @@ func TestPartialWriteUnconvertedOnExtentMap(t *testing.T) {
 	}
 	if r[0] != 0x11 || r[bs-1] != 0x11 {
 		t.Fatalf("the %d bytes a failed write reported written read back as %#x (still Unwritten): "+
-			"IOComplete with err != nil converts nothing; see report", n, r[0])
+			"IOComplete with err != nil converts nothing", n, r[0])
 	}
 }
 
 // An asynchronous request under the Wait policy completes only when
 // someone calls its Wait: Close, which waits for the File's I/O, waited
 // for ever for one nobody waited on, though its I/O was long done.
-func TestCloseWaitsForeverOnUnwaitedWaitRequest(t *testing.T) {
-	f, path := openRel(t)
+func TestCloseReturnsBesideUnwaitedWaitRequest(t *testing.T) {
+	var rr *ring.Ring
+	f, path := openRel(t, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		rr = r.(*ring.Ring)
+		return r
+	}))
 	os.WriteFile(path, make([]byte, 4096), 0o600)
 	f.Truncate(4096)
 	r := &dio.Request{Op: dio.Read, Off: 0, Buf: relBuf(t, 4096), Policy: completion.Wait}
 	if err := f.Submit(r); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(10 * time.Millisecond) // the I/O is done; the completion waits for Wait
+	// Nobody reaps a Wait-policy request but its Wait: its CQE waits in
+	// the ring once the I/O is done, and so does its completion.
+	waitUntil(t, "the read's CQE", func() bool { return rr.Ready() > 0 })
 	done := make(chan error, 1)
 	go func() { done <- f.Close() }()
 	select {
@@ -344,7 +350,7 @@ func TestCloseWaitsForeverOnUnwaitedWaitRequest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(2 * time.Second):
+	case <-time.After(5 * time.Second):
 		r.Wait(context.Background()) // let Close finish
 		<-done
 		t.Fatal("Close waits for ever for an asynchronous Wait-policy request nobody waits on")
@@ -358,7 +364,7 @@ func TestCloseWaitsForeverOnUnwaitedWaitRequest(t *testing.T) {
 // kernel serializes such sub-block direct writes (xfs and ext4 take their
 // I/O lock exclusively for unaligned DIO and wait for DIO in flight); the
 // engine did not. Fixed by the File's write gate (gate.go).
-func TestConcurrentSubBlockWritesZeroEachOther(t *testing.T) {
+func TestConcurrentSubBlockWritesKeepBothHalves(t *testing.T) {
 	const bs = 16 << 10
 	const blocks = 64
 	dev := filepath.Join(t.TempDir(), "dev")
@@ -409,21 +415,34 @@ func TestConcurrentSubBlockWritesZeroEachOther(t *testing.T) {
 // reaper, holding the reap token, waited for room in the queue that only
 // that callback's return could make, and the callback's read needed the
 // token. With one worker and a queue of one, for ever.
-func TestPoolCallbackIOWithFullPoolDeadlocks(t *testing.T) {
-	f := openNumbered(t, 16, dio.WithWorkers(1))
+func TestPoolCallbackIOWithFullPoolCompletes(t *testing.T) {
+	const n = 16
+	var cqes atomic.Int32
+	othersReaped := make(chan struct{}) // the CQEs of the n-1 other reads reached the engine
+	f := openNumbered(t, n, dio.WithWorkers(1), dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		return faultring.New(r, faultring.Config{Decide: func(faultring.CQE) faultring.Fault {
+			if cqes.Add(1) == n {
+				close(othersReaped)
+			}
+			return faultring.None
+		}})
+	}))
+	started := make(chan struct{})
 	done := make(chan error, 1)
 	rb := relBuf(t, 4096)
 	a := &dio.Request{Op: dio.Read, Off: 0, Buf: relBuf(t, 4096), Policy: completion.Pool,
 		Callback: func(*dio.Request) {
-			time.Sleep(50 * time.Millisecond) // the other completions fill the queue
+			close(started) // the pool's one worker is busy from now on
+			<-othersReaped // their completions fill the queue, and overflow it
 			_, err := f.ReadAt(rb, 4096)
 			done <- err
 		}}
 	if err := f.Submit(a); err != nil {
 		t.Fatal(err)
 	}
+	<-started
 	var others []*dio.Request
-	for i := 1; i < 16; i++ {
+	for i := 1; i < n; i++ {
 		r := &dio.Request{Op: dio.Read, Off: int64(i) * 4096, Buf: relBuf(t, 4096), Policy: completion.Pool}
 		if err := f.Submit(r); err != nil {
 			t.Fatal(err)
@@ -435,7 +454,7 @@ func TestPoolCallbackIOWithFullPoolDeadlocks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(10 * time.Second):
 		t.Fatal("a Pool callback's ReadAt never returned: the reaper waits for pool room holding the reap token")
 	}
 	for _, r := range others {
@@ -450,17 +469,18 @@ func TestPoolCallbackIOWithFullPoolDeadlocks(t *testing.T) {
 // own (the fix for the test above, first version): nobody waited for them,
 // so Close returned while callbacks still ran, and one worker no longer
 // meant one callback at a time. The workers' queue now takes every
-// completion; they run on the workers, one at a time with one worker,
-// and Close waits for them.
-func TestPoolOverflowCallbacksOutliveClose(t *testing.T) {
+// completion; they run on the workers, one at a time with one worker, and
+// Close waits for them.
+func TestPoolOverflowCallbacksRunOnPoolBeforeClose(t *testing.T) {
 	const n = 16
 	f := openNumbered(t, n, dio.WithWorkers(1))
 	var running, most, done atomic.Int32
+	release := make(chan struct{}) // callbacks return only once Close has begun
 	cb := func(r *dio.Request) {
 		c := running.Add(1)
 		for m := most.Load(); c > m && !most.CompareAndSwap(m, c); m = most.Load() {
 		}
-		time.Sleep(20 * time.Millisecond)
+		<-release
 		if r.Buf[0] != byte(r.Off/4096) {
 			t.Errorf("read at %d: %#x", r.Off, r.Buf[0])
 		}
@@ -473,9 +493,25 @@ func TestPoolOverflowCallbacksOutliveClose(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	closeWithin(t, f, 5*time.Second)
-	if d := done.Load(); d != n {
-		t.Fatalf("Close returned with %d of %d Pool callbacks done", d, n)
+	// The first callback holds the one worker; the others wait in its
+	// queue once their CQEs are in.
+	waitUntil(t, "every read's completion to reach the workers", func() bool { return f.Engine().Stats().Completed.Load() >= n })
+	closed := make(chan int32, 1)
+	go func() {
+		if err := f.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		closed <- done.Load()
+	}()
+	waitUntil(t, "Close to begin", func() bool { return f.Fd() == ^uintptr(0) })
+	close(release)
+	select {
+	case d := <-closed:
+		if d != n {
+			t.Fatalf("Close returned with %d of %d Pool callbacks done", d, n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return after the callbacks were released")
 	}
 	if m := most.Load(); m != 1 {
 		t.Fatalf("%d callbacks ran at once on a pool of one worker", m)

@@ -114,6 +114,11 @@ func TestGCStressHeapBuffers(t *testing.T) {
 		s := fmt.Sprintf(format, args...)
 		bad.CompareAndSwap(nil, &s)
 	}
+	var ios atomic.Int64
+	hang := watchHang(t, func() string {
+		return fmt.Sprintf("%d of %d reads and writes done, %d forced GC cycles", ios.Load(), 4*iters+4*2*iters, gcs.Load())
+	})
+	progress := func() { ios.Add(1); hang.Progress() }
 	var wg sync.WaitGroup
 	// Asynchronous readers: the Request and its heap buffer are reachable
 	// only through the engine until the callback hands them back.
@@ -141,6 +146,7 @@ func TestGCStressHeapBuffers(t *testing.T) {
 				runtime.GC()
 				for inflight >= 8 || (i == iters-1 && inflight > 0) {
 					q := <-back
+					progress()
 					inflight--
 					n, err := q.Result()
 					if err != nil || n != 4096 {
@@ -170,6 +176,7 @@ func TestGCStressHeapBuffers(t *testing.T) {
 						report("WriteAt: %d, %v", n, err)
 					}
 				})
+				progress()
 				w = nil
 				r := heapAligned(4096, align)
 				grow(16+i%64, func() {
@@ -178,6 +185,7 @@ func TestGCStressHeapBuffers(t *testing.T) {
 						report("ReadAt: %d, %v", n, err)
 					}
 				})
+				progress()
 				want := make([]byte, 4096)
 				blockPattern(want, blk, 0)
 				if string(r) != string(want) {
@@ -190,7 +198,9 @@ func TestGCStressHeapBuffers(t *testing.T) {
 	if p := bad.Load(); p != nil {
 		t.Fatal(*p)
 	}
-	t.Logf("%d forced GC cycles", gcs.Load())
+	if gcs.Load() == 0 {
+		t.Fatal("no GC cycle was forced while the I/O ran")
+	}
 }
 
 // TestLockedThreadExitsWithIOInFlight: goroutines lock their OS thread,
@@ -214,8 +224,12 @@ func TestLockedThreadExitsWithIOInFlight(t *testing.T) {
 	}
 	var cancelled atomic.Int64
 	var wg sync.WaitGroup
+	var round atomic.Int64
+	hang := watchHang(t, func() string { return fmt.Sprintf("round %d of %d", round.Load(), rounds) })
 	gen := 0
-	for round := 0; round < rounds; round++ {
+	for r := 0; r < rounds; r++ {
+		round.Store(int64(r))
+		round := r
 		gen++
 		// Writes extending the file punt to io-wq on most file systems
 		// (they cannot be done without blocking), reads of the start do not.
@@ -238,6 +252,7 @@ func TestLockedThreadExitsWithIOInFlight(t *testing.T) {
 					}
 					r.Callback = func(r *dio.Request) {
 						defer wg.Done()
+						defer hang.Progress()
 						defer freeLater(r.Buf)
 						n, err := r.Result()
 						if errors.Is(err, syscall.ECANCELED) {
@@ -263,7 +278,7 @@ func TestLockedThreadExitsWithIOInFlight(t *testing.T) {
 				// return with the thread locked: the runtime exits the thread
 			}()
 		}
-		waitGroupWithin(t, &wg, 30*time.Second, func() string { return fmt.Sprintf("round %d", round) })
+		wg.Wait()
 		if p := bad.Load(); p != nil {
 			t.Fatalf("round %d: %s (%d ECANCELED so far)", round, *p, cancelled.Load())
 		}
@@ -332,6 +347,8 @@ func TestSignalsDuringWaits(t *testing.T) {
 					}
 				}
 			}
+			// Paces the storm (a signal every few microseconds at each
+			// thread); the test waits for no event here.
 			time.Sleep(20 * time.Microsecond)
 		}
 	}()
@@ -345,6 +362,10 @@ func TestSignalsDuringWaits(t *testing.T) {
 		s := fmt.Sprintf(format, args...)
 		bad.CompareAndSwap(nil, &s)
 	}
+	var reads atomic.Int64
+	hang := watchHang(t, func() string {
+		return fmt.Sprintf("%d of %d reads done, %d signals sent", reads.Load(), 6*iters, sent.Load())
+	})
 	var wg sync.WaitGroup
 	for g := 0; g < 6; g++ {
 		wg.Add(1)
@@ -370,6 +391,8 @@ func TestSignalsDuringWaits(t *testing.T) {
 						n, err = r.Wait(context.Background())
 					}
 				}
+				reads.Add(1)
+				hang.Progress()
 				if e := noEINTR(err); e != nil {
 					report("%v", e)
 					return
@@ -390,5 +413,7 @@ func TestSignalsDuringWaits(t *testing.T) {
 	if p := bad.Load(); p != nil {
 		t.Fatal(*p)
 	}
-	t.Logf("%d signals sent", sent.Load())
+	if sent.Load() == 0 {
+		t.Fatal("no signal was sent while the calls waited")
+	}
 }

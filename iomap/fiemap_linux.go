@@ -13,7 +13,7 @@ import (
 )
 
 // struct fiemap and struct fiemap_extent from <linux/fiemap.h>; x/sys/unix
-// does not define them. fiemap_test.go checks sizes and offsets.
+// does not define them. TestFiemapABI checks sizes and offsets.
 type fiemapHdr struct {
 	Start         uint64 // fm_start: first logical byte to map
 	Length        uint64 // fm_length

@@ -11,7 +11,7 @@ import (
 
 // RegisterBuffers registers bufs as fixed buffers 0..len(bufs)-1 for
 // PrepReadFixed and PrepWriteFixed. The memory must stay mapped until
-// UnregisterBuffers or Close; off-heap memory (AlignedAlloc) is the safe
+// UnregisterBuffers or Close; off-heap memory (Alloc) is the safe
 // choice. The kernel pins the pages and charges them to RLIMIT_MEMLOCK.
 func (r *Ring) RegisterBuffers(bufs [][]byte) error {
 	if r.closed {

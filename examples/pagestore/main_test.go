@@ -212,7 +212,7 @@ func TestCrashRecovery(t *testing.T) {
 				t.Fatalf("round %d: child made no progress\n%s", round, stderr.String())
 			}
 		}
-		time.Sleep(delay)
+		time.Sleep(delay) // only spreads where the kill lands; no event is waited for
 		cmd.Process.Kill()
 		for l := range lines { // to EOF: Wait would close the pipe
 			read = append(read, l)

@@ -4,12 +4,12 @@
 // devices behind one iomap.ExtentMap, and takes a copy-on-write snapshot
 // of it:
 //
-//  1. dio.Open the first device file with dio.WithMapper(extentMap),
+//  1. dio.Open the first device file with dio.WithMapper(vmap),
 //     dio.WithTargets(second device) and dio.WithSize(logical size): the
 //     File is now the volume. Its writes allocate space on either device
 //     (first fit), its reads go wherever the map says.
 //  2. Write the whole volume (version A).
-//  3. Clone the map (extentMap.Clone): the clone shares every extent.
+//  3. Clone the map (vmap.Clone): the clone shares every extent.
 //     Open a second dio.File over the clone, on the same devices and
 //     engine.
 //  4. Overwrite a range of the clone that straddles the two devices

@@ -12,9 +12,17 @@
 // dio.Ring, so a *Ring satisfies dio.Ring and can be installed with
 // dio.WithRingWrapper(func(r dio.Ring) dio.Ring { return faultring.New(r, cfg) }).
 //
+// The engine submits on two paths: Submit and then WaitCQ, or, where the
+// ring has them, Flush and then one EnterWait that submits and waits (the
+// path of a synchronous call and of a reaper with nothing ready). A *Ring
+// has both, and the fault plan applies on both: refused enters, SQ-full
+// answers and CQE faults alike. TwoCall hides the combined pair, for a
+// test that wants the engine on the two-call path.
+//
 // A Ring is safe for the engine's use: the submission side (GetSQE,
-// Submit) and the completion side (Peek, WaitCQ) may run on different
-// goroutines; InFlight and Stats may be called from anywhere.
+// Submit, Flush) and the completion side (Peek, WaitCQ, EnterWait) may
+// run on different goroutines; InFlight and Stats may be called from
+// anywhere.
 package faultring
 
 import (
@@ -43,8 +51,21 @@ type Inner interface {
 	Close() error
 }
 
-var _ Inner = (*ring.Ring)(nil)
-var _ Inner = (*Ring)(nil)
+// SubmitWaiter is the optional part of a ring that publishes SQEs (Flush)
+// and then submits and waits in one system call (EnterWait). *ring.Ring
+// has it, and package dio uses it when the ring has it.
+type SubmitWaiter interface {
+	Flush() uint32
+	EnterWait(toSubmit, n uint32) (uint32, error)
+}
+
+var (
+	_ Inner        = (*ring.Ring)(nil)
+	_ Inner        = (*Ring)(nil)
+	_ SubmitWaiter = (*ring.Ring)(nil)
+	_ SubmitWaiter = (*Ring)(nil)
+	_ Inner        = twoCall{}
+)
 
 // Fault is what happens to one CQE.
 type Fault uint8
@@ -138,9 +159,10 @@ type Config struct {
 	// above). It runs on the reaping goroutine with the wrapper's lock
 	// held: it must not call back into the Ring.
 	Decide func(c CQE) Fault
-	// SubmitErrRate is the probability that Submit fails with EBUSY or
-	// EAGAIN without handing anything to the kernel. SubmitErr, if set,
-	// decides instead (return nil to let the submission through).
+	// SubmitErrRate is the probability that an enter (Submit, or
+	// EnterWait) fails with EBUSY or EAGAIN without handing anything to
+	// the kernel. SubmitErr, if set, decides instead, given the 1-based
+	// count of enters (return nil to let the enter through).
 	SubmitErrRate float64
 	SubmitErr     func(n uint64) error
 	// SQFullRate is the probability that GetSQE pretends the SQ is full.
@@ -197,6 +219,7 @@ type held struct {
 // Ring is a fault-injecting wrapper around an Inner ring.
 type Ring struct {
 	in  Inner
+	sw  SubmitWaiter // in's combined submit-and-wait; nil if it has none
 	cfg Config
 
 	mu       sync.Mutex
@@ -212,7 +235,9 @@ type Ring struct {
 	dropped  uint32 // counted drops (DropsCounted)
 }
 
-// New wraps in.
+// New wraps in. Its Flush and EnterWait pass through to in's own (as
+// *ring.Ring has them); over an inner ring without them, give the engine
+// TwoCall of the result, or the first Flush panics.
 func New(in Inner, cfg Config) *Ring {
 	if cfg.ShortAlign <= 0 {
 		cfg.ShortAlign = 512
@@ -220,7 +245,8 @@ func New(in Inner, cfg Config) *Ring {
 	if cfg.MaxDelay <= 0 {
 		cfg.MaxDelay = 4
 	}
-	return &Ring{in: in, cfg: cfg, rnd: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+	sw, _ := in.(SubmitWaiter)
+	return &Ring{in: in, sw: sw, cfg: cfg, rnd: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		inflight: make(map[uint64]SQE)}
 }
 
@@ -298,55 +324,53 @@ func (r *Ring) submitFault() error {
 	return nil
 }
 
-// SubmitWaiter is the optional part of *ring.Ring that publishes SQEs
-// (Flush) and then submits and waits in one system call (EnterWait); the
-// engine uses it when the ring has it.
-type SubmitWaiter interface {
-	Flush() uint32
-	EnterWait(toSubmit, n uint32) (uint32, error)
+// Flush records the prepared SQEs, as Submit does, and publishes them
+// with the inner ring's Flush, entering nothing.
+func (r *Ring) Flush() uint32 {
+	sw := r.submitWaiter()
+	r.mu.Lock()
+	r.record()
+	r.mu.Unlock()
+	return sw.Flush()
 }
 
-// Combining is a Ring that also has the inner ring's combined submit and
-// wait, so that the engine's one-system-call path runs under faults too.
-type Combining struct {
-	*Ring
-	sw SubmitWaiter
-}
-
-var _ SubmitWaiter = (*Combining)(nil)
-
-// NewCombining wraps in like New, keeping its SubmitWaiter methods; if in
-// has none, it returns a plain *Ring.
-func NewCombining(in Inner, cfg Config) Inner {
-	r := New(in, cfg)
-	if sw, ok := in.(SubmitWaiter); ok {
-		return &Combining{Ring: r, sw: sw}
-	}
-	return r
-}
-
-// Flush records the prepared SQEs and publishes them.
-func (c *Combining) Flush() uint32 {
-	c.mu.Lock()
-	c.record()
-	c.mu.Unlock()
-	return c.sw.Flush()
-}
-
-// EnterWait may fail like Submit; it does not wait in the kernel while
-// the wrapper holds CQEs back (they may be all there is).
-func (c *Combining) EnterWait(toSubmit, n uint32) (uint32, error) {
-	c.mu.Lock()
-	err := c.submitFault()
-	c.mu.Unlock()
+// EnterWait may fail like Submit, submitting nothing (the published SQEs
+// stay in the SQ for the next enter). It does not wait in the kernel while
+// the wrapper holds CQEs back: they may be all there is to wait for.
+func (r *Ring) EnterWait(toSubmit, n uint32) (uint32, error) {
+	sw := r.submitWaiter()
+	r.mu.Lock()
+	err := r.submitFault()
+	r.mu.Unlock()
 	if err != nil {
 		return 0, err
 	}
-	if n > 0 && c.ready(n) {
+	if n > 0 && r.ready(n) {
 		n = 0
 	}
-	return c.sw.EnterWait(toSubmit, n)
+	return sw.EnterWait(toSubmit, n)
 }
+
+func (r *Ring) submitWaiter() SubmitWaiter {
+	if r.sw == nil {
+		panic(fmt.Sprintf("faultring: the inner ring (%T) has no Flush and EnterWait: install TwoCall of the wrapper", r.in))
+	}
+	return r.sw
+}
+
+// TwoCall returns r without Flush and EnterWait, so that an engine on it
+// submits and waits in two calls (Submit, then WaitCQ), as it does on a
+// ring that lacks the combined call. The fault plan is r's.
+func TwoCall(r *Ring) Inner { return twoCall{Inner: r, r: r} }
+
+// twoCall has Inner's methods only (and Overflow, which the engine asks
+// for), not the *Ring's Flush and EnterWait.
+type twoCall struct {
+	Inner
+	r *Ring
+}
+
+func (w twoCall) Overflow() uint32 { return w.r.Overflow() }
 
 // Pending implements dio.Ring.
 func (r *Ring) Pending() uint32 { return r.in.Pending() }
@@ -577,13 +601,14 @@ func (r *Ring) Stats() Stats {
 	return r.stats
 }
 
-// Of returns the *Ring inside what New or NewCombining returned.
+// Of returns the *Ring that New returned, given it or TwoCall of it; nil
+// for anything else.
 func Of(i Inner) *Ring {
 	switch r := i.(type) {
 	case *Ring:
 		return r
-	case *Combining:
-		return r.Ring
+	case twoCall:
+		return r.r
 	}
 	return nil
 }

@@ -8,13 +8,14 @@
 // short there). They differ only after a write failed part way: the
 // kernel may have extended the file while the File did not count it.
 //
-// A Model is not safe for concurrent use.
+// A Model is not safe for concurrent use; a Log is.
 package fsx
 
 import (
 	"bytes"
 	"fmt"
 	"strings"
+	"sync"
 )
 
 // Model is the expected content of one file.
@@ -134,8 +135,11 @@ func Diff(off int64, got, want []byte) string {
 		off+int64(i), off+int64(i), j-i, off+int64(j), got[lo:hi], want[lo:hi])
 }
 
-// Log keeps the last operations for a failure report.
+// Log keeps the last operations for a failure report. It is safe for
+// concurrent use: a hang watchdog prints it while the run that adds to it
+// is stuck.
 type Log struct {
+	mu   sync.Mutex
 	ops  []string
 	next int
 	n    int
@@ -146,16 +150,25 @@ func NewLog(keep int) *Log { return &Log{ops: make([]string, keep)} }
 
 // Add appends an operation.
 func (l *Log) Add(format string, args ...any) {
-	l.ops[l.next] = fmt.Sprintf("%7d ", l.n) + fmt.Sprintf(format, args...)
+	s := fmt.Sprintf(format, args...)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ops[l.next] = fmt.Sprintf("%7d ", l.n) + s
 	l.next = (l.next + 1) % len(l.ops)
 	l.n++
 }
 
 // Len returns how many operations were added in all.
-func (l *Log) Len() int { return l.n }
+func (l *Log) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n
+}
 
 // String returns the kept operations, oldest first.
 func (l *Log) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	var b strings.Builder
 	k := min(l.n, len(l.ops))
 	for i := 0; i < k; i++ {

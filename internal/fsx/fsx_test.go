@@ -51,3 +51,23 @@ func TestLog(t *testing.T) {
 		t.Fatalf("log %q", s)
 	}
 }
+
+// A watchdog reads the log while the run adds to it; under -race this
+// fails if the log is not safe for that.
+func TestLogConcurrentReader(t *testing.T) {
+	l := NewLog(8)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 1000; i++ {
+			l.Add("op %d", i)
+		}
+	}()
+	for i := 0; i < 100; i++ {
+		_ = l.String()
+	}
+	<-done
+	if l.Len() != 1000 || !strings.Contains(l.String(), "op 999") {
+		t.Fatalf("log after concurrent reads: %d ops, %q", l.Len(), l.String())
+	}
+}
