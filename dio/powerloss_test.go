@@ -1,0 +1,658 @@
+//go:build linux
+
+package dio_test
+
+// Power-loss suites: the library's durability promises, checked on a file
+// system that loses what was not flushed when the power is cut
+// (internal/crashfs: ext4, or xfs for untorn writes, on a loop device over
+// an image on the crash file system). Each suite runs crash points: it
+// arms a crash at a seeded random request to the image, runs a concurrent
+// workload until the crash stops it, brings the file system back, and
+// checks what survived against what the library acknowledged.
+//
+//   - TestPowerLossWriterGroupCommit: several goroutines append records
+//     through one Writer and call SyncData and Sync concurrently (group
+//     commit), on new, preallocated, appended-to and recycled logs. Every
+//     byte below a Size that a sync acknowledged is there; past it, every
+//     sector holds its old content or the Writer's bytes followed by zero
+//     padding, never anything else, and a reader accepts only whole
+//     records of this Writer there.
+//
+// The counter-checks (TestPowerLoss...Catches...) turn the library's syncs
+// into lies (internal/durability) and require the suite to report lost
+// acknowledged data within a bounded number of crash points, every time:
+// a suite that cannot fail proves nothing.
+//
+// UIRINGDIO_POWERLOSS_SEED reproduces a run's crash points and workloads
+// (not the scheduler's interleavings); UIRINGDIO_LONG=1 runs many more
+// crash points and trials.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/uringdio/uringdio/dio"
+	"github.com/uringdio/uringdio/internal/crashfs"
+	"github.com/uringdio/uringdio/internal/durability"
+)
+
+// powerSector is the unit the crash file system tears at, and the direct-I/O
+// alignment of the loop devices it runs on: a sector holds one write's
+// content for it, or its old content.
+const powerSector = 512
+
+// errLost marks a check that found acknowledged data missing after a
+// crash: what the counter-checks must see.
+var errLost = errors.New("acknowledged data lost")
+
+// powerSeed is UIRINGDIO_POWERLOSS_SEED, or a new seed each run.
+func powerSeed(t *testing.T) uint64 {
+	t.Helper()
+	if s := os.Getenv("UIRINGDIO_POWERLOSS_SEED"); s != "" {
+		seed, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("UIRINGDIO_POWERLOSS_SEED: %v", err)
+		}
+		return seed
+	}
+	return uint64(time.Now().UnixNano())
+}
+
+// powerMount mounts fstype on the block-level crash file system, and
+// skips the test where that cannot run (no root, /dev/fuse, loop devices
+// or mkfs).
+func powerMount(t *testing.T, fstype string, size int64) *crashfs.BlockMount {
+	t.Helper()
+	m, err := crashfs.MountBlock(t, crashfs.BlockOptions{FS: fstype, Size: size})
+	if errors.Is(err, crashfs.ErrUnavailable) {
+		t.Skipf("the block-level crash file system cannot run here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// powerBudget bounds a suite's crash points: at least min, then more
+// while the run is younger than d, up to max.
+type powerBudget struct {
+	min, max int
+	d        time.Duration
+}
+
+func (b powerBudget) more(points int, start time.Time) bool {
+	return points < b.max && (points < b.min || time.Since(start) < b.d)
+}
+
+// powerRun is what a suite's crash points have in common: where the crash
+// comes, and what the crashes did.
+type powerRun struct {
+	t           *testing.T
+	m           *crashfs.BlockMount
+	maxRequests int64 // the crash comes at an image request drawn from [1, maxRequests]
+	torn        int   // how many crash points in 4 tear the image's writes (Torn); the rest drop them (DropAll)
+	points      int   // crash points reached
+	firstAck    int   // the first crash point after which acknowledged data was checked (0: none yet)
+	dropped     crashfs.CrashStats
+}
+
+func (p *powerRun) String() string {
+	return fmt.Sprintf("%d crash points; the crashes found %d device writes pending: dropped %d whole, tore %d, kept %d (%d bytes lost)",
+		p.points, p.dropped.Writes, p.dropped.WritesDropped, p.dropped.WritesTorn, p.dropped.WritesKept, p.dropped.BytesDropped)
+}
+
+// cut arms a crash at an image request drawn from rng, runs work until
+// the crash stops it (work returns its first error, or nil once it has
+// done its share), and brings the file system back: when cut returns, the
+// crash has happened (Restart makes an armed crash happen if the workload
+// ended first). An error of work's is the crash's doing only if the crash
+// has happened; one that came without a crash is returned. Files work
+// opened are the caller's to close afterwards (they fail with EIO).
+func (p *powerRun) cut(rng *rand.Rand, work func() error) (string, error) {
+	mode := crashfs.DropAll
+	if rng.IntN(4) < p.torn {
+		mode = crashfs.Torn
+	}
+	n := 1 + rng.Int64N(p.maxRequests)
+	what := fmt.Sprintf("crash point %d (image request %d, %v)", p.points+1, n, mode)
+	fired := p.m.CrashAfter(n, rng.Uint64(), mode)
+	werr := work()
+	var st crashfs.CrashStats
+	seen := false
+	if werr != nil {
+		// The crash's stats reach the channel a little after the request
+		// it cut has failed: wait for them, up to a bound far beyond that.
+		select {
+		case st, seen = <-fired:
+		case <-time.After(10 * time.Second):
+		}
+		if !seen {
+			return what, fmt.Errorf("%s: the workload failed without a crash: %w", what, werr)
+		}
+	}
+	if err := p.m.Restart(); err != nil {
+		p.t.Fatalf("%s: restart after the crash: %v", what, err)
+	}
+	if !seen {
+		if st, seen = <-fired; !seen {
+			p.t.Fatalf("%s: the armed crash was lost", what)
+		}
+	}
+	p.points++
+	p.dropped.Writes += st.Writes
+	p.dropped.WritesKept += st.WritesKept
+	p.dropped.WritesDropped += st.WritesDropped
+	p.dropped.WritesTorn += st.WritesTorn
+	p.dropped.BytesDropped += st.BytesDropped
+	return what, nil
+}
+
+// runWorkers runs n workers until each has returned, and returns their
+// errors; the first to fail closes stop, which the others watch.
+func runWorkers(n int, work func(i int, stop <-chan struct{}) error) error {
+	stop := make(chan struct{})
+	var once sync.Once
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = work(i, stop)
+			if errs[i] != nil {
+				once.Do(func() { close(stop) })
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// powerFill fills b with bytes drawn from x (xorshift), eight at a time
+// (the race detector checks each store).
+func powerFill(b []byte, x uint64) {
+	x |= 1
+	for len(b) > 0 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		if len(b) < 8 {
+			var w [8]byte
+			binary.LittleEndian.PutUint64(w[:], x)
+			copy(b, w[:])
+			return
+		}
+		binary.LittleEndian.PutUint64(b, x)
+		b = b[8:]
+	}
+}
+
+// zeroExtended returns b[lo:hi], with zeroes where b ends before hi.
+func zeroExtended(b []byte, lo, hi int64) []byte {
+	out := make([]byte, hi-lo)
+	if lo < int64(len(b)) {
+		copy(out, b[lo:min(hi, int64(len(b)))])
+	}
+	return out
+}
+
+// zeroPadded reports whether got is want's bytes up to some point, then
+// zeroes: what a padded write of a prefix of want leaves.
+func zeroPadded(got, want []byte) bool {
+	i := 0
+	for i < len(got) && got[i] == want[i] {
+		i++
+	}
+	return isZero(got[i:])
+}
+
+// syncDirOf fsyncs the directory that holds path.
+func syncDirOf(t *testing.T, path string) {
+	t.Helper()
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ---- the suites' common shape ----
+
+// powerSuite runs one suite's crash points in dir on m until b ends or a
+// check fails, and returns what it did and the first violation it found.
+// Failures of the harness itself are fatal.
+type powerSuite func(t *testing.T, m *crashfs.BlockMount, dir string, seed uint64, b powerBudget) (powerResult, error)
+
+// powerResult is what a suite's run did.
+type powerResult interface {
+	fmt.Stringer
+	run() *powerRun
+}
+
+func (p *powerRun) run() *powerRun { return p }
+
+// runPowerSuite runs suite as a test: every check must hold, and the run
+// must have checked acknowledged data.
+func runPowerSuite(t *testing.T, m *crashfs.BlockMount, suite powerSuite, b powerBudget) {
+	t.Helper()
+	seed := powerSeed(t)
+	start := time.Now()
+	res, err := suite(t, m, filepath.Join(m.Dir(), "suite"), seed, b)
+	t.Logf("%s, seed %d, %v: %v", m.FSType(), seed, time.Since(start).Round(time.Millisecond), res)
+	if err != nil {
+		t.Fatalf("seed %d: %v", seed, err)
+	}
+	if res.run().firstAck == 0 {
+		t.Fatalf("seed %d: no crash point came after an acknowledgement: the suite tested nothing", seed)
+	}
+}
+
+// powerCounterCheck runs trials of suite with the lying switch sw on: in
+// each, the suite must report lost acknowledged data within bound crash
+// points.
+func powerCounterCheck(t *testing.T, m *crashfs.BlockMount, suite powerSuite, sw *atomic.Bool, name string) {
+	t.Helper()
+	const bound = 20
+	seed := powerSeed(t)
+	trials := 3
+	if longMode() {
+		trials = 20
+	}
+	sw.Store(true)
+	defer sw.Store(false)
+	caught := 0
+	for trial := range trials {
+		s := seed + uint64(trial)
+		res, err := suite(t, m, filepath.Join(m.Dir(), fmt.Sprint("lying-", trial)), s, powerBudget{min: bound, max: bound})
+		switch {
+		case err == nil:
+			t.Errorf("trial %d (seed %d): with %s on, %v, and no acknowledged data lost", trial, s, name, res)
+		case !errors.Is(err, errLost):
+			t.Errorf("trial %d (seed %d): with %s on, the suite failed otherwise than by a loss: %v", trial, s, name, err)
+		default:
+			caught++
+			t.Logf("trial %d: caught at crash point %d (the first after an acknowledgement: %d): %v", trial, res.run().points, res.run().firstAck, err)
+		}
+	}
+	t.Logf("%s with %s: caught %d of %d within %d crash points", m.FSType(), name, caught, trials, bound)
+}
+
+// ---- suite 1: the appending Writer and its group commit ----
+
+// A log record is a header (payload length, CRC-32C of the rest, the
+// Writer's generation, sequence number) and its payload. A reader walks
+// the records from the start of the file, knowing the generation that
+// last started the log from 0, and stops at the first record that is not
+// whole or does not follow the one before it (the first: that generation
+// from 0; then the same generation and the next sequence number, or a
+// later generation from 0): at zero padding, at a torn record, and at a
+// recycled log's old records, as RocksDB's recyclable log format stops at
+// a record of another log number.
+const logHeader = 24
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func logRecord(gen, seq uint64, payload []byte) []byte {
+	b := make([]byte, logHeader+len(payload))
+	binary.LittleEndian.PutUint32(b[0:], uint32(len(payload)))
+	binary.LittleEndian.PutUint64(b[8:], gen)
+	binary.LittleEndian.PutUint64(b[16:], seq)
+	copy(b[logHeader:], payload)
+	binary.LittleEndian.PutUint32(b[4:], crc32.Checksum(b[8:], castagnoli))
+	return b
+}
+
+// logRecords returns the end of the last record a reader of b accepts,
+// b being a log that generation first started from 0, and how many it
+// accepts.
+func logRecords(b []byte, first uint64) (end int64, n int) {
+	gen, seq := first, uint64(0)
+	for {
+		h := b[end:]
+		if len(h) < logHeader {
+			return end, n
+		}
+		l := int64(binary.LittleEndian.Uint32(h))
+		if l == 0 || l > int64(len(h))-logHeader {
+			return end, n
+		}
+		g, s := binary.LittleEndian.Uint64(h[8:]), binary.LittleEndian.Uint64(h[16:])
+		follows := n == 0 && g == first && s == 0 || n > 0 && (g == gen && s == seq+1 || g > gen && s == 0)
+		if !follows || crc32.Checksum(h[8:logHeader+l], castagnoli) != binary.LittleEndian.Uint32(h[4:]) {
+			return end, n
+		}
+		gen, seq = g, s
+		end += logHeader + l
+		n++
+	}
+}
+
+// logPayload draws a record's payload length: mostly small, some of a
+// few sectors, a few across several chunks.
+func logPayload(rng *rand.Rand) int {
+	switch r := rng.IntN(100); {
+	case r < 70:
+		return 1 + rng.IntN(600)
+	case r < 96:
+		return 600 + rng.IntN(8000)
+	default:
+		return 20000 + rng.IntN(150000)
+	}
+}
+
+// logModel is what one Writer was given and what its syncs acknowledged.
+// Safe for concurrent use.
+type logModel struct {
+	mu   sync.Mutex // held across each Write and its append to want: want is in the Writer's order
+	gen  uint64
+	seq  uint64
+	want []byte // what the file should hold: its bytes before the Writer's start, then every byte the Writer took
+
+	acked   atomic.Int64 // the largest Size read before a SyncData or Sync that returned nil
+	syncs   atomic.Int64 // SyncData and Sync calls that returned nil
+	records atomic.Int64
+}
+
+func (lm *logModel) ack(size int64) {
+	lm.syncs.Add(1)
+	for {
+		a := lm.acked.Load()
+		if size <= a || lm.acked.CompareAndSwap(a, size) {
+			return
+		}
+	}
+}
+
+// write appends one record holding payload through w.
+func (lm *logModel) write(w *dio.Writer, payload []byte) error {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	rec := logRecord(lm.gen, lm.seq, payload)
+	k, err := w.Write(rec)
+	lm.want = append(lm.want, rec[:k]...)
+	if err != nil {
+		return fmt.Errorf("write of record %d: %w", lm.seq, err)
+	}
+	lm.seq++
+	lm.records.Add(1)
+	return nil
+}
+
+// logWorker appends records through w and, after about a third of them,
+// syncs (SyncData, some Sync): the Size it read before a sync that
+// returned nil is acknowledged.
+func logWorker(w *dio.Writer, lm *logModel, seed uint64, ops int, stop <-chan struct{}) error {
+	rng := newRand(seed)
+	payload := make([]byte, 200000)
+	for range ops {
+		select {
+		case <-stop:
+			return nil
+		default:
+		}
+		p := payload[:logPayload(rng)]
+		powerFill(p, rng.Uint64())
+		if err := lm.write(w, p); err != nil {
+			return err
+		}
+		if rng.IntN(3) != 0 {
+			continue
+		}
+		size := w.Size()
+		sync, name := w.SyncData, "SyncData"
+		if rng.IntN(5) == 0 {
+			sync, name = w.Sync, "Sync"
+		}
+		if err := sync(); err != nil {
+			return fmt.Errorf("%s at Size %d: %w", name, size, err)
+		}
+		lm.ack(size)
+	}
+	return nil
+}
+
+// checkLog checks a log after a crash. got is the file, old what it held
+// before the Writer started, want what the Writer was given (old's bytes
+// before its start, then its own), acked the largest acknowledged Size,
+// closed the Size a Close that returned nil left (-1: none), first the
+// generation that last started the log from 0. It returns where a
+// reader's walk of the records ends.
+func checkLog(got, old, want []byte, acked, closed int64, first uint64) (int64, error) {
+	if int64(len(got)) < acked {
+		return 0, fmt.Errorf("%w: the log has %d bytes; a sync acknowledged %d", errLost, len(got), acked)
+	}
+	if !bytes.Equal(got[:acked], want[:acked]) {
+		return 0, fmt.Errorf("%w: the %d acknowledged bytes differ from what was written: %s", errLost, acked, firstDiff(got[:acked], want[:acked]))
+	}
+	if closed >= 0 && int64(len(got)) != closed {
+		return 0, fmt.Errorf("after a Close that returned nil at Size %d, the log has %d bytes", closed, len(got))
+	}
+	// Past the acknowledged bytes, sector by sector: the old content, or
+	// what one of the Writer's writes put there (a chunk, or a tail padded
+	// with zeroes).
+	for lo := acked &^ (powerSector - 1); lo < int64(len(got)); lo += powerSector {
+		from, hi := max(lo, acked), min(lo+powerSector, int64(len(got)))
+		g := got[from:hi]
+		if bytes.Equal(g, zeroExtended(old, from, hi)) || zeroPadded(g, zeroExtended(want, from, hi)) {
+			continue
+		}
+		return 0, fmt.Errorf("past the %d acknowledged bytes, [%d, %d) holds neither what the log held before (%s) nor the Writer's bytes and zero padding (%s)",
+			acked, from, hi, firstDiff(g, zeroExtended(old, from, hi)), firstDiff(g, zeroExtended(want, from, hi)))
+	}
+	end, _ := logRecords(got, first)
+	if end < acked {
+		return 0, fmt.Errorf("%w: a reader stops at %d, before the %d acknowledged bytes", errLost, end, acked)
+	}
+	if end > int64(len(want)) || !bytes.Equal(got[acked:end], want[acked:end]) {
+		return 0, fmt.Errorf("a reader accepts records up to %d that are not the Writer's (it wrote %d bytes)", end, len(want))
+	}
+	return end, nil
+}
+
+// powerLog is a log file of the Writer suite, and what it held after the
+// last recovery.
+type powerLog struct {
+	path    string
+	content []byte
+	first   uint64 // the generation that last started it from 0
+}
+
+// logRun is the Writer suite: logs in dir created (some preallocated),
+// appended to from where a reader stops, and recycled (preallocated,
+// rewritten from 0 over old records by a later generation).
+type logRun struct {
+	powerRun
+	dir  string
+	logs []*powerLog
+	gen  uint64
+
+	modes       map[string]int
+	records     int64 // records written
+	syncs       int64 // syncs that returned nil
+	fdatasyncs  uint64
+	ackedBytes  int64 // bytes acknowledged, summed over the crash points
+	cleanCloses int
+}
+
+func (lr *logRun) String() string {
+	var modes []string
+	for k, v := range lr.modes {
+		modes = append(modes, fmt.Sprintf("%s %d", k, v))
+	}
+	slices.Sort(modes)
+	return fmt.Sprintf("%v; logs: %s; %d records written, %d syncs acknowledged %d bytes (%d clean Closes), the engine issued %d fsyncs and fdatasyncs for them",
+		&lr.powerRun, strings.Join(modes, ", "), lr.records, lr.syncs, lr.ackedBytes, lr.cleanCloses, lr.fdatasyncs)
+}
+
+// runLogSuite is the Writer suite's core (a powerSuite).
+func runLogSuite(t *testing.T, m *crashfs.BlockMount, dir string, seed uint64, b powerBudget) (powerResult, error) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	syncDirOf(t, dir)
+	lr := &logRun{powerRun: powerRun{t: t, m: m, maxRequests: 150, torn: 2}, dir: dir, modes: map[string]int{}}
+	start := time.Now()
+	for round := 0; b.more(lr.points, start); round++ {
+		if err := lr.round(newRand(seed ^ uint64(round)*0x9e3779b97f4a7c15)); err != nil {
+			return lr, fmt.Errorf("seed %d, %w", seed, err)
+		}
+	}
+	return lr, nil
+}
+
+// round runs one crash point: a Writer on a new, appended-to or recycled
+// log, four goroutines writing and syncing through it, the crash, the
+// checks.
+func (lr *logRun) round(rng *rand.Rand) error {
+	t := lr.t
+	var (
+		lg       *powerLog
+		start    int64
+		mode     string
+		prealloc int64
+	)
+	lr.gen++
+	gen := lr.gen
+	var lastEnd int64
+	if len(lr.logs) > 0 {
+		last := lr.logs[len(lr.logs)-1]
+		lastEnd, _ = logRecords(last.content, last.first)
+	}
+	switch r := rng.IntN(4); {
+	case len(lr.logs) == 0 || r == 0 && len(lr.logs) < 8:
+		mode = "new"
+		lg = &powerLog{path: filepath.Join(lr.dir, fmt.Sprintf("%06d.log", len(lr.logs)))}
+		if rng.IntN(2) == 0 {
+			mode, prealloc = "new preallocated", 64<<10+rng.Int64N(1<<20)
+		}
+	case r <= 1 || lastEnd > 4<<20:
+		mode = "recycled"
+		lg = lr.logs[rng.IntN(len(lr.logs))]
+		prealloc = int64(len(lg.content)) + 64<<10 + rng.Int64N(1<<20)
+	default:
+		mode = "appended"
+		lg = lr.logs[len(lr.logs)-1]
+		start = lastEnd
+	}
+	lr.modes[mode]++
+	first := lg.first
+	if start == 0 {
+		first = gen
+	}
+
+	f, err := dio.Open(lg.path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if lg.content == nil { // new: durable, and empty
+		lr.logs = append(lr.logs, lg)
+		lg.content = []byte{}
+		syncDirOf(t, lg.path)
+	}
+	if prealloc > 0 {
+		if err := f.Preallocate(0, prealloc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts := dio.WriterOptions{ChunkSize: []int{4 << 10, 16 << 10, 64 << 10, 0}[rng.IntN(4)], MaxInflight: 1 + rng.IntN(4)}
+	w, err := dio.NewWriter(f, start, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lm := &logModel{gen: gen, want: bytes.Clone(lg.content[:start])}
+	lm.acked.Store(start)
+	closed := int64(-1)
+	syncs0 := f.Engine().Stats().Syncs.Load()
+	wseed, ops, closeIt := rng.Uint64(), 20+rng.IntN(150), rng.IntN(3) == 0
+	if rng.IntN(3) == 0 {
+		ops = 2 + rng.IntN(15) // done before most crash points: a Close comes first
+	}
+	what, err := lr.cut(rng, func() error {
+		err := runWorkers(4, func(i int, stop <-chan struct{}) error {
+			return logWorker(w, lm, wseed+uint64(i), ops, stop)
+		})
+		if err == nil && closeIt {
+			size := w.Size()
+			if err = w.Close(); err == nil {
+				closed = size
+				lm.ack(size)
+			}
+		}
+		return err
+	})
+	lr.fdatasyncs += f.Engine().Stats().Syncs.Load() - syncs0
+	if closed < 0 {
+		w.Close() // after the crash: it fails, and gives its buffers back
+	}
+	where := fmt.Sprintf("%s, %s log %s from %d (chunk %d, %d in flight)", what, mode, filepath.Base(lg.path), start, opts.ChunkSize, opts.MaxInflight)
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	acked := lm.acked.Load()
+	lr.records += lm.records.Load()
+	lr.syncs += lm.syncs.Load()
+	lr.ackedBytes += acked - start
+	if closed >= 0 {
+		lr.cleanCloses++
+	}
+	if acked > start && lr.firstAck == 0 {
+		lr.firstAck = lr.points
+	}
+	got, err := os.ReadFile(lg.path)
+	if err != nil {
+		return fmt.Errorf("%s: %w: the log is gone after the crash: %v", where, errLost, err)
+	}
+	if _, err := checkLog(got, lg.content, lm.want, acked, closed, first); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	lg.content, lg.first = got, first
+	return nil
+}
+
+// TestPowerLossWriterGroupCommit runs the Writer suite on ext4: after
+// every crash, each byte a SyncData or Sync acknowledged (the Size read
+// before the call) is there, and past it the log holds only its old
+// content, the Writer's bytes and zero padding, whole records of this
+// Writer as far as a reader goes.
+func TestPowerLossWriterGroupCommit(t *testing.T) {
+	m := powerMount(t, "ext4", 128<<20)
+	b := powerBudget{min: 10, max: 40, d: 6 * time.Second}
+	if longMode() {
+		b = powerBudget{min: 400, max: 400}
+	}
+	runPowerSuite(t, m, runLogSuite, b)
+}
+
+// TestPowerLossWriterCatchesSkipSync is the Writer suite's counter-check
+// for syncs that lie: with durability.SkipSync on, no fdatasync, fsync or
+// RWF_DSYNC reaches the file system, and the suite must report a lost
+// acknowledged byte within 20 crash points, in every trial.
+func TestPowerLossWriterCatchesSkipSync(t *testing.T) {
+	m := powerMount(t, "ext4", 128<<20)
+	powerCounterCheck(t, m, runLogSuite, &durability.SkipSync, "SkipSync")
+}
+
+// TestPowerLossWriterCatchesEarlyAck is the Writer suite's counter-check
+// for a group commit that acknowledges before its sync has completed:
+// with durability.EarlyAck on, the suite must report a lost acknowledged
+// byte within 20 crash points, in every trial.
+func TestPowerLossWriterCatchesEarlyAck(t *testing.T) {
+	m := powerMount(t, "ext4", 128<<20)
+	powerCounterCheck(t, m, runLogSuite, &durability.EarlyAck, "EarlyAck")
+}
