@@ -23,6 +23,11 @@ package dio_test
 //     aligned or not (read-modify-write), from four goroutines. Every byte
 //     holds its last acknowledged value or one a write in flight carried,
 //     and the file is as long as an acknowledged write reached.
+//   - TestPowerLossAtomicWritesUntorn (xfs with untorn writes): ranges of
+//     the smallest and the largest untorn unit overwritten with Atomic
+//     hold one write's data, all of it, after crashes that tear the
+//     image's writes; ranges of the same sizes written without Atomic are
+//     counted when they tear, as a comparison.
 //
 // The counter-checks (TestPowerLoss...Catches...) turn the library's syncs
 // into lies (internal/durability) and require the suite to report lost
@@ -1119,4 +1124,312 @@ func TestPowerLossWritePastEOFZeroesTheGap(t *testing.T) {
 			}
 		})
 	}
+}
+
+// ---- suite 3: untorn writes ----
+
+// errTorn marks an untorn write found torn after a crash.
+var errTorn = errors.New("untorn write torn")
+
+// untornMagic opens every sector the untorn suite writes.
+const untornMagic = 0x4e524f54 // "TORN"
+
+// untornFill fills b (one sector) with what version v of range id holds
+// at sector s: a header naming them and bytes drawn from them.
+func untornFill(b []byte, id, v uint32, s int) {
+	binary.LittleEndian.PutUint32(b[0:], untornMagic)
+	binary.LittleEndian.PutUint32(b[4:], id)
+	binary.LittleEndian.PutUint32(b[8:], v)
+	binary.LittleEndian.PutUint32(b[12:], uint32(s))
+	powerFill(b[16:], uint64(id)<<48^uint64(v)<<20^uint64(s))
+}
+
+// untornVersion returns the version sector s of range id holds, or false
+// if it holds no version's data for it.
+func untornVersion(b []byte, id uint32, s int) (uint32, bool) {
+	v := binary.LittleEndian.Uint32(b[8:])
+	var want [powerSector]byte
+	untornFill(want[:], id, v, s)
+	return v, bytes.Equal(b, want[:])
+}
+
+// untornRange is a range the untorn suite overwrites whole, with Atomic
+// or without, always by the same worker.
+type untornRange struct {
+	id      uint32
+	off, n  int64
+	atomic  bool
+	acked   []uint32 // per sector, the version acknowledged (or read after the last recovery)
+	pending []uint32 // versions written since the last acknowledgement
+	next    uint32
+}
+
+func (r *untornRange) kind() string {
+	if r.atomic {
+		return fmt.Sprintf("untorn %d", r.n)
+	}
+	return fmt.Sprintf("plain %d", r.n)
+}
+
+// ack records that the range's last version written is durable.
+func (r *untornRange) ack() {
+	for s := range r.acked {
+		r.acked[s] = r.next - 1
+	}
+	r.pending = r.pending[:0]
+}
+
+// check checks the range after a crash: each sector holds a version whole
+// (sectors do not tear), the acknowledged one or one written since; an
+// untorn range holds one version in every sector. It reports whether a
+// range written without Atomic holds more than one.
+func (r *untornRange) check(got []byte) (torn bool, err error) {
+	if int64(len(got)) < r.off+r.n {
+		return false, fmt.Errorf("%w: the file has %d bytes; %s range %d ends at %d", errLost, len(got), r.kind(), r.id, r.off+r.n)
+	}
+	vs := make([]uint32, len(r.acked))
+	for s := range vs {
+		v, ok := untornVersion(got[r.off+int64(s)*powerSector:][:powerSector], r.id, s)
+		switch {
+		case !ok:
+			return false, fmt.Errorf("%s range %d at %d: sector %d holds no version's data for it", r.kind(), r.id, r.off, s)
+		case v != r.acked[s] && !slices.Contains(r.pending, v):
+			return false, fmt.Errorf("%w: %s range %d at %d: sector %d holds version %d; acknowledged %d, written since %v",
+				errLost, r.kind(), r.id, r.off, s, v, r.acked[s], r.pending)
+		}
+		vs[s] = v
+	}
+	for _, v := range vs {
+		if v != vs[0] {
+			torn = true
+		}
+	}
+	if torn && r.atomic {
+		return true, fmt.Errorf("%w: %s range %d at %d holds %s (acknowledged %v, written since %v)",
+			errTorn, r.kind(), r.id, r.off, versionRuns(vs), r.acked[0], r.pending)
+	}
+	r.acked, r.pending = vs, r.pending[:0]
+	return torn, nil
+}
+
+// versionRuns describes the versions of a range's sectors as runs.
+func versionRuns(vs []uint32) string {
+	var b strings.Builder
+	for i := 0; i < len(vs); {
+		j := i
+		for j < len(vs) && vs[j] == vs[i] {
+			j++
+		}
+		fmt.Fprintf(&b, "v%d×%d ", vs[i], j-i)
+		i = j
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// untornRun is the untorn suite.
+type untornRun struct {
+	powerRun
+	path   string
+	ranges [2][]*untornRange // by worker: the smallest unit's ranges, the largest's
+
+	writes, atomicWrites, acked int
+	checks, plainTorn           map[string]int // range checks and tears seen after crashes, by kind
+}
+
+func (ur *untornRun) String() string {
+	var kinds []string
+	for k, n := range ur.checks {
+		if !strings.HasPrefix(k, "plain") {
+			kinds = append(kinds, fmt.Sprintf("%s: %d range checks, none torn", k, n))
+		} else {
+			kinds = append(kinds, fmt.Sprintf("%s: %d torn of %d", k, ur.plainTorn[k], n))
+		}
+	}
+	slices.Sort(kinds)
+	return fmt.Sprintf("%v; %d writes (%d untorn), %d acknowledged; %s", &ur.powerRun, ur.writes, ur.atomicWrites, ur.acked, strings.Join(kinds, "; "))
+}
+
+// untornWorker overwrites its ranges, each write a new version of a whole
+// range: with DSync half of the time (acknowledged when it returns), the
+// rest in batches acknowledged by a Datasync.
+func untornWorker(f *dio.File, ur *untornRun, w int, buf []byte, seed uint64, ops int, stop <-chan struct{}) (writes, atomics, acked int, err error) {
+	rng := newRand(seed)
+	ctx := context.Background()
+	var batch []*untornRange
+	for range ops {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		r := ur.ranges[w][rng.IntN(len(ur.ranges[w]))]
+		v := r.next
+		r.next++
+		p := buf[:r.n]
+		for s := range int(r.n / powerSector) {
+			untornFill(p[s*powerSector:][:powerSector], r.id, v, s)
+		}
+		r.pending = append(r.pending, v)
+		var fl dio.Flags
+		if r.atomic {
+			fl = dio.Atomic
+			atomics++
+		}
+		dsync := rng.IntN(2) == 0
+		if dsync {
+			fl |= dio.DSync
+		}
+		writes++
+		if _, err := f.WriteAtContext(ctx, p, r.off, fl); err != nil {
+			return writes, atomics, acked, fmt.Errorf("%s write of range %d version %d (flags %v): %w", r.kind(), r.id, v, fl, err)
+		}
+		if dsync {
+			r.ack()
+			acked++
+			continue
+		}
+		if !slices.Contains(batch, r) {
+			batch = append(batch, r)
+		}
+		if rng.IntN(3) == 0 {
+			if err := f.Datasync(); err != nil {
+				return writes, atomics, acked, fmt.Errorf("Datasync: %w", err)
+			}
+			for _, r := range batch {
+				r.ack()
+				acked++
+			}
+			batch = batch[:0]
+		}
+	}
+	return
+}
+
+// runUntornSuite is the untorn suite's core (a powerSuite), on a file
+// system with untorn writes (it skips the test elsewhere).
+func runUntornSuite(t *testing.T, m *crashfs.BlockMount, dir string, seed uint64, b powerBudget) (powerResult, error) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	syncDirOf(t, dir)
+	ur := &untornRun{powerRun: powerRun{t: t, m: m, maxRequests: 60, torn: 3}, path: filepath.Join(dir, "untorn"),
+		checks: map[string]int{}, plainTorn: map[string]int{}}
+	f, err := dio.Open(ur.path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.Capabilities()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := c.Untorn.Value
+	switch {
+	case !u.Supported():
+		f.Close()
+		t.Skipf("%s reports no untorn writes (%s)", m.FSType(), c.Untorn.From)
+	case int64(u.Max) > f.MaxIOSize():
+		f.Close()
+		t.Skipf("the largest untorn unit (%d) is more than one SQE (%d): dio refuses it", u.Max, f.MaxIOSize())
+	}
+	// Version 0 everywhere, durable: sixteen ranges of each kind of the
+	// smallest unit, two of the largest (at offsets aligned to it).
+	lo, hi := int64(u.Min), int64(u.Max)
+	var off int64
+	layout := func(w int, n int64, count int) {
+		off = alignUpTo(off, n)
+		for _, atomic := range []bool{true, false} {
+			for range count {
+				r := &untornRange{id: uint32(len(ur.ranges[0]) + len(ur.ranges[1])), off: off, n: n, atomic: atomic,
+					acked: make([]uint32, n/powerSector), next: 1}
+				ur.ranges[w] = append(ur.ranges[w], r)
+				off += n
+			}
+		}
+	}
+	layout(0, lo, 16)
+	layout(1, hi, 2)
+	buf := relBuf(t, int(hi))
+	for _, rs := range ur.ranges {
+		for _, r := range rs {
+			for s := range int(r.n / powerSector) {
+				untornFill(buf[s*powerSector:][:powerSector], r.id, 0, s)
+			}
+			if _, err := f.WriteAt(buf[:r.n], r.off); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	syncDirOf(t, ur.path)
+	bufs := [2][]byte{buf[:lo], relBuf(t, int(hi))}
+
+	start := time.Now()
+	for round := 0; b.more(ur.points, start); round++ {
+		rng := newRand(seed ^ uint64(round)*0x9e3779b97f4a7c15)
+		f, err := dio.Open(ur.path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wseed := rng.Uint64()
+		ops := [2]int{8 + rng.IntN(60), 1 + rng.IntN(8)}
+		var counts [2][3]int
+		what, err := ur.cut(rng, func() error {
+			return runWorkers(2, func(i int, stop <-chan struct{}) error {
+				var err error
+				counts[i][0], counts[i][1], counts[i][2], err = untornWorker(f, ur, i, bufs[i], wseed+uint64(i), ops[i], stop)
+				return err
+			})
+		})
+		f.Close()
+		if err != nil {
+			return ur, fmt.Errorf("seed %d, %w", seed, err)
+		}
+		for _, c := range counts {
+			ur.writes += c[0]
+			ur.atomicWrites += c[1]
+			ur.acked += c[2]
+			if c[2] > 0 && ur.firstAck == 0 {
+				ur.firstAck = ur.points
+			}
+		}
+		got, err := os.ReadFile(ur.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rs := range ur.ranges {
+			for _, r := range rs {
+				torn, err := r.check(got)
+				if err != nil {
+					return ur, fmt.Errorf("seed %d, %s: %w", seed, what, err)
+				}
+				ur.checks[r.kind()]++
+				if torn {
+					ur.plainTorn[r.kind()]++
+				}
+			}
+		}
+	}
+	return ur, nil
+}
+
+// TestPowerLossAtomicWritesUntorn runs the untorn suite on xfs (with
+// reflink, which gives untorn writes of a block to 1 MiB through
+// copy-on-write where the device has none): ranges of the smallest and
+// the largest untorn unit overwritten with Atomic, with DSync or a
+// Datasync after, crashed mostly in the torn mode (the image keeps a
+// random part of the unflushed writes, sector by sector). Each such range
+// holds one write's data, all of it, never a mix, and the version
+// acknowledged or a later one. Ranges of the same sizes written without
+// Atomic may tear (counted, not asserted).
+func TestPowerLossAtomicWritesUntorn(t *testing.T) {
+	m := powerMount(t, "xfs", 0)
+	b := powerBudget{min: 8, max: 40, d: 4 * time.Second}
+	if longMode() {
+		b = powerBudget{min: 300, max: 300}
+	}
+	runPowerSuite(t, m, runUntornSuite, b)
 }
