@@ -1031,7 +1031,7 @@ func TestPowerLossDSync(t *testing.T) {
 // them back inside the file.
 //
 // On ext4 it does: the kernel's direct write does not zero the old last
-// block past the old end (xfs does: xfs_file_write_zero_eof), and dio's
+// block past the old end (xfs does, from xfs_file_write_checks), and dio's
 // WriteAt passes an aligned write to the kernel as it is and, for an
 // unaligned one, zeroes only the sectors its read-modify-write covers,
 // though it knows the old end there. A known failure on ext4, reported as
