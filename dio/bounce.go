@@ -222,9 +222,20 @@ func (f *File) patchWrite(ctx context.Context, p []byte, off int64, fl Flags) (i
 	if f.vol != nil {
 		size0 = f.vol.size.Load()
 	} else {
-		var err error
-		if size0, err = f.kernelSizeRef(); err != nil {
+		size, blk, err := f.kernelStatRef()
+		if err != nil {
 			return 0, f.opErr("write", off, int64(len(p)), err)
+		}
+		size0 = size
+		// A write that starts past the end leaves a gap, which must read
+		// as zeroes. Past the old end, the old last block may hold bytes
+		// of a write whose size change a crash lost, and ext4's direct
+		// write does not zero them (xfs does): zero the rest of that block
+		// first, as a buffered write or a truncate would.
+		if gapEnd := min(off, alignUp(size, blk)); off > size && gapEnd > size && !f.blockDev {
+			if err := f.zeroRange(size, gapEnd-size); err != nil {
+				return 0, reframe(err, off, int64(len(p)))
+			}
 		}
 	}
 	done, reached := 0, int64(0)
@@ -268,7 +279,10 @@ func (f *File) patchWrite(ctx context.Context, p []byte, off int64, fl Flags) (i
 	// The aligned writes may have moved the end of file to a sector
 	// boundary past the write's end: the file ends where os.File's write
 	// would have left it.
-	newSize := max(size0, min(end, off+int64(done)))
+	newSize := size0
+	if done > 0 {
+		newSize = max(size0, off+int64(done))
+	}
 	if reached > newSize && (f.vol == nil || f.vol.ops == nil) {
 		if err := ignoringEINTR(func() error { return unix.Ftruncate(int(f.fd), newSize) }); err != nil && werr == nil {
 			werr = err
@@ -297,14 +311,22 @@ func (f *File) readSector(ctx context.Context, b []byte, off int64) error {
 	return err
 }
 
-// kernelSizeRef is kernelSize for a caller that holds no reference of its
-// own.
-func (f *File) kernelSizeRef() (int64, error) {
+// kernelStatRef returns the kernel's size of the file and its block size,
+// for a caller that holds no reference of its own.
+func (f *File) kernelStatRef() (size, blk int64, err error) {
 	if !f.acquire() {
-		return 0, ErrClosed
+		return 0, 0, ErrClosed
 	}
 	defer f.release()
-	return f.kernelSize()
+	if f.blockDev {
+		size, err = f.kernelSize()
+		return size, f.align.Offset, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.fd), &st); err != nil {
+		return 0, 0, err
+	}
+	return st.Size, max(int64(st.Blksize), f.align.Offset), nil
 }
 
 // reframe makes an error of a bounce buffer's aligned I/O speak of the

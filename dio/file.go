@@ -294,7 +294,11 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	return f.syncIO(context.Background(), Read, p, off, 0)
 }
 
-// WriteAt writes p at off (io.WriterAt). Alignment as for ReadAt.
+// WriteAt writes p at off (io.WriterAt), any offset, length and memory. A
+// write that starts past the end of the file leaves zeroes in the gap, as
+// os.File does: it first zeroes the rest of the old last block, where ext4
+// may keep bytes of a write whose size change a crash lost (an
+// asynchronous Submit does not: it goes to the kernel as it is).
 func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	return f.syncIO(context.Background(), Write, p, off, 0)
 }
@@ -310,13 +314,27 @@ func (f *File) WriteAtContext(ctx context.Context, p []byte, off int64, fl Flags
 }
 
 func (f *File) syncIO(ctx context.Context, op Op, p []byte, off int64, fl Flags) (int, error) {
-	if !f.strict && fl&Atomic == 0 && !f.isAligned(p, off) && len(p) > 0 {
-		if op == Read {
+	if !f.strict && fl&Atomic == 0 && len(p) > 0 {
+		switch {
+		case !f.isAligned(p, off) && op == Read:
 			return f.bounceRead(ctx, p, off, fl)
+		case !f.isAligned(p, off) || op == Write && f.gapWrite(off):
+			return f.bounceWrite(ctx, p, off, fl)
 		}
-		return f.bounceWrite(ctx, p, off, fl)
 	}
 	return f.directIO(ctx, op, p, off, fl, false)
+}
+
+// gapWrite reports whether a write at off on a kernel file starts past the
+// end of the file, inside or after an old last block that holds bytes past
+// the end: such a write goes the way of an unaligned one, which zeroes
+// them first (see patchWrite). It costs an fstat per write.
+func (f *File) gapWrite(off int64) bool {
+	if f.vol != nil || f.blockDev {
+		return false
+	}
+	size, blk, err := f.kernelStatRef()
+	return err == nil && off > size && size%blk != 0
 }
 
 // directIO is a synchronous request of aligned memory at an aligned

@@ -1030,13 +1030,12 @@ func TestPowerLossDSync(t *testing.T) {
 // write's bytes past the end. A later write further on must not bring
 // them back inside the file.
 //
-// On ext4 it does: the kernel's direct write does not zero the old last
+// On ext4 it did: the kernel's direct write does not zero the old last
 // block past the old end (xfs does, from xfs_file_write_checks), and dio's
-// WriteAt passes an aligned write to the kernel as it is and, for an
-// unaligned one, zeroes only the sectors its read-modify-write covers,
-// though it knows the old end there. A known failure on ext4, reported as
-// a skip unless UIRINGDIO_POWERLOSS_KNOWN=1, until dio zeroes the gap.
-// UIRINGDIO_LONG=1 runs the cases on xfs too.
+// WriteAt passed an aligned write to the kernel as it was and, for an
+// unaligned one, zeroed only the sectors its read-modify-write covered.
+// A synchronous write that starts past the end now zeroes the rest of the
+// old last block first. UIRINGDIO_LONG=1 runs the cases on xfs too.
 func TestPowerLossWritePastEOFZeroesTheGap(t *testing.T) {
 	const (
 		size  = 6000 // the durable end: inside the second 4 KiB block
@@ -1086,7 +1085,6 @@ func TestPowerLossWritePastEOFZeroesTheGap(t *testing.T) {
 			}
 		}},
 	}
-	known := os.Getenv("UIRINGDIO_POWERLOSS_KNOWN") == "1"
 	fstypes := []string{"ext4"}
 	if longMode() {
 		fstypes = append(fstypes, "xfs") // which zeroes the gap: a comparison
@@ -1142,12 +1140,8 @@ func TestPowerLossWritePastEOFZeroesTheGap(t *testing.T) {
 					if isZero(gap) {
 						return
 					}
-					msg := fmt.Sprintf("the gap [%d, %d) the write left holds %d bytes of the write a crash lost past the old end, not zeroes",
+					t.Errorf("the gap [%d, %d) the write left holds %d bytes of the write a crash lost past the old end, not zeroes",
 						size, at, bytes.Count(gap, []byte{'X'}))
-					if fstype == "ext4" && w.dio && !known {
-						t.Skip("known failure: " + msg)
-					}
-					t.Error(msg)
 				})
 			}
 		})
