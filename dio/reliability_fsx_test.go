@@ -158,6 +158,7 @@ type fsxRun struct {
 	stats  struct {
 		reads, writes, async, sync, eofReads, errs, faulted, unaligned, truncs, punches, allocs, syncs, reopens, cancels int
 	}
+	syncOp atomic.Pointer[fsxReq] // the synchronous call in progress, for faults on bounce buffers
 }
 
 func (x *fsxRun) failf(format string, args ...any) {
@@ -289,6 +290,10 @@ func (x *fsxRun) wrap(r dio.Ring) dio.Ring {
 		}
 		f := x.cfg.faultKinds[rnd.IntN(len(x.cfg.faultKinds))]
 		if r := x.owner(c.SQE.Addr); r != nil {
+			r.faults.Or(1 << f)
+		} else if r := x.syncOp.Load(); r != nil {
+			// A bounce buffer of the synchronous call in progress (a write
+			// past the end zeroes the old last block's tail through one).
 			r.faults.Or(1 << f)
 		}
 		return f
@@ -538,6 +543,8 @@ func (x *fsxRun) setBufs(q *dio.Request, b []byte) {
 
 func (x *fsxRun) syncRW(r *fsxReq) {
 	x.stats.sync++
+	x.syncOp.Store(r)
+	defer x.syncOp.Store(nil)
 	ctx := context.Background()
 	var n int
 	var err error

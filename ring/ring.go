@@ -460,7 +460,10 @@ func (r *Ring) EnterWait(toSubmit, n uint32) (uint32, error) {
 	if r.flags&SetupSQPoll != 0 {
 		toSubmit = 0
 	}
-	if n > 0 || r.flags&SetupIOPoll != 0 || r.needFlushCQ() {
+	// With DEFER_TASKRUN completions are posted only when the ring's task
+	// asks for events: ask every time, so that the CQEs of what is done
+	// are there for the Peek that follows.
+	if n > 0 || r.flags&(SetupIOPoll|SetupDeferTaskrun) != 0 || r.needFlushCQ() {
 		flags |= enterGetEvents
 	}
 	if toSubmit == 0 && flags == 0 {
