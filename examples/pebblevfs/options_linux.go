@@ -1,0 +1,22 @@
+//go:build linux
+
+package pebblevfs
+
+import "github.com/uringdio/uringdio/dio"
+
+type osConfig struct {
+	engineOpts []dio.Option
+	writer     dio.WriterOptions
+}
+
+// WithEngineOptions passes options to the FS's one engine (dio.NewEngine):
+// queue depth, buffer memory, a ring wrapper for fault injection.
+func WithEngineOptions(opts ...dio.Option) Option {
+	return func(c *config) { c.engineOpts = append(c.engineOpts, opts...) }
+}
+
+// WithWriterOptions sets the options of the Writers that files Pebble
+// creates are written through.
+func WithWriterOptions(o dio.WriterOptions) Option {
+	return func(c *config) { c.writer = o }
+}
