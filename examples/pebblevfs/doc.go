@@ -12,8 +12,10 @@
 //     Pebble opens to read (Open) are read with ReadAt; Read (WAL and
 //     MANIFEST replay) and the handles Pebble opens for sequential reads
 //     (vfs.SequentialReadsOption, which compactions use) read through a
-//     read-ahead window, since page-cache read-ahead does nothing under
-//     O_DIRECT.
+//     read-ahead window, and Prefetch (which Pebble calls when an iterator
+//     reads blocks in order) reads the span it names in one I/O: page-cache
+//     read-ahead does nothing under O_DIRECT. Both read synchronously until
+//     dio has an asynchronous read-ahead reader.
 //   - Everything else (directories, LOCK, OPTIONS, markers, temporary
 //     files, renames, links, removals) goes to vfs.Default: those are small
 //     files whose durability is a directory fsync or a rename, which the

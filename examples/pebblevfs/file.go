@@ -9,8 +9,10 @@ import (
 	"io/fs"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/uringdio/uringdio/dio"
@@ -42,7 +44,20 @@ type file struct {
 	mu  sync.Mutex // pos and ra
 	pos int64
 	ra  window
+
+	// pf is what the last Prefetch read: immutable once stored, replaced
+	// whole by the next Prefetch, read by ReadAt without a lock.
+	pf atomic.Pointer[prefetched]
 }
+
+// prefetched is a span of a read-only file read by Prefetch.
+type prefetched struct {
+	off  int64
+	data []byte
+}
+
+// maxPrefetch bounds one Prefetch (Pebble asks for 64 KiB to 256 KiB).
+const maxPrefetch = 1 << 20
 
 var _ vfs.File = (*file)(nil)
 
@@ -97,6 +112,9 @@ func (fl *file) ReadAt(p []byte, off int64) (int, error) {
 		if err := w.SyncData(); err != nil {
 			return 0, err
 		}
+	}
+	if pf := fl.pf.Load(); pf != nil && off >= pf.off && off+int64(len(p)) <= pf.off+int64(len(pf.data)) {
+		return copy(p, pf.data[off-pf.off:]), nil
 	}
 	if fl.sequential && fl.fs.cfg.readahead > 0 && len(p) <= fl.fs.cfg.readahead/2 {
 		fl.mu.Lock()
@@ -214,11 +232,42 @@ func (fl *file) SyncTo(length int64) (bool, error) {
 	return true, nil
 }
 
-// Prefetch implements vfs.File. It does nothing: dio has no asynchronous
-// read-ahead yet (dio.Reader), and posix readahead fills a page cache that
-// O_DIRECT reads never look at. Sequential handles read ahead through
-// their window instead.
-func (fl *file) Prefetch(off, n int64) error { return nil }
+// Prefetch implements vfs.File. Pebble calls it on a read-only sstable
+// handle when it sees an iterator read blocks in order, just before it
+// reads the first of them. Page-cache readahead does nothing under
+// O_DIRECT, so Prefetch reads [off, off+n) itself, in one aligned read,
+// and ReadAts within it are served from memory until the next Prefetch
+// replaces it. The read is synchronous: dio has no asynchronous
+// read-ahead yet (dio.Reader); with it, Prefetch would start the read and
+// return. It is advisory: errors are dropped (the ReadAt that follows
+// reads the device itself and reports its own).
+func (fl *file) Prefetch(off, n int64) error {
+	if fl.rw || fl.writer() != nil || n <= 0 || off < 0 {
+		return nil
+	}
+	n = min(n, maxPrefetch)
+	if pf := fl.pf.Load(); pf != nil && off >= pf.off && off+n <= pf.off+int64(len(pf.data)) {
+		return nil
+	}
+	start := off &^ 4095
+	end := (off + n + 4095) &^ 4095
+	buf := alignedBuf(int(end - start))
+	m, err := fl.f.ReadAt(buf, start)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil
+	}
+	fl.pf.Store(&prefetched{off: start, data: buf[:m]})
+	return nil
+}
+
+// alignedBuf returns n bytes of Go memory starting on a 4 KiB boundary,
+// so that dio reads into it directly (the garbage collector frees it once
+// no Prefetch span refers to it).
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+4096)
+	o := int((4096 - uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4096) % 4096)
+	return b[o : o+n : o+n]
+}
 
 // Fd implements vfs.File: the O_DIRECT descriptor. Pebble only fadvises
 // it (harmless) and checks it against InvalidFd to decide whether

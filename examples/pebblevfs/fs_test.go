@@ -250,3 +250,38 @@ func TestFallbackWhereODirectIsRefused(t *testing.T) {
 		t.Errorf("the fallback file holds %q", b)
 	}
 }
+
+// TestPrefetchServesReads: after Prefetch, ReadAts within its span are
+// served from memory (no SQE) and return the file; reads outside go to the
+// file.
+func TestPrefetchServesReads(t *testing.T) {
+	fs := newFS(t)
+	name := filepath.Join(t.TempDir(), "000004.sst")
+	data := randomBytes(1<<20+77, 7)
+	if err := os.WriteFile(name, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fs.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Prefetch(5000, 256<<10); err != nil {
+		t.Fatal(err)
+	}
+	before := fs.Engine().Stats().Submitted.Load()
+	for off := int64(5000); off+4000 <= 5000+256<<10; off += 4000 {
+		p := make([]byte, 4000)
+		if n, err := f.ReadAt(p, off); n != 4000 || err != nil || !bytes.Equal(p, data[off:off+4000]) {
+			t.Fatalf("ReadAt(4000, %d) in the prefetched span: %d, %v", off, n, err)
+		}
+	}
+	if sqes := fs.Engine().Stats().Submitted.Load() - before; sqes != 0 {
+		t.Errorf("%d SQEs for reads within the prefetched span", sqes)
+	}
+	// Past the span, and the tail of the file past its end.
+	p := make([]byte, 200)
+	if n, err := f.ReadAt(p, int64(len(data))-100); n != 100 || err != io.EOF || !bytes.Equal(p[:100], data[len(data)-100:]) {
+		t.Errorf("ReadAt past the end: %d, %v", n, err)
+	}
+}
