@@ -33,7 +33,8 @@ import (
 type file struct {
 	fs   *FS
 	f    *dio.File
-	name string // cleaned, for a written file (FS.writing's key)
+	name string // as opened
+	key  string // a written file's key in FS.writing (its cleaned name, moved by Rename); guarded by FS.mu
 
 	wmu sync.Mutex // w, against Close
 	w   *dio.Writer

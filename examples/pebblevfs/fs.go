@@ -222,9 +222,9 @@ func (f *FS) newWriting(name string, df *dio.File) (vfs.File, error) {
 		df.Close()
 		return nil, err
 	}
-	fl := &file{fs: f, f: df, name: filepath.Clean(name), w: w}
+	fl := &file{fs: f, f: df, name: name, key: filepath.Clean(name), w: w}
 	f.mu.Lock()
-	f.writing[fl.name] = fl
+	f.writing[fl.key] = fl
 	f.mu.Unlock()
 	return fl, nil
 }
@@ -288,9 +288,9 @@ func (f *FS) Rename(oldname, newname string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if fl, ok := f.writing[filepath.Clean(oldname)]; ok {
-		delete(f.writing, fl.name)
-		fl.name = filepath.Clean(newname)
-		f.writing[fl.name] = fl
+		delete(f.writing, fl.key)
+		fl.key = filepath.Clean(newname)
+		f.writing[fl.key] = fl
 	}
 	return nil
 }
@@ -315,8 +315,8 @@ func (f *FS) Stat(name string) (vfs.FileInfo, error) {
 
 func (f *FS) untrack(fl *file) {
 	f.mu.Lock()
-	if f.writing[fl.name] == fl {
-		delete(f.writing, fl.name)
+	if f.writing[fl.key] == fl {
+		delete(f.writing, fl.key)
 	}
 	f.mu.Unlock()
 }

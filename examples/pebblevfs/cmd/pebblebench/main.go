@@ -29,6 +29,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,6 +58,8 @@ type config struct {
 	fss         string
 	reload      bool
 	scanLen     int
+	profile     string
+	maxOpen     int
 }
 
 // result is what a child reports.
@@ -84,10 +87,12 @@ func main() {
 	flag.DurationVar(&c.duration, "duration", 20*time.Second, "measured time per workload and FS")
 	flag.DurationVar(&c.warmup, "warmup", 5*time.Second, "unmeasured time before each measurement")
 	flag.IntVar(&c.concurrency, "concurrency", 16, "goroutines issuing operations")
-	flag.StringVar(&c.workloads, "workloads", "get,scan,write", "workloads to run")
+	flag.StringVar(&c.workloads, "workloads", "get,scan,write,syncwrite", "workloads to run (get, scan, write: NoSync sets, syncwrite: Sync sets, a group commit across the goroutines)")
 	flag.StringVar(&c.fss, "fs", "default,pebblevfs", "file systems to compare")
 	flag.BoolVar(&c.reload, "reload", false, "load the DB again even if -dir holds one of the same size")
 	flag.IntVar(&c.scanLen, "scan", 100, "keys per scan")
+	flag.IntVar(&c.maxOpen, "maxopenfiles", 1000, "Pebble's MaxOpenFiles (its table cache; 1000 is Pebble's default)")
+	flag.StringVar(&c.profile, "cpuprofile", "", "write a CPU profile of each measured run to this directory")
 	child := flag.String("child", "", "internal: run one workload (fs:workload) in this process")
 	cgroup := flag.String("cgroup", "", "internal: the cgroup a child joins")
 	flag.Parse()
@@ -150,8 +155,8 @@ func run(c config) error {
 		return err
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
-	fmt.Printf("pebblebench: dir %s, %d keys × %d B values (%s), cgroup limit %s, block cache %s, %d goroutines, %v per run after %v warm-up; %d CPUs; load %s\n",
-		c.dir, c.keys(), c.valueSize, human(c.size), human(c.mem), human(c.cache), c.concurrency, c.duration, c.warmup, runtime.NumCPU(), strings.TrimSpace(string(load)))
+	fmt.Printf("pebblebench: dir %s, %d keys × %d B values (%s), cgroup limit %s, block cache %s, MaxOpenFiles %d, %d goroutines, %v per run after %v warm-up; %d CPUs; load %s\n",
+		c.dir, c.keys(), c.valueSize, human(c.size), human(c.mem), human(c.cache), c.maxOpen, c.concurrency, c.duration, c.warmup, runtime.NumCPU(), strings.TrimSpace(string(load)))
 
 	if c.reload || !loaded(c) {
 		os.RemoveAll(c.dir)
@@ -289,7 +294,7 @@ func runChild(c config, what, cg string) error {
 	}
 	cache := pebble.NewCache(c.cache)
 	defer cache.Unref()
-	opts := &pebble.Options{FS: fs, Cache: cache, Logger: quietLogger{}}
+	opts := &pebble.Options{FS: fs, Cache: cache, Logger: quietLogger{}, MaxOpenFiles: c.maxOpen}
 	if workload == "load" {
 		opts.DisableWAL = true
 	}
@@ -350,7 +355,18 @@ func loadDB(c config, db *pebble.DB) error {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return err
 	}
-	return db.Flush()
+	if err := db.Flush(); err != nil {
+		return err
+	}
+	// Let the compactions the load started finish, so that no measured run
+	// inherits them.
+	for deadline := time.Now().Add(15 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
+		m := db.Metrics()
+		if m.Compact.NumInProgress == 0 && m.Compact.EstimatedDebt == 0 {
+			break
+		}
+	}
+	return nil
 }
 
 // measure runs the workload with c.concurrency goroutines: c.warmup
@@ -390,11 +406,11 @@ func measure(c config, db *pebble.DB, workload string, r *result) error {
 						}
 						err = it.Close()
 					}
-				case "write":
+				case "write", "syncwrite":
 					for j := range v {
 						v[j] = byte(rng.Uint32())
 					}
-					err = db.Set(key(i), v, pebble.NoSync)
+					err = db.Set(key(i), v, &pebble.WriteOptions{Sync: workload == "syncwrite"})
 				default:
 					err = fmt.Errorf("unknown workload %q", workload)
 				}
@@ -415,6 +431,15 @@ func measure(c config, db *pebble.DB, workload string, r *result) error {
 		}()
 	}
 	time.Sleep(c.warmup)
+	if c.profile != "" {
+		f, err := os.Create(filepath.Join(c.profile, r.FS+"-"+workload+".pprof"))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	var ru0, ru1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	start := time.Now()
