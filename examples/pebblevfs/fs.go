@@ -217,7 +217,11 @@ func (f *FS) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCatego
 }
 
 func (f *FS) newWriting(name string, df *dio.File) (vfs.File, error) {
-	w, err := dio.NewWriter(df, 0, f.cfg.writer)
+	wo := f.cfg.writer
+	if f.cfg.logWriter != nil && strings.HasSuffix(name, ".log") {
+		wo = *f.cfg.logWriter
+	}
+	w, err := dio.NewWriter(df, 0, wo)
 	if err != nil {
 		df.Close()
 		return nil, err

@@ -7,6 +7,7 @@ import "github.com/uringdio/uringdio/dio"
 type osConfig struct {
 	engineOpts []dio.Option
 	writer     dio.WriterOptions
+	logWriter  *dio.WriterOptions
 }
 
 // WithEngineOptions passes options to the FS's one engine (dio.NewEngine):
@@ -19,4 +20,12 @@ func WithEngineOptions(opts ...dio.Option) Option {
 // creates are written through.
 func WithWriterOptions(o dio.WriterOptions) Option {
 	return func(c *config) { c.writer = o }
+}
+
+// WithLogWriterOptions sets the options of the Writers of WALs (*.log),
+// which otherwise get WithWriterOptions's. A WAL is synced after every
+// commit group, and each sync writes the chunk being filled from its
+// start: a smaller chunk writes less per sync.
+func WithLogWriterOptions(o dio.WriterOptions) Option {
+	return func(c *config) { c.logWriter = &o }
 }

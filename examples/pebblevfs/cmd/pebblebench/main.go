@@ -6,9 +6,10 @@
 // everything else, and both get the same block cache.
 //
 // It loads a DB of -size bytes once (through vfs.Default, inside the
-// cgroup), then for each workload (point reads, scans, writes) and each FS
-// runs a child process (this program re-executed) in the cgroup, with the
-// cgroup's page cache emptied before each, and prints a markdown table:
+// cgroup), then for each workload (point reads, scans, writes without and
+// with Sync) and each FS runs a child process (this program re-executed)
+// in the cgroup, with the cgroup's page cache emptied before each, and
+// prints a markdown table:
 // ops/s, p50 and p99 latency, and CPU time per op (user+system of the
 // child, io_uring workers included, over the measured window).
 //
@@ -20,6 +21,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -27,6 +29,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
@@ -40,10 +43,14 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/examples/pebblevfs"
 )
 
 const cgroupRoot = "/sys/fs/cgroup/memory"
+
+// current is the child running now, for the signal handler.
+var current atomic.Pointer[os.Process]
 
 type config struct {
 	dir         string
@@ -60,6 +67,8 @@ type config struct {
 	scanLen     int
 	profile     string
 	maxOpen     int
+	walChunk    int
+	rounds      int
 }
 
 // result is what a child reports.
@@ -92,6 +101,8 @@ func main() {
 	flag.BoolVar(&c.reload, "reload", false, "load the DB again even if -dir holds one of the same size")
 	flag.IntVar(&c.scanLen, "scan", 100, "keys per scan")
 	flag.IntVar(&c.maxOpen, "maxopenfiles", 1000, "Pebble's MaxOpenFiles (its table cache; 1000 is Pebble's default)")
+	flag.IntVar(&c.rounds, "rounds", 1, "runs of each workload and FS, alternating which FS goes first; the table shows the median run")
+	flag.IntVar(&c.walChunk, "walchunk", 0, "pebblevfs: the WAL Writers' chunk size (0: dio's default)")
 	flag.StringVar(&c.profile, "cpuprofile", "", "write a CPU profile of each measured run to this directory")
 	child := flag.String("child", "", "internal: run one workload (fs:workload) in this process")
 	cgroup := flag.String("cgroup", "", "internal: the cgroup a child joins")
@@ -151,6 +162,17 @@ func run(c config) error {
 		return fmt.Errorf("memory cgroup (v1, root needed): %w", err)
 	}
 	defer os.Remove(cg)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		if p := current.Load(); p != nil {
+			p.Kill()
+			p.Wait()
+		}
+		os.Remove(cg)
+		os.Exit(1)
+	}()
 	if err := writeFile(filepath.Join(cg, "memory.limit_in_bytes"), strconv.FormatInt(c.mem, 10)); err != nil {
 		return err
 	}
@@ -168,15 +190,21 @@ func run(c config) error {
 		os.WriteFile(filepath.Join(c.dir, "pebblebench.size"), []byte(strconv.FormatInt(c.size, 10)), 0o644)
 	}
 	var results []result
+	fss := strings.Split(c.fss, ",")
 	for _, w := range strings.Split(c.workloads, ",") {
-		for _, fs := range strings.Split(c.fss, ",") {
-			r, err := spawn(c, cg, fs+":"+w)
-			if err != nil {
-				return fmt.Errorf("%s %s: %w", fs, w, err)
+		for round := range max(c.rounds, 1) {
+			if round%2 == 1 {
+				slices.Reverse(fss)
 			}
-			fmt.Printf("  %-9s %-6s %10.0f ops/s  p50 %8.1f µs  p99 %8.1f µs  CPU %6.1f µs/op  errors %d  cgroup peak %.0f MiB, page cache %.0f MiB\n",
-				r.FS, r.Workload, float64(r.Ops)/r.Seconds, r.P50us, r.P99us, r.CPUus, r.Errors, r.PeakMiB, r.CacheMiB)
-			results = append(results, r)
+			for _, fs := range fss {
+				r, err := spawn(c, cg, fs+":"+w)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", fs, w, err)
+				}
+				fmt.Printf("  %-9s %-9s %10.0f ops/s  p50 %8.1f µs  p99 %8.1f µs  CPU %6.1f µs/op  errors %d  cgroup peak %.0f MiB, page cache %.0f MiB\n",
+					r.FS, r.Workload, float64(r.Ops)/r.Seconds, r.P50us, r.P99us, r.CPUus, r.Errors, r.PeakMiB, r.CacheMiB)
+				results = append(results, r)
+			}
 		}
 	}
 	load, _ = os.ReadFile("/proc/loadavg")
@@ -205,6 +233,8 @@ func spawn(c config, cg, what string) (result, error) {
 	if err := cmd.Start(); err != nil {
 		return result{}, err
 	}
+	current.Store(cmd.Process)
+	defer current.Store(nil)
 	var r result
 	var got bool
 	sc := bufio.NewScanner(out)
@@ -253,16 +283,27 @@ func human(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// table prints the results side by side, one row per workload.
+// table prints the results side by side, one row per workload: of
+// several runs, the one with the median ops/s.
 func table(rs []result) {
-	by := map[string]map[string]result{}
+	runs := map[string]map[string][]result{}
 	var order []string
 	for _, r := range rs {
-		if by[r.Workload] == nil {
-			by[r.Workload] = map[string]result{}
+		if runs[r.Workload] == nil {
+			runs[r.Workload] = map[string][]result{}
 			order = append(order, r.Workload)
 		}
-		by[r.Workload][r.FS] = r
+		runs[r.Workload][r.FS] = append(runs[r.Workload][r.FS], r)
+	}
+	by := map[string]map[string]result{}
+	for w, m := range runs {
+		by[w] = map[string]result{}
+		for fs, l := range m {
+			slices.SortFunc(l, func(a, b result) int {
+				return cmp.Compare(float64(a.Ops)/a.Seconds, float64(b.Ops)/b.Seconds)
+			})
+			by[w][fs] = l[len(l)/2]
+		}
 	}
 	fmt.Println("| workload | ops/s vfs.Default | ops/s pebblevfs | ratio | p99 vfs.Default | p99 pebblevfs | CPU/op vfs.Default | CPU/op pebblevfs | page cache at end (Default / pebblevfs) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|")
@@ -287,7 +328,11 @@ func runChild(c config, what, cg string) error {
 	var pfs *pebblevfs.FS
 	if fsName == "pebblevfs" {
 		var err error
-		if pfs, err = pebblevfs.New(pebblevfs.WithLogf(func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) })); err != nil {
+		po := []pebblevfs.Option{pebblevfs.WithLogf(func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) })}
+		if c.walChunk > 0 {
+			po = append(po, pebblevfs.WithLogWriterOptions(dio.WriterOptions{ChunkSize: c.walChunk}))
+		}
+		if pfs, err = pebblevfs.New(po...); err != nil {
 			return err
 		}
 		fs = pfs
@@ -359,11 +404,14 @@ func loadDB(c config, db *pebble.DB) error {
 		return err
 	}
 	// Let the compactions the load started finish, so that no measured run
-	// inherits them.
-	for deadline := time.Now().Add(15 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
+	// inherits them: wait until none has run or started for 5 seconds.
+	last, quiet := int64(-1), 0
+	for deadline := time.Now().Add(15 * time.Minute); quiet < 5 && time.Now().Before(deadline); time.Sleep(time.Second) {
 		m := db.Metrics()
-		if m.Compact.NumInProgress == 0 && m.Compact.EstimatedDebt == 0 {
-			break
+		if n := m.Compact.Count; m.Compact.NumInProgress == 0 && n == last {
+			quiet++
+		} else {
+			last, quiet = n, 0
 		}
 	}
 	return nil
