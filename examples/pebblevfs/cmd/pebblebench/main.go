@@ -193,10 +193,11 @@ func run(c config) error {
 	fss := strings.Split(c.fss, ",")
 	for _, w := range strings.Split(c.workloads, ",") {
 		for round := range max(c.rounds, 1) {
+			order := slices.Clone(fss)
 			if round%2 == 1 {
-				slices.Reverse(fss)
+				slices.Reverse(order)
 			}
-			for _, fs := range fss {
+			for _, fs := range order {
 				r, err := spawn(c, cg, fs+":"+w)
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", fs, w, err)
