@@ -218,8 +218,11 @@ func (f *FS) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCatego
 
 func (f *FS) newWriting(name string, df *dio.File) (vfs.File, error) {
 	wo := f.cfg.writer
-	if f.cfg.logWriter != nil && strings.HasSuffix(name, ".log") {
-		wo = *f.cfg.logWriter
+	if strings.HasSuffix(name, ".log") {
+		wo = dio.WriterOptions{ChunkSize: DefaultLogChunk}
+		if f.cfg.logWriter != nil {
+			wo = *f.cfg.logWriter
+		}
 	}
 	w, err := dio.NewWriter(df, 0, wo)
 	if err != nil {

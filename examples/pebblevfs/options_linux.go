@@ -22,10 +22,15 @@ func WithWriterOptions(o dio.WriterOptions) Option {
 	return func(c *config) { c.writer = o }
 }
 
-// WithLogWriterOptions sets the options of the Writers of WALs (*.log),
-// which otherwise get WithWriterOptions's. A WAL is synced after every
-// commit group, and each sync writes the chunk being filled from its
-// start: a smaller chunk writes less per sync.
+// DefaultLogChunk is the chunk size of a WAL's Writer: Pebble's WAL block
+// size. A WAL is synced after every commit group, and each sync writes the
+// chunk being filled from its start, so the chunk bounds what one sync
+// writes (with dio's default 256 KiB chunk, a sync of a small commit wrote
+// 128 KiB on average).
+const DefaultLogChunk = 32 << 10
+
+// WithLogWriterOptions sets the options of the Writers of WALs (*.log);
+// the default is a DefaultLogChunk chunk and dio's other defaults.
 func WithLogWriterOptions(o dio.WriterOptions) Option {
 	return func(c *config) { c.logWriter = &o }
 }

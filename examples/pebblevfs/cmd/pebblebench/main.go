@@ -102,7 +102,7 @@ func main() {
 	flag.IntVar(&c.scanLen, "scan", 100, "keys per scan")
 	flag.IntVar(&c.maxOpen, "maxopenfiles", 1000, "Pebble's MaxOpenFiles (its table cache; 1000 is Pebble's default)")
 	flag.IntVar(&c.rounds, "rounds", 1, "runs of each workload and FS, alternating which FS goes first; the table shows the median run")
-	flag.IntVar(&c.walChunk, "walchunk", 0, "pebblevfs: the WAL Writers' chunk size (0: dio's default)")
+	flag.IntVar(&c.walChunk, "walchunk", 0, "pebblevfs: the WAL Writers' chunk size (0: pebblevfs.DefaultLogChunk)")
 	flag.StringVar(&c.profile, "cpuprofile", "", "write a CPU profile of each measured run to this directory")
 	child := flag.String("child", "", "internal: run one workload (fs:workload) in this process")
 	cgroup := flag.String("cgroup", "", "internal: the cgroup a child joins")
