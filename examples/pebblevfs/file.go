@@ -238,7 +238,9 @@ func (fl *file) SyncTo(length int64) (bool, error) {
 // reads the first of them. Page-cache readahead does nothing under
 // O_DIRECT, so Prefetch reads [off, off+n) itself, in one aligned read,
 // and ReadAts within it are served from memory until the next Prefetch
-// replaces it. The read is synchronous: dio has no asynchronous
+// replaces it, or until spans prefetched later on other files push it out
+// (the FS keeps the last maxPrefetchSpans: Pebble keeps thousands of files
+// open, and a span kept per file would hold memory no cgroup can reclaim). The read is synchronous: dio has no asynchronous
 // read-ahead yet (dio.Reader); with it, Prefetch would start the read and
 // return. It is advisory: errors are dropped (the ReadAt that follows
 // reads the device itself and reports its own).
@@ -257,7 +259,9 @@ func (fl *file) Prefetch(off, n int64) error {
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil
 	}
-	fl.pf.Store(&prefetched{off: start, data: buf[:m]})
+	pf := &prefetched{off: start, data: buf[:m]}
+	fl.pf.Store(pf)
+	fl.fs.notePrefetch(fl, pf)
 	return nil
 }
 

@@ -37,6 +37,34 @@ type FS struct {
 	// leak what it drops).
 	wmu     sync.Mutex
 	windows [][]byte
+
+	// The last maxPrefetchSpans spans Prefetch read, oldest at pfNext:
+	// a span pushed out is dropped from its file.
+	pfMu   sync.Mutex
+	pfRing [maxPrefetchSpans]pfSlot
+	pfNext int
+}
+
+// maxPrefetchSpans bounds the Prefetch spans an FS keeps (at Pebble's
+// 256 KiB at most, 16 MiB).
+const maxPrefetchSpans = 64
+
+type pfSlot struct {
+	fl *file
+	pf *prefetched
+}
+
+// notePrefetch records fl's new span and drops the oldest span from its
+// file, unless that file has replaced it since.
+func (f *FS) notePrefetch(fl *file, pf *prefetched) {
+	f.pfMu.Lock()
+	old := f.pfRing[f.pfNext]
+	f.pfRing[f.pfNext] = pfSlot{fl, pf}
+	f.pfNext = (f.pfNext + 1) % maxPrefetchSpans
+	f.pfMu.Unlock()
+	if old.fl != nil {
+		old.fl.pf.CompareAndSwap(old.pf, nil)
+	}
 }
 
 // maxFreeWindows bounds the read-ahead windows an FS keeps for reuse.
