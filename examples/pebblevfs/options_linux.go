@@ -1,0 +1,36 @@
+//go:build linux
+
+package pebblevfs
+
+import "github.com/uringdio/uringdio/dio"
+
+type osConfig struct {
+	engineOpts []dio.Option
+	writer     dio.WriterOptions
+	logWriter  *dio.WriterOptions
+}
+
+// WithEngineOptions passes options to the FS's one engine (dio.NewEngine):
+// queue depth, buffer memory, a ring wrapper for fault injection.
+func WithEngineOptions(opts ...dio.Option) Option {
+	return func(c *config) { c.engineOpts = append(c.engineOpts, opts...) }
+}
+
+// WithWriterOptions sets the options of the Writers that files Pebble
+// creates are written through.
+func WithWriterOptions(o dio.WriterOptions) Option {
+	return func(c *config) { c.writer = o }
+}
+
+// DefaultLogChunk is the chunk size of a WAL's Writer: Pebble's WAL block
+// size. A WAL is synced after every commit group, and each sync writes the
+// chunk being filled from its start, so the chunk bounds what one sync
+// writes (with dio's default 256 KiB chunk, a sync of a small commit wrote
+// 128 KiB on average).
+const DefaultLogChunk = 32 << 10
+
+// WithLogWriterOptions sets the options of the Writers of WALs (*.log);
+// the default is a DefaultLogChunk chunk and dio's other defaults.
+func WithLogWriterOptions(o dio.WriterOptions) Option {
+	return func(c *config) { c.logWriter = &o }
+}
