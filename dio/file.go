@@ -554,11 +554,20 @@ func maxIOSize(st *unix.Stat_t) int64 {
 	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
 		dev = st.Rdev
 	}
-	if kb, ok := sysfsInt(dev, "queue/max_sectors_kb"); ok && kb >= 4 {
-		return kb << 10
+	if v, ok := maxIOByDev.Load(dev); ok {
+		return v.(int64)
 	}
-	return 1 << 20
+	n := int64(1 << 20)
+	if kb, ok := sysfsInt(dev, "queue/max_sectors_kb"); ok && kb >= 4 {
+		n = kb << 10
+	}
+	maxIOByDev.Store(dev, n)
+	return n
 }
+
+// maxIOByDev keeps each device's largest I/O: a database opens files by
+// the thousand, and sysfs says the same for every one on a device.
+var maxIOByDev sync.Map
 
 func sysfsInt(dev uint64, attr string) (int64, bool) {
 	base := fmt.Sprintf("/sys/dev/block/%d:%d/", unix.Major(dev), unix.Minor(dev))

@@ -317,11 +317,17 @@ func (w *Writer) flushAndSync(data bool) (int64, error) {
 
 // writeTail writes the chunk being filled, padded with zeroes to the
 // alignment. Called with mu held.
+//
+// Only the sectors from the one the last tail write ended in are written:
+// those before it are on disk already, unchanged since (the chunk only
+// grows), so a log of small commits writes a sector or two per commit,
+// not the whole chunk again.
 func (w *Writer) writeTail(fl Flags) error {
 	a := w.f.align.Offset
 	m := alignUp(w.n, a)
+	from := w.tailLen &^ (a - 1)
 	clear(w.buf[w.n:m])
-	if _, err := w.f.directIO(context.Background(), Write, w.buf[:m], w.bufOff, fl, false); err != nil {
+	if _, err := w.f.directIO(context.Background(), Write, w.buf[from:m], w.bufOff+from, fl, false); err != nil {
 		w.err = err
 		return err
 	}
