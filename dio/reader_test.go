@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/uringdio/uringdio/dio"
 )
@@ -81,7 +82,18 @@ func TestReaderKeepsReadsInFlight(t *testing.T) {
 	if _, err := r.Read(make([]byte, 100)); err != nil {
 		t.Fatal(err)
 	}
-	if n := f.Engine().Stats().Submitted.Load() - before; n < 6 {
-		t.Fatalf("%d reads submitted after the first Read, want the window of 6", n)
+	// The engine's owner counts an SQE when it hands it to the kernel,
+	// which may be just after Submit returned: wait for the count (the
+	// Reader submits nothing more on its own), bounded.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := f.Engine().Stats().Submitted.Load() - before
+		if n >= 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d reads submitted after the first Read, want the window of 6", n)
+		}
+		time.Sleep(time.Millisecond) // polling the counter, not standing in for it
 	}
 }

@@ -28,9 +28,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -164,7 +166,24 @@ type fsxRun struct {
 func (x *fsxRun) failf(format string, args ...any) {
 	x.t.Helper()
 	msg := fmt.Sprintf(format, args...)
+	if strings.HasPrefix(x.cfg.name, "loop-") {
+		// An error the kernel made up (EIO from a loop file system) is
+		// explained in its log: a CI run once failed a read with EIO on
+		// loop-xfs that its replay did not repeat.
+		msg += "\nkernel log:\n" + kernelLogTail(20)
+	}
 	x.t.Fatalf("fsx %s seed %d: %s\nreplay: %s\nlast operations:\n%s", x.cfg.name, x.seed, msg, x.replay(), x.log)
+}
+
+// kernelLogTail returns the last n lines of the kernel log (dmesg), or why
+// it cannot.
+func kernelLogTail(n int) string {
+	out, err := exec.Command("dmesg").Output()
+	if err != nil {
+		return fmt.Sprintf("(dmesg: %v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // replay returns the command that runs this configuration again with the
