@@ -37,7 +37,6 @@ import (
 
 	"github.com/uringdio/uringdio/benchmarks/internal/proto"
 	"github.com/uringdio/uringdio/dio"
-	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
 	"golang.org/x/sys/unix"
 )
@@ -318,18 +317,11 @@ func runChild(d string, sh Shape) (res *Result) {
 	case "pread":
 		eng = &proto.Pread{}
 	case "lib":
-		e, err := dio.NewEngine()
-		if err != nil {
-			res.Err = err.Error()
-			return
-		}
+		// What a user writes: dio.Open with no options (the process's
+		// default engine, shared by every File), ReadAt from goroutines.
 		var dfs []*dio.File
 		for _, p := range sh.Files {
-			opts := []dio.Option{dio.WithEngine(e)}
-			if sh.Block {
-				opts = append(opts, dio.WithMapper(iomap.NewWholeFile(sh.Size)), dio.WithSize(sh.Size))
-			}
-			f, err := dio.Open(p, os.O_RDONLY, 0, opts...)
+			f, err := dio.Open(p, os.O_RDONLY, 0)
 			if err != nil {
 				res.Err = err.Error()
 				return
@@ -338,10 +330,13 @@ func runChild(d string, sh Shape) (res *Result) {
 		}
 		rd = func(_, i int, b []byte, off int64) (int, error) { return dfs[i].ReadAt(b, off) }
 		closeFn = func() error {
+			var first error
 			for _, f := range dfs {
-				f.Close()
+				if err := f.Close(); err != nil && first == nil {
+					first = err
+				}
 			}
-			return e.Close()
+			return first
 		}
 	case "owner-defer":
 		cfg.Flags = ring.SetupSingleIssuer | ring.SetupDeferTaskrun
