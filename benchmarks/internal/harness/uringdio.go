@@ -13,21 +13,27 @@ import (
 
 	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/dio"
-	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
 )
 
-// openUringdio prepares a uringdio job: one dio.File with its own engine
-// (one ring), qd buffers, and either qd reusable Requests driven by
+// openUringdio prepares a uringdio job: one dio.File, qd buffers, and either qd reusable Requests driven by
 // completion callbacks (inline, caller, pool) or qd goroutines calling
 // ReadAt/WriteAt (wait).
 func openUringdio(j *Job) (JobRunner, error) {
 	cfg := j.Cfg
-	entries := 256
-	for entries < cfg.QD {
-		entries *= 2
+	// What a user writes: dio.Open with no options, on the process's default
+	// engine (a kernel file, block devices included, served by the ring or,
+	// on a device that completes synchronously, the pread backend). Only the
+	// experiments below, and depths past the default ring's 256 entries,
+	// give the file an engine of its own.
+	var opts []dio.Option
+	if cfg.QD > 256 {
+		entries := 256
+		for entries < cfg.QD {
+			entries *= 2
+		}
+		opts = append(opts, dio.WithQueueDepth(entries))
 	}
-	opts := []dio.Option{dio.WithQueueDepth(entries)}
 	if cfg.SQPoll {
 		opts = append(opts, dio.WithSQPoll(0)) // the kernel's default idle, as fio's sqthread_poll
 	}
@@ -43,10 +49,6 @@ func openUringdio(j *Job) (JobRunner, error) {
 			return nil, err
 		}
 		opts = append(opts, dio.WithRingFlags(fl))
-	}
-	if cfg.Block {
-		// A block device: fstat says size 0, and its mapping is the identity.
-		opts = append(opts, dio.WithMapper(iomap.NewWholeFile(cfg.Size)), dio.WithSize(cfg.Size))
 	}
 	flag := os.O_RDONLY
 	if cfg.Writes() {
