@@ -139,7 +139,8 @@ func TestSmoke(t *testing.T) {
 }
 
 // TestDescribeFile checks diobench -info on a file of the temp dir: the
-// path, then one line per fact of devinfo's record; and that a missing
+// path, then one line per fact of the capability record, the backend
+// included; and that a missing
 // file is an error that says so.
 func TestDescribeFile(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "f")
@@ -151,7 +152,7 @@ func TestDescribeFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{p + "\nfile:", "\nfile system:", "\noffset alignment:", "\nuntorn writes:",
-		"\ndevice:", "\nNOWAIT:", "\nmay be buffered:", "\nDSync write:"} {
+		"\ndevice:", "\nNOWAIT:", "\nmay be buffered:", "\nDSync write:", "\nbackend:"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("-info output lacks %q:\n%s", want, s)
 		}

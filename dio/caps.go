@@ -5,6 +5,7 @@ package dio
 import (
 	"fmt"
 	"math/bits"
+	"strings"
 	"syscall"
 
 	"github.com/uringdio/uringdio/internal/devinfo"
@@ -33,7 +34,11 @@ type Capabilities struct {
 
 // String is the record as a person reads it: one fact per line.
 func (c Capabilities) String() string {
-	return c.Info.String() + fmt.Sprintf("%-24s%s (%s)\n", "backend:", c.Backend, c.BackendWhy)
+	b := c.Backend + " (" + c.BackendWhy + ")"
+	if strings.HasPrefix(c.BackendWhy, c.Backend+" ") {
+		b = c.BackendWhy // it names the backend itself
+	}
+	return c.Info.String() + fmt.Sprintf("%-24s%s\n", "backend:", b)
 }
 
 // Capabilities returns the file's record, gathered at the first call
