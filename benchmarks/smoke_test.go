@@ -140,8 +140,7 @@ func TestSmoke(t *testing.T) {
 
 // TestDescribeFile checks diobench -info on a file of the temp dir: the
 // path, then one line per fact of the capability record, the backend
-// included; and that a missing
-// file is an error that says so.
+// included; and that a missing file is an error that says so.
 func TestDescribeFile(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "f")
 	if err := os.WriteFile(p, make([]byte, 4096), 0o644); err != nil {
