@@ -1,0 +1,348 @@
+//go:build linux
+
+package pebblevfs
+
+// Power-loss suite: Pebble on the FS, on a file system that loses what was
+// not flushed when the power is cut (internal/crashfs: ext4 on a loop
+// device over an image on the crash file system, or the crash file system
+// itself where loop devices or mkfs are missing). Each crash point arms a
+// crash at a seeded random request to the image, starts a crash child (the
+// test binary again, see crash_test.go) that commits batches with
+// pebble.Sync and says which it was acknowledged, kills the child once the
+// crash has cut its power (the process that lost power must not go on),
+// brings the file system back, reopens the DB here and checks every key
+// against what the child acknowledged. Unlike TestCrashKeepsAcknowledgedWrites
+// (SIGKILL alone, where the kernel keeps everything it accepted), a crash
+// here drops every write the FS did not make durable, so a Sync that
+// returns before its data is durable loses acknowledged writes: the
+// counter-check makes the library's syncs lie and requires the suite to
+// notice, every time.
+//
+// The Pebble DB runs in a child rather than here because of what Pebble
+// does when its I/O fails after the crash: a failed WAL or MANIFEST write
+// or sync is fatal to it (Logger.Fatalf), and its background flushes and
+// compactions go on failing; a process of its own is the DB that lost
+// power, and SIGKILL ends it, whatever state the errors left it in.
+//
+// UIRINGDIO_POWERLOSS_SEED reproduces a run's crash points and the
+// children's writes (not the scheduler's interleavings);
+// UIRINGDIO_POWERLOSS_LEVEL=file runs on the file level; UIRINGDIO_LONG=1
+// runs many more crash points and trials.
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/uringdio/uringdio/internal/crashfs"
+)
+
+// powerTarget is a crash file system, at the block level
+// (*crashfs.BlockMount) or the file level (*crashfs.FS).
+type powerTarget interface {
+	Dir() string
+	CrashAfter(n int64, seed uint64, mode crashfs.Mode) <-chan crashfs.CrashStats
+	Restart() error
+	Stats() crashfs.Stats
+}
+
+// mountPowerTarget mounts ext4 over the block-level crash file system, or
+// the file-level one where the block level is unavailable (or when
+// UIRINGDIO_POWERLOSS_LEVEL=file asks for it), and returns a description.
+// It skips the test where neither can run (no root, no /dev/fuse).
+func mountPowerTarget(t *testing.T) (powerTarget, string) {
+	t.Helper()
+	if os.Getenv("UIRINGDIO_POWERLOSS_LEVEL") != "file" {
+		m, err := crashfs.MountBlock(t, crashfs.BlockOptions{FS: "ext4", Size: 128 << 20})
+		if err == nil {
+			return m, "ext4 on a loop device over the crash file system"
+		}
+		if !errors.Is(err, crashfs.ErrUnavailable) {
+			t.Fatal(err)
+		}
+		t.Logf("block level unavailable (%v): file level", err)
+	}
+	c, err := crashfs.Mount(t, crashfs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, "the crash file system (file level)"
+}
+
+// powerSeed is UIRINGDIO_POWERLOSS_SEED, or a new seed each run.
+func powerSeed(t *testing.T) uint64 {
+	t.Helper()
+	if s := os.Getenv("UIRINGDIO_POWERLOSS_SEED"); s != "" {
+		seed, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("UIRINGDIO_POWERLOSS_SEED: %v", err)
+		}
+		return seed
+	}
+	return uint64(time.Now().UnixNano())
+}
+
+// powerMaxRequests bounds the crash point: the crash comes at a request to
+// the image drawn from [1, powerMaxRequests] (one in five from [1, 60]:
+// in or right after the child's Open, recovery included). A Sync commit
+// costs the image a few requests (the WAL write, the flush, at times a
+// journal commit), the child's Open a few dozen.
+const powerMaxRequests = 800
+
+// powerRun is a run of the suite on one DB: what it knows of the DB, and
+// what its crash points did.
+type powerRun struct {
+	t    *testing.T
+	tg   powerTarget
+	dir  string   // the DB, on tg
+	seed uint64   // the run's seed: its crash points and the children's writes
+	env  []string // added to the children's environment (a lying switch)
+
+	m crashModel
+
+	points      int // crash points reached
+	beforeReady int // ... that cut the child's Open (or recovery) short
+	checks      int // checks of the DB after a crash
+	keysChecked int // keys the checks compared with what was acknowledged
+	firstAck    int // the first crash point after which acknowledged writes were checked (0: none)
+	uncheckedAt int // acknowledgements when the DB was last checked
+	dropped     crashfs.CrashStats
+}
+
+func (p *powerRun) String() string {
+	return fmt.Sprintf("%d crash points (%d in the child's Open), %d acknowledged Sync commits, %d checks of %d written keys; the crashes found %d image writes pending: dropped %d whole, tore %d, kept %d (%d bytes lost)",
+		p.points, p.beforeReady, p.m.acks, p.checks, p.keysChecked, p.dropped.Writes, p.dropped.WritesDropped, p.dropped.WritesTorn, p.dropped.WritesKept, p.dropped.BytesDropped)
+}
+
+// runPowerLoss runs points crash points on a new DB in dir, and returns the
+// first violation it finds: an acknowledged write missing after a crash (an
+// error wrapping errLost), a value no child wrote, a DB that does not open,
+// or a child that failed without a crash. Failures of the harness are
+// fatal.
+func runPowerLoss(t *testing.T, tg powerTarget, dir string, seed uint64, points int, env []string) (*powerRun, error) {
+	t.Helper()
+	p := &powerRun{t: t, tg: tg, dir: dir, seed: seed, env: env}
+	for round := range points {
+		// Most crash points are checked; the rest leave the crashed DB
+		// to the next child, which recovers it itself (and may be cut
+		// while it does). The last is always checked.
+		rng := rand.New(rand.NewPCG(seed, uint64(round)))
+		checkIt := round == points-1 || rng.IntN(4) != 0
+		if err := p.point(rng, uint64(round+1)*1_000_000, checkIt); err != nil {
+			return p, fmt.Errorf("seed %d, crash point %d: %w", seed, round+1, err)
+		}
+	}
+	return p, nil
+}
+
+// point runs one crash point: a child writing from sequence base until the
+// crash armed at a random image request cuts it, the restart, and the
+// check of the DB (if checkIt).
+func (p *powerRun) point(rng *rand.Rand, base uint64, checkIt bool) error {
+	t := p.t
+	mode := crashfs.DropAll
+	if rng.IntN(2) == 0 {
+		mode = crashfs.Torn
+	}
+	n := 1 + rng.Int64N(powerMaxRequests)
+	if rng.IntN(5) == 0 {
+		n = 1 + rng.Int64N(60)
+	}
+	what := fmt.Sprintf("image request %d, %v", n, mode)
+	fired := p.tg.CrashAfter(n, rng.Uint64(), mode)
+	env := append([]string{"PEBBLEVFS_CHILD_SEED=" + strconv.FormatUint(p.seed, 10)}, p.env...)
+	c := startChild(t, p.dir, base, env, &p.m)
+
+	// Feed the child's lines to the model until it ends: killed when the
+	// crash has cut its power, or failed on its own.
+	var (
+		st      crashfs.CrashStats
+		crashed bool
+		ready   bool
+		other   []string
+	)
+	timeout := time.After(60 * time.Second)
+	for lines := c.lines; lines != nil; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				lines = nil
+				break
+			}
+			if c.take(t, &p.m, l) {
+				ready = ready || l == "ready"
+				other = append(other, l)
+			}
+		case s, ok := <-fired:
+			fired = nil
+			if ok {
+				st, crashed = s, true
+				c.cmd.Process.Signal(syscall.SIGKILL)
+			}
+		case <-timeout:
+			c.cmd.Process.Signal(syscall.SIGKILL)
+			c.cmd.Wait()
+			t.Fatalf("%s: child stuck; it said %q; its stderr:\n%s", what, other, c.errb.String())
+		}
+	}
+	c.cmd.Wait()
+	if !crashed {
+		// The child ended on its own: only the crash may explain it. Its
+		// stats reach the channel a little after the request it cut has
+		// failed: wait for them, up to a bound far beyond that delay.
+		select {
+		case st, crashed = <-fired:
+		case <-time.After(10 * time.Second):
+		}
+		if !crashed {
+			return fmt.Errorf("%s: the child ended without a crash (%v); it said %q; its stderr:\n%s", what, c.cmd.ProcessState, other, c.errb.String())
+		}
+	}
+	if err := p.tg.Restart(); err != nil {
+		t.Fatalf("%s: restart after the crash: %v", what, err)
+	}
+	p.points++
+	if !ready {
+		p.beforeReady++
+	}
+	p.dropped.Files += st.Files
+	p.dropped.Writes += st.Writes
+	p.dropped.WritesKept += st.WritesKept
+	p.dropped.WritesDropped += st.WritesDropped
+	p.dropped.WritesTorn += st.WritesTorn
+	p.dropped.BytesDropped += st.BytesDropped
+	p.dropped.Truncates += st.Truncates
+	p.dropped.TruncatesDropped += st.TruncatesDropped
+	if !checkIt {
+		return nil
+	}
+
+	// The check runs here, on an FS of its own, closed before the next
+	// crash is armed (nothing may be open on the mount at a restart).
+	fs, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.m.acks > p.uncheckedAt && p.firstAck == 0 {
+		p.firstAck = p.points
+	}
+	keys, err := p.m.check(fs, p.dir, powerLogger{t})
+	if cerr := fs.Close(); cerr != nil {
+		t.Fatalf("FS.Close: %v", cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("%s (%d commits acknowledged since the last check): %w", what, p.m.acks-p.uncheckedAt, err)
+	}
+	p.checks++
+	p.keysChecked += keys
+	p.uncheckedAt = p.m.acks
+	return nil
+}
+
+// powerLogger is the check's Pebble logger: recovery after a power cut may
+// log errors (a torn WAL tail), which are no failure of the test.
+type powerLogger struct{ t testing.TB }
+
+func (l powerLogger) Infof(string, ...any) {}
+func (l powerLogger) Errorf(format string, args ...any) {
+	l.t.Logf("pebble (reopen after a crash): "+format, args...)
+}
+func (l powerLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("pebble fatal: "+format, args...))
+}
+
+// powerReplay is the command line that repeats a run's choices.
+func powerReplay(test string, seed uint64) string {
+	level := ""
+	if os.Getenv("UIRINGDIO_POWERLOSS_LEVEL") == "file" {
+		level = "UIRINGDIO_POWERLOSS_LEVEL=file "
+	}
+	return fmt.Sprintf("replay: cd examples/pebblevfs && %sUIRINGDIO_POWERLOSS_SEED=%d go test -run '^%s$' .", level, seed, test)
+}
+
+// TestPowerLossKeepsSyncedWrites runs Pebble with pebble.Sync commits over
+// crash points at seeded random image requests: after each power cut the
+// DB opens without error, every commit acknowledged before the cut is
+// there, value for value, and a key holds only a value a child wrote (an
+// unacknowledged commit may or may not be there). 6 crash points; 50 in
+// the long mode.
+func TestPowerLossKeepsSyncedWrites(t *testing.T) {
+	tg, what := mountPowerTarget(t)
+	seed := powerSeed(t)
+	points := 6
+	if longMode() {
+		points = 50
+	}
+	start := time.Now()
+	p, err := runPowerLoss(t, tg, filepath.Join(tg.Dir(), "db"), seed, points, nil)
+	t.Logf("%s, seed %d, %v: %v", what, seed, time.Since(start).Round(time.Millisecond), p)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, powerReplay("TestPowerLossKeepsSyncedWrites", seed))
+	}
+	// What the log says, asserted.
+	if p.points != points {
+		t.Fatalf("%d crash points reached, %d planned", p.points, points)
+	}
+	if p.m.acks == 0 || p.firstAck == 0 || p.keysChecked == 0 {
+		t.Fatalf("seed %d: %d commits acknowledged, first checked after crash point %d, %d keys checked: the suite tested nothing", seed, p.m.acks, p.firstAck, p.keysChecked)
+	}
+	if d := p.dropped; d.WritesKept+d.WritesTorn+d.WritesDropped != d.Writes {
+		t.Fatalf("the crashes' stats do not add up: %+v", d)
+	}
+}
+
+// TestPowerLossCatchesSkipSync is the suite's counter-check: with
+// durability.SkipSync on in the children, no fdatasync, fsync or RWF_DSYNC
+// of the library reaches the file system, so Pebble's Sync commits are
+// acknowledged before they are durable, and in every trial the suite must
+// report a lost acknowledged write within its bound of crash points. Each
+// trial runs on a new DB; 3 trials, 10 in the long mode.
+func TestPowerLossCatchesSkipSync(t *testing.T) {
+	powerCounterCheck(t, "SkipSync")
+}
+
+// powerCounterCheck runs trials of the suite with the children's lying
+// switch lie on: each must end in an error wrapping errLost within bound
+// crash points.
+func powerCounterCheck(t *testing.T, lie string) {
+	tg, what := mountPowerTarget(t)
+	seed := powerSeed(t)
+	const bound = 10
+	trials := 3
+	if longMode() {
+		trials = 10
+	}
+	caught := 0
+	for trial := range trials {
+		s := seed + uint64(trial)
+		dir := filepath.Join(tg.Dir(), fmt.Sprintf("lying-%s-%d", lie, trial))
+		p, err := runPowerLoss(t, tg, dir, s, bound, []string{"PEBBLEVFS_CHILD_LIE=" + lie})
+		switch {
+		case err == nil:
+			t.Errorf("trial %d (seed %d): with %s on, %v, and no acknowledged write lost", trial, s, lie, p)
+		case !errors.Is(err, errLost):
+			t.Errorf("trial %d (seed %d): with %s on, the suite failed otherwise than by a lost write: %v", trial, s, lie, firstLine(err))
+		default:
+			caught++
+			t.Logf("trial %d: caught at crash point %d (the first checked after acknowledged commits: %d): %v", trial, p.points, p.firstAck, err)
+		}
+	}
+	t.Logf("%s with %s: caught %d of %d trials within %d crash points (seed %d)", what, lie, caught, trials, bound, seed)
+	if caught != trials {
+		t.Log(powerReplay(t.Name(), seed))
+	}
+}
+
+// firstLine is err's message up to its first newline (a child's stderr
+// follows).
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}
