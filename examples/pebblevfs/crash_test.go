@@ -221,9 +221,13 @@ func (m *crashModel) line(t *testing.T, l string) {
 	}
 }
 
-// errLost marks a check that found an acknowledged write missing, or
-// overwritten by an older one.
-var errLost = errors.New("acknowledged write lost")
+// The violations a check finds: an acknowledged write missing, or
+// overwritten by an older one (errLost); a DB that does not open or read,
+// or a value no child wrote (errBroken).
+var (
+	errLost   = errors.New("acknowledged write lost")
+	errBroken = errors.New("DB broken")
+)
 
 // verify checks the DB in dir against the model (check) on a new FS, and
 // fails the test at the first difference.
@@ -238,17 +242,17 @@ func (m *crashModel) verify(t *testing.T, dir string) {
 
 // check opens the DB in dir on fs and checks every key against the model:
 // the acknowledged state, or a newer one whose write was in flight (an
-// error wrapping errLost if not), and a value the child wrote. What it
-// finds becomes the model's acknowledged state: recovery made it durable.
+// error wrapping errLost if not), and a value the child wrote (errBroken
+// if not, or if the DB does not open or read). What it finds becomes the model's acknowledged state: recovery made it durable.
 // It returns the number of keys that had been written.
 func (m *crashModel) check(fs *FS, dir string, logger pebble.Logger) (written int, err error) {
 	db, err := pebble.Open(dir, crashOptions(fs, logger))
 	if err != nil {
-		return 0, fmt.Errorf("reopen: %w", err)
+		return 0, fmt.Errorf("%w: reopen: %w", errBroken, err)
 	}
 	defer func() {
 		if cerr := db.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("close after the check: %w", cerr)
+			err = fmt.Errorf("%w: close after the check: %w", errBroken, cerr)
 		}
 	}()
 	for id := range crashKeys {
@@ -258,7 +262,7 @@ func (m *crashModel) check(fs *FS, dir string, logger pebble.Logger) (written in
 		case err == pebble.ErrNotFound:
 			got.del = true
 		case err != nil:
-			return written, fmt.Errorf("get %d: %w", id, err)
+			return written, fmt.Errorf("%w: get %d: %w", errBroken, id, err)
 		default:
 			parts := bytes.SplitN(v, []byte(":"), 3)
 			if len(parts) == 3 {
@@ -267,7 +271,7 @@ func (m *crashModel) check(fs *FS, dir string, logger pebble.Logger) (written in
 			ok := bytes.Equal(v, crashValue(id, got.seq))
 			c.Close()
 			if !ok {
-				return written, fmt.Errorf("key %d: value %.40q is no value the child wrote", id, v)
+				return written, fmt.Errorf("%w: key %d: value %.40q is no value the child wrote", errBroken, id, v)
 			}
 		}
 		if !m.allowed(id, got) {
