@@ -317,6 +317,16 @@ func TestPowerLossCatchesSkipSync(t *testing.T) {
 	powerCounterCheck(t, "SkipSync")
 }
 
+// TestPowerLossCatchesEarlyAck is the counter-check for a group commit
+// that acknowledges before its sync has completed: with
+// durability.EarlyAck on in the children, a Writer's Sync returns once the
+// padded tail is written and leaves the fdatasync to run behind, and the
+// suite must report lost acknowledged data within its bound of crash
+// points, in every trial.
+func TestPowerLossCatchesEarlyAck(t *testing.T) {
+	powerCounterCheck(t, "EarlyAck")
+}
+
 // powerCounterCheck runs trials of the suite with the children's lying
 // switch lie on: each must end in a violation (an error wrapping errLost
 // or errBroken) within bound crash points.
