@@ -82,7 +82,11 @@ func (childLogger) Fatalf(format string, args ...any) {
 // keys written (with the base: the same pair, the same writes), and
 // PEBBLEVFS_CHILD_LIE=SkipSync or EarlyAck turns that switch of
 // internal/durability on (the power-loss counter-checks).
+// PEBBLEVFS_CHILD_CHECK makes it a checkChild instead.
 func crashChild(dir string) int {
+	if os.Getenv("PEBBLEVFS_CHILD_CHECK") != "" {
+		return checkChild(dir)
+	}
 	base, _ := strconv.ParseUint(os.Getenv("PEBBLEVFS_CHILD_BASE"), 10, 64)
 	seed, _ := strconv.ParseUint(os.Getenv("PEBBLEVFS_CHILD_SEED"), 10, 64)
 	maxOps, _ := strconv.Atoi(os.Getenv("PEBBLEVFS_CHILD_OPS"))
@@ -240,15 +244,23 @@ func (m *crashModel) verify(t *testing.T, dir string) {
 	}
 }
 
-// check opens the DB in dir on fs and checks every key against the model:
-// the acknowledged state, or a newer one whose write was in flight (an
-// error wrapping errLost if not), and a value the child wrote (errBroken
-// if not, or if the DB does not open or read). What it finds becomes the model's acknowledged state: recovery made it durable.
-// It returns the number of keys that had been written.
+// check opens the DB in dir on fs and checks every key against the model
+// (readKeys, then compare).
 func (m *crashModel) check(fs *FS, dir string, logger pebble.Logger) (written int, err error) {
+	states, err := readKeys(fs, dir, logger)
+	if err != nil {
+		return 0, err
+	}
+	return m.compare(&states)
+}
+
+// readKeys opens the DB in dir on fs and returns every key's state. A DB
+// that does not open or read, or a value no child wrote, is an error
+// wrapping errBroken.
+func readKeys(fs *FS, dir string, logger pebble.Logger) (states [crashKeys]crashState, err error) {
 	db, err := pebble.Open(dir, crashOptions(fs, logger))
 	if err != nil {
-		return 0, fmt.Errorf("%w: reopen: %w", errBroken, err)
+		return states, fmt.Errorf("%w: reopen: %w", errBroken, err)
 	}
 	defer func() {
 		if cerr := db.Close(); err == nil && cerr != nil {
@@ -257,23 +269,38 @@ func (m *crashModel) check(fs *FS, dir string, logger pebble.Logger) (written in
 	}()
 	for id := range crashKeys {
 		v, c, err := db.Get(key(id))
-		var got crashState
 		switch {
 		case err == pebble.ErrNotFound:
-			got.del = true
+			states[id].del = true
 		case err != nil:
-			return written, fmt.Errorf("%w: get %d: %w", errBroken, id, err)
+			return states, fmt.Errorf("%w: get %d: %w", errBroken, id, err)
 		default:
+			var seq uint64
 			parts := bytes.SplitN(v, []byte(":"), 3)
 			if len(parts) == 3 {
-				got.seq, _ = strconv.ParseUint(string(parts[1]), 10, 64)
+				seq, _ = strconv.ParseUint(string(parts[1]), 10, 64)
 			}
-			ok := bytes.Equal(v, crashValue(id, got.seq))
-			c.Close()
+			ok := bytes.Equal(v, crashValue(id, seq))
 			if !ok {
-				return written, fmt.Errorf("%w: key %d: value %.40q is no value the child wrote", errBroken, id, v)
+				err = fmt.Errorf("%w: key %d: value %.40q is no value the child wrote", errBroken, id, v)
 			}
+			c.Close()
+			if err != nil {
+				return states, err
+			}
+			states[id].seq = seq
 		}
+	}
+	return states, nil
+}
+
+// compare checks every key's state against the model: the acknowledged
+// state, or a newer one whose write was in flight (an error wrapping
+// errLost if not). What it finds becomes the model's acknowledged state:
+// recovery made it durable. It returns the number of keys that had been
+// written.
+func (m *crashModel) compare(states *[crashKeys]crashState) (written int, err error) {
+	for id, got := range states {
 		if !m.allowed(id, got) {
 			return written, fmt.Errorf("key %d: %w: found %+v; acknowledged %+v, in flight %+v", id, errLost, got, m.acked[id], m.pending[id])
 		}
@@ -292,6 +319,38 @@ func (m *crashModel) check(fs *FS, dir string, logger pebble.Logger) (written in
 	}
 	m.open = m.open[:0]
 	return written, nil
+}
+
+// checkChild is the child that checks a DB for the power-loss suite: it
+// opens the DB in dir, prints "state ID SEQ" or "state ID del" for every
+// key, then "checked"; "err ..." or "fatal ..." (childLogger) if it
+// cannot. A DB broken by a crash can make Pebble's background work fatal
+// (a compaction that meets a corrupt sstable): that ends this process,
+// not the test.
+func checkChild(dir string) int {
+	fs, err := New()
+	if err != nil {
+		fmt.Println("err new:", err)
+		return 3
+	}
+	states, err := readKeys(fs, dir, childLogger{})
+	if err != nil {
+		fmt.Println("err check:", strings.ReplaceAll(err.Error(), "\n", " "))
+		return 3
+	}
+	for id, s := range states {
+		if s.del {
+			fmt.Printf("state %d del\n", id)
+		} else {
+			fmt.Printf("state %d %d\n", id, s.seq)
+		}
+	}
+	if err := fs.Close(); err != nil {
+		fmt.Println("err fs close:", err)
+		return 3
+	}
+	fmt.Println("checked")
+	return 0
 }
 
 // allowed reports whether key id may be in state s.
