@@ -52,7 +52,6 @@ type powerTarget interface {
 	Dir() string
 	CrashAfter(n int64, seed uint64, mode crashfs.Mode) <-chan crashfs.CrashStats
 	Restart() error
-	Stats() crashfs.Stats
 }
 
 // mountPowerTarget mounts ext4 over the block-level crash file system, or
