@@ -5,6 +5,7 @@ package pebblevfs
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/uringdio/uringdio/dio"
+	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/internal/faultring"
 	"github.com/uringdio/uringdio/ring"
 )
@@ -76,10 +78,28 @@ func (childLogger) Fatalf(format string, args ...any) {
 // Before each write it prints "put ID SEQ" or "del ID SEQ" per key, after
 // it was acknowledged "ack SEQ". A failed write prints "err ..." and ends
 // the child. PEBBLEVFS_CHILD_FAULT=N,KIND injects KIND (a faultring fault)
-// into the Nth write CQE beneath the FS.
+// into the Nth write CQE beneath the FS. PEBBLEVFS_CHILD_SEED varies the
+// keys written (with the base: the same pair, the same writes), and
+// PEBBLEVFS_CHILD_LIE=SkipSync or EarlyAck turns that switch of
+// internal/durability on (the power-loss counter-checks).
+// PEBBLEVFS_CHILD_CHECK makes it a checkChild instead.
 func crashChild(dir string) int {
+	if os.Getenv("PEBBLEVFS_CHILD_CHECK") != "" {
+		return checkChild(dir)
+	}
 	base, _ := strconv.ParseUint(os.Getenv("PEBBLEVFS_CHILD_BASE"), 10, 64)
+	seed, _ := strconv.ParseUint(os.Getenv("PEBBLEVFS_CHILD_SEED"), 10, 64)
 	maxOps, _ := strconv.Atoi(os.Getenv("PEBBLEVFS_CHILD_OPS"))
+	switch lie := os.Getenv("PEBBLEVFS_CHILD_LIE"); lie {
+	case "":
+	case "SkipSync":
+		durability.SkipSync.Store(true)
+	case "EarlyAck":
+		durability.EarlyAck.Store(true)
+	default:
+		fmt.Println("err unknown PEBBLEVFS_CHILD_LIE", lie)
+		return 3
+	}
 	var opts []Option
 	if spec := os.Getenv("PEBBLEVFS_CHILD_FAULT"); spec != "" {
 		nth, kind, err := parseFault(spec)
@@ -113,7 +133,7 @@ func crashChild(dir string) int {
 		return 3
 	}
 	fmt.Println("ready")
-	rng := rand.New(rand.NewPCG(base, 3))
+	rng := rand.New(rand.NewPCG(base, 3^seed))
 	for seq := base + 1; maxOps == 0 || seq <= base+uint64(maxOps); seq++ {
 		b := db.NewBatch()
 		n := 1
@@ -205,39 +225,87 @@ func (m *crashModel) line(t *testing.T, l string) {
 	}
 }
 
-// verify opens the DB and checks every key against the model: the
-// acknowledged state, or a newer one whose write was in flight. What it
-// finds becomes the model's acknowledged state.
+// The violations a check finds: an acknowledged write missing, or
+// overwritten by an older one (errLost); a DB that does not open or read,
+// or a value no child wrote (errBroken).
+var (
+	errLost   = errors.New("acknowledged write lost")
+	errBroken = errors.New("DB broken")
+)
+
+// verify checks the DB in dir against the model (check) on a new FS, and
+// fails the test at the first difference.
 func (m *crashModel) verify(t *testing.T, dir string) {
-	fs := newFS(t)
-	db, err := pebble.Open(dir, crashOptions(fs, testLogger{t}))
-	if err != nil {
-		t.Fatalf("reopen after the child: %v", err)
+	if _, err := m.check(newFS(t), dir, testLogger{t}); err != nil {
+		if d := os.Getenv("PEBBLEVFS_KEEP"); d != "" && errors.Is(err, errLost) {
+			exec.Command("cp", "-a", dir, d).Run()
+		}
+		t.Fatal(err)
 	}
+}
+
+// check opens the DB in dir on fs and checks every key against the model
+// (readKeys, then compare).
+func (m *crashModel) check(fs *FS, dir string, logger pebble.Logger) (written int, err error) {
+	states, err := readKeys(fs, dir, logger)
+	if err != nil {
+		return 0, err
+	}
+	return m.compare(&states)
+}
+
+// readKeys opens the DB in dir on fs and returns every key's state. A DB
+// that does not open or read, or a value no child wrote, is an error
+// wrapping errBroken.
+func readKeys(fs *FS, dir string, logger pebble.Logger) (states [crashKeys]crashState, err error) {
+	db, err := pebble.Open(dir, crashOptions(fs, logger))
+	if err != nil {
+		return states, fmt.Errorf("%w: reopen: %w", errBroken, err)
+	}
+	defer func() {
+		if cerr := db.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("%w: close after the check: %w", errBroken, cerr)
+		}
+	}()
 	for id := range crashKeys {
 		v, c, err := db.Get(key(id))
-		var got crashState
 		switch {
 		case err == pebble.ErrNotFound:
-			got.del = true
+			states[id].del = true
 		case err != nil:
-			t.Fatalf("get %d: %v", id, err)
+			return states, fmt.Errorf("%w: get %d: %w", errBroken, id, err)
 		default:
+			var seq uint64
 			parts := bytes.SplitN(v, []byte(":"), 3)
 			if len(parts) == 3 {
-				got.seq, _ = strconv.ParseUint(string(parts[1]), 10, 64)
+				seq, _ = strconv.ParseUint(string(parts[1]), 10, 64)
 			}
-			if !bytes.Equal(v, crashValue(id, got.seq)) {
-				t.Fatalf("key %d: value %.40q is no value the child wrote", id, v)
+			ok := bytes.Equal(v, crashValue(id, seq))
+			if !ok {
+				err = fmt.Errorf("%w: key %d: value %.40q is no value the child wrote", errBroken, id, v)
 			}
 			c.Close()
-		}
-		ok := m.allowed(id, got)
-		if !ok {
-			if d := os.Getenv("PEBBLEVFS_KEEP"); d != "" {
-				exec.Command("cp", "-a", dir, d).Run()
+			if err != nil {
+				return states, err
 			}
-			t.Fatalf("key %d: found %+v; acknowledged %+v, in flight %+v", id, got, m.acked[id], m.pending[id])
+			states[id].seq = seq
+		}
+	}
+	return states, nil
+}
+
+// compare checks every key's state against the model: the acknowledged
+// state, or a newer one whose write was in flight (an error wrapping
+// errLost if not). What it finds becomes the model's acknowledged state:
+// recovery made it durable. It returns the number of keys that had been
+// written.
+func (m *crashModel) compare(states *[crashKeys]crashState) (written int, err error) {
+	for id, got := range states {
+		if !m.allowed(id, got) {
+			return written, fmt.Errorf("key %d: %w: found %+v; acknowledged %+v, in flight %+v", id, errLost, got, m.acked[id], m.pending[id])
+		}
+		if m.acked[id].seq != 0 || len(m.pending[id]) > 0 {
+			written++
 		}
 		if got.del {
 			got.seq = m.acked[id].seq // a delete (or nothing) leaves no sequence to see
@@ -250,9 +318,39 @@ func (m *crashModel) verify(t *testing.T, dir string) {
 		m.acked[id], m.pending[id] = got, nil
 	}
 	m.open = m.open[:0]
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
+	return written, nil
+}
+
+// checkChild is the child that checks a DB for the power-loss suite: it
+// opens the DB in dir, prints "state ID SEQ" or "state ID del" for every
+// key, then "checked"; "err ..." or "fatal ..." (childLogger) if it
+// cannot. A DB broken by a crash can make Pebble's background work fatal
+// (a compaction that meets a corrupt sstable): that ends this process,
+// not the test.
+func checkChild(dir string) int {
+	fs, err := New()
+	if err != nil {
+		fmt.Println("err new:", err)
+		return 3
 	}
+	states, err := readKeys(fs, dir, childLogger{})
+	if err != nil {
+		fmt.Println("err check:", strings.ReplaceAll(err.Error(), "\n", " "))
+		return 3
+	}
+	for id, s := range states {
+		if s.del {
+			fmt.Printf("state %d del\n", id)
+		} else {
+			fmt.Printf("state %d %d\n", id, s.seq)
+		}
+	}
+	if err := fs.Close(); err != nil {
+		fmt.Println("err fs close:", err)
+		return 3
+	}
+	fmt.Println("checked")
+	return 0
 }
 
 // allowed reports whether key id may be in state s.
@@ -269,11 +367,17 @@ func (m *crashModel) allowed(id int, s crashState) bool {
 	return false
 }
 
-// runChild starts the child on dir and feeds its lines to m. kill, if not
-// nil, is called with the number of acknowledgements so far after each
-// line, and kills the child when it returns true. It returns the lines
-// that were not put/del/ack, and how the child ended.
-func runChild(t *testing.T, dir string, base uint64, env []string, m *crashModel, kill func(acks int) bool, delay time.Duration) (other []string, state *os.ProcessState, stderr string) {
+// child is a running crash child.
+type child struct {
+	cmd   *exec.Cmd
+	lines <-chan string // its stdout, closed at its end
+	errb  *bytes.Buffer // its stderr, to read once it has ended
+}
+
+// startChild starts the child on dir, its sequence numbers from base, with
+// env added to its environment.
+func startChild(t *testing.T, dir string, base uint64, env []string, m *crashModel) *child {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Skip("cannot re-execute the test binary:", err)
@@ -283,8 +387,8 @@ func runChild(t *testing.T, dir string, base uint64, env []string, m *crashModel
 	m.open = m.open[:0]
 	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = append(os.Environ(), append(env, "PEBBLEVFS_CHILD_DIR="+dir, "PEBBLEVFS_CHILD_BASE="+strconv.FormatUint(base, 10))...)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
+	errb := new(bytes.Buffer)
+	cmd.Stderr = errb
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -300,6 +404,23 @@ func runChild(t *testing.T, dir string, base uint64, env []string, m *crashModel
 		}
 		close(lines)
 	}()
+	return &child{cmd: cmd, lines: lines, errb: errb}
+}
+
+// take hands a line of the child's to m, and reports whether it was
+// something else than put, del or ack.
+func (c *child) take(t *testing.T, m *crashModel, l string) (other bool) {
+	m.line(t, l)
+	f := strings.Fields(l)
+	return len(f) > 0 && f[0] != "put" && f[0] != "del" && f[0] != "ack"
+}
+
+// runChild starts the child on dir and feeds its lines to m. kill, if not
+// nil, is called with the number of acknowledgements so far after each
+// line, and kills the child when it returns true. It returns the lines
+// that were not put/del/ack, and how the child ended.
+func runChild(t *testing.T, dir string, base uint64, env []string, m *crashModel, kill func(acks int) bool, delay time.Duration) (other []string, state *os.ProcessState, stderr string) {
+	c := startChild(t, dir, base, env, m)
 	timeout := time.After(60 * time.Second)
 	killed := false
 	var killTimer <-chan time.Time
@@ -309,27 +430,26 @@ func runChild(t *testing.T, dir string, base uint64, env []string, m *crashModel
 loop:
 	for {
 		select {
-		case l, ok := <-lines:
+		case l, ok := <-c.lines:
 			if !ok {
 				break loop
 			}
-			m.line(t, l)
-			if f := strings.Fields(l); len(f) > 0 && f[0] != "put" && f[0] != "del" && f[0] != "ack" {
+			if c.take(t, m, l) {
 				other = append(other, l)
 			}
 			if kill != nil && killTimer == nil && !killed && kill(m.acks) {
 				killTimer = time.After(delay)
 			}
 		case <-killTimer:
-			cmd.Process.Signal(syscall.SIGKILL)
+			c.cmd.Process.Signal(syscall.SIGKILL)
 			killed, killTimer = true, nil
 		case <-timeout:
-			cmd.Process.Signal(syscall.SIGKILL)
-			t.Fatalf("child stuck; its stderr:\n%s", errb.String())
+			c.cmd.Process.Signal(syscall.SIGKILL)
+			t.Fatalf("child stuck; its stderr:\n%s", c.errb.String())
 		}
 	}
-	cmd.Wait()
-	return other, cmd.ProcessState, errb.String()
+	c.cmd.Wait()
+	return other, c.cmd.ProcessState, c.errb.String()
 }
 
 // TestCrashKeepsAcknowledgedWrites kills (SIGKILL) a child process that
