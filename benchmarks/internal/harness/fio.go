@@ -18,11 +18,23 @@ import (
 // jobs, time based, uniform random offsets with repeats (norandommap, as
 // diobench draws them), latency percentiles over the whole I/O (issue to
 // completion, as diobench measures).
+//
+// A many-files run names every file in one colon list (fio splits --size
+// evenly between them: each gets Config.PerFile) and picks a uniformly
+// random file for each I/O (--file_service_type=random).
 func fioArgs(cfg *Config) []string {
+	filename, size := fioEscape(cfg.Path), cfg.Size
+	if len(cfg.Files) > 0 {
+		names := make([]string, len(cfg.Files))
+		for i, p := range cfg.Files {
+			names[i] = fioEscape(p)
+		}
+		filename, size = strings.Join(names, ":"), cfg.PerFile()*int64(len(cfg.Files))
+	}
 	a := []string{
 		"--name=diobench",
-		"--filename=" + strings.ReplaceAll(cfg.Path, ":", `\:`),
-		"--size=" + strconv.FormatInt(cfg.Size, 10),
+		"--filename=" + filename,
+		"--size=" + strconv.FormatInt(size, 10),
 		"--rw=" + cfg.RW,
 		"--bs=" + strconv.Itoa(cfg.BS),
 		"--iodepth=" + strconv.Itoa(cfg.QD),
@@ -39,6 +51,9 @@ func fioArgs(cfg *Config) []string {
 		"--percentile_list=50:99:99.9",
 		"--output-format=json",
 		"--eta=never",
+	}
+	if len(cfg.Files) > 0 {
+		a = append(a, "--file_service_type=random")
 	}
 	if !cfg.Writes() {
 		a = append(a, "--readonly")
@@ -57,6 +72,10 @@ func fioArgs(cfg *Config) []string {
 	}
 	return a
 }
+
+// fioEscape escapes the colons of a path, which fio's --filename reads as
+// a separator.
+func fioEscape(path string) string { return strings.ReplaceAll(path, ":", `\:`) }
 
 type fioOutput struct {
 	Version     string   `json:"fio version"`
@@ -115,7 +134,13 @@ func runFio(ctx context.Context, cfg *Config) (*Result, error) {
 	cmd := exec.CommandContext(ctx, bin, fioArgs(cfg)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
+	runErr := cmd.Start()
+	var threads int
+	if runErr == nil {
+		peak := startThreadPeak(cmd.Process.Pid, 20*time.Millisecond)
+		runErr = cmd.Wait()
+		threads = peak.Stop()
+	}
 	exited := time.Now()
 	sampler.Stop()
 	out := stdout.Bytes()
@@ -132,6 +157,7 @@ func runFio(ctx context.Context, cfg *Config) (*Result, error) {
 	}
 	job := fo.Jobs[0]
 	res := baseResult(cfg)
+	res.Threads, res.PeakThreads = threads, threads // a process of its own: nothing left from earlier runs
 	dirs := []*fioDir{&job.Read, &job.Write}
 	if job.Mixed != nil {
 		dirs = []*fioDir{job.Mixed}
