@@ -374,7 +374,7 @@ func EvaluateTargets(results []*Result, fileDev, zramDev string) []Check {
 	// opened with plain dio.Open, against pread, and its OS threads.
 	var many *Result
 	for _, r := range results {
-		if r.Files > 1 && r.Label() == EngineUringdio+"/"+CompWait && r.Skipped == "" && r.Ops > 0 {
+		if r.Files > 1 && r.RW == RandRead && r.Label() == EngineUringdio+"/"+CompWait && r.Skipped == "" && r.Ops > 0 {
 			many = r
 			break
 		}
