@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -21,19 +22,27 @@ import (
 //
 // A many-files run names every file in one colon list (fio splits --size
 // evenly between them: each gets Config.PerFile) and picks a uniformly
-// random file for each I/O (--file_service_type=random).
+// random file for each I/O (--file_service_type=random). fio takes at most
+// 4096 characters of an option's value, so a longer list of files named as
+// CreateScratchFiles names them (DIR/f0.dat, DIR/f1.dat, ...) is given as
+// --directory, --nrfiles and --filename_format instead.
 func fioArgs(cfg *Config) []string {
-	filename, size := fioEscape(cfg.Path), cfg.Size
+	files := []string{"--filename=" + fioEscape(cfg.Path)}
+	size := cfg.Size
 	if len(cfg.Files) > 0 {
+		size = cfg.PerFile() * int64(len(cfg.Files))
 		names := make([]string, len(cfg.Files))
 		for i, p := range cfg.Files {
 			names[i] = fioEscape(p)
 		}
-		filename, size = strings.Join(names, ":"), cfg.PerFile()*int64(len(cfg.Files))
+		files = []string{"--filename=" + strings.Join(names, ":")}
+		if len(files[0]) > fioMaxValue && scratchNamed(cfg.Path, cfg.Files) {
+			files = []string{"--directory=" + fioEscape(cfg.Path), "--nrfiles=" + strconv.Itoa(len(cfg.Files)),
+				"--filename_format=" + strings.ReplaceAll(scratchName, "%d", "$filenum")}
+		}
 	}
-	a := []string{
-		"--name=diobench",
-		"--filename=" + filename,
+	a := append([]string{"--name=diobench"}, files...)
+	a = append(a, []string{
 		"--size=" + strconv.FormatInt(size, 10),
 		"--rw=" + cfg.RW,
 		"--bs=" + strconv.Itoa(cfg.BS),
@@ -51,7 +60,7 @@ func fioArgs(cfg *Config) []string {
 		"--percentile_list=50:99:99.9",
 		"--output-format=json",
 		"--eta=never",
-	}
+	}...)
 	if len(cfg.Files) > 0 {
 		a = append(a, "--file_service_type=random")
 	}
@@ -71,6 +80,20 @@ func fioArgs(cfg *Config) []string {
 		a = append(a, "--hipri=1")
 	}
 	return a
+}
+
+// fioMaxValue is the longest option value fio accepts.
+const fioMaxValue = 4096
+
+// scratchNamed reports whether files are dir's files named scratchName
+// with 0, 1, 2, ... in order.
+func scratchNamed(dir string, files []string) bool {
+	for i, p := range files {
+		if p != filepath.Join(dir, fmt.Sprintf(scratchName, i)) {
+			return false
+		}
+	}
+	return true
 }
 
 // fioEscape escapes the colons of a path, which fio's --filename reads as
@@ -130,8 +153,12 @@ func runFio(ctx context.Context, cfg *Config) (*Result, error) {
 	if cfg.Ops > 0 || cfg.Duration < time.Millisecond {
 		return nil, skipf("fio runs time based only (give a -duration)")
 	}
+	args := fioArgs(cfg)
+	if len(args[1]) > fioMaxValue {
+		return nil, skipf("fio takes at most %d characters of --filename, too few for these %d files (CreateScratchFiles's are named so fio can count them)", fioMaxValue, len(cfg.Files))
+	}
 	sampler := startSampler(20 * time.Millisecond)
-	cmd := exec.CommandContext(ctx, bin, fioArgs(cfg)...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Start()

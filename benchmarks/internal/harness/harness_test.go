@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -179,6 +180,21 @@ func TestFioArgsManyFiles(t *testing.T) {
 		if !strings.Contains(a, want) {
 			t.Errorf("fio args lack %q: %s", want, a)
 		}
+	}
+	// Too many for one --filename: the scratch files' directory and names.
+	cfg.Path, cfg.Files = "/tmp/x:y", make([]string, 512)
+	for i := range cfg.Files {
+		cfg.Files[i] = filepath.Join(cfg.Path, fmt.Sprintf(scratchName, i))
+	}
+	cfg.Size = 1 << 30
+	a = strings.Join(fioArgs(cfg), " ")
+	for _, want := range []string{`--directory=/tmp/x\:y `, "--nrfiles=512 ", "--filename_format=f$filenum.dat ", "--size=1073741824 ", "--file_service_type=random"} {
+		if !strings.Contains(a, want) {
+			t.Errorf("fio args lack %q: %s", want, a)
+		}
+	}
+	if strings.Contains(a, "--filename=") {
+		t.Errorf("fio args name 512 files in --filename: %.200s...", a)
 	}
 }
 

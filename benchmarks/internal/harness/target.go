@@ -103,7 +103,7 @@ func CreateScratchFiles(dir string, n int, size int64, progress func(done, total
 	}
 	t := &Target{Path: d, Size: per * int64(n), Scratch: true, Paths: make([]string, n)}
 	for i := range t.Paths {
-		t.Paths[i] = filepath.Join(d, fmt.Sprintf("f%04d.dat", i))
+		t.Paths[i] = filepath.Join(d, fmt.Sprintf(scratchName, i))
 	}
 	if err := fillRandom(t.Paths, per, progress); err != nil {
 		os.RemoveAll(d)
@@ -111,6 +111,10 @@ func CreateScratchFiles(dir string, n int, size int64, progress func(done, total
 	}
 	return t, nil
 }
+
+// scratchName names CreateScratchFiles's files in their directory; fio's
+// --filename_format can spell it (with $filenum, counting from 0).
+const scratchName = "f%d.dat"
 
 // fillRandom creates (or truncates) every path as a file of size bytes of
 // random data: space reserved up front (contiguous extents where the file
