@@ -255,4 +255,13 @@ func TestSmokeFiles(t *testing.T) {
 	if n != 2 {
 		t.Errorf("%d many-files targets, want 2", n)
 	}
+	var md bytes.Buffer
+	info := harness.GatherInfo(time.Now(), harness.LoadAvg(), nil, nil)
+	info.Command, info.Plan, info.FileDev = "go test", plan, "scratch"
+	harness.WriteReport(&md, info, results, "")
+	for _, want := range []string{"| uringdio/wait | scratch | randread | 4k | 8 | 1 | 4 |", "many files (issue 13), scratch randread 4k over 4 files, 8 goroutines: uringdio/wait uses ≤ 16 OS threads"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
 }

@@ -84,7 +84,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.file, "file", "", "existing file or block device to use (default: a scratch file of random data in the temp directory, removed at the end); never written unless -rw asks for writes")
 	flag.IntVar(&o.files, "files", 1, "spread the I/O over this many scratch files of size/N bytes each, a uniformly random file per I/O (uringdio opens each with plain dio.Open; iceber and ring do not run); with -file, that directory holds them; removed at the end")
-	flag.StringVar(&o.size, "size", "", "bytes of the file to use (default: 1g for the scratch file, all of -file)")
+	flag.StringVar(&o.size, "size", "", "bytes of the file to use (with -files: of all of them together; default: 1g for scratch files, all of -file)")
 	flag.StringVar(&o.rw, "rw", "", "randread|randwrite|read|write|randrw, or a comma list (default: the short suite)")
 	flag.StringVar(&o.bs, "bs", "", "block size(s), e.g. 4k or 4k,128k,1m (default 4k)")
 	flag.StringVar(&o.qd, "qd", "", "queue depth(s): I/Os in flight per job, e.g. 32 or 1,8,32,128 (default 32)")
