@@ -18,6 +18,13 @@
 // per result line; -plot draws IOPS and p99 latency by queue depth;
 // -report PATH runs the full comparison and writes benchmarks/RESULTS.md.
 //
+// -files N spreads the I/O over N files of size/N bytes each (scratch
+// files of random data, made in the temp directory or in the directory
+// -file names, removed at the end): every I/O goes to a uniformly random
+// file, as a database's reads do over its many files; uringdio opens each
+// with plain dio.Open. The threads column counts the OS threads each
+// engine's process used.
+//
 // -info FILE runs no benchmark: it prints what the kernel says about
 // direct I/O on FILE (alignment, untorn writes, the device and its cache,
 // NOWAIT, whether O_DIRECT may silently be buffered, what a DSync write
@@ -70,12 +77,14 @@ type options struct {
 	batch      int
 	cpuprofile string
 	info       string
+	files      int
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.file, "file", "", "existing file or block device to use (default: a scratch file of random data in the temp directory, removed at the end); never written unless -rw asks for writes")
-	flag.StringVar(&o.size, "size", "", "bytes of the file to use (default: 1g for the scratch file, all of -file)")
+	flag.IntVar(&o.files, "files", 1, "spread the I/O over this many scratch files of size/N bytes each, a uniformly random file per I/O (uringdio opens each with plain dio.Open; iceber and ring do not run); with -file, that directory holds them; removed at the end")
+	flag.StringVar(&o.size, "size", "", "bytes of the file to use (with -files: of all of them together; default: 1g for scratch files, all of -file)")
 	flag.StringVar(&o.rw, "rw", "", "randread|randwrite|read|write|randrw, or a comma list (default: the short suite)")
 	flag.StringVar(&o.bs, "bs", "", "block size(s), e.g. 4k or 4k,128k,1m (default 4k)")
 	flag.StringVar(&o.qd, "qd", "", "queue depth(s): I/Os in flight per job, e.g. 32 or 1,8,32,128 (default 32)")
@@ -128,9 +137,12 @@ func main() {
 
 func run(ctx context.Context, o *options) error {
 	custom := o.rw != "" || o.bs != "" || o.qd != ""
+	if o.files < 1 {
+		return fmt.Errorf("-files %d: want at least 1", o.files)
+	}
 	if o.report != "" {
-		if custom || o.file != "" {
-			return errors.New("-report runs its own suite; -file, -rw, -bs and -qd do not combine with it")
+		if custom || o.file != "" || o.files != 1 {
+			return errors.New("-report runs its own suite; -file, -files, -rw, -bs and -qd do not combine with it")
 		}
 		if o.duration == 0 {
 			o.duration = 5 * time.Second
@@ -186,6 +198,8 @@ func run(ctx context.Context, o *options) error {
 				}
 			}
 		}
+	} else if o.report == "" && o.files > 1 {
+		shapes = []shape{{harness.RandRead, 4 << 10, harness.ReportFilesQD}} // the report's many-files shape
 	} else if o.report == "" {
 		shapes = []shape{
 			{harness.RandRead, 4 << 10, 1},
@@ -204,6 +218,9 @@ func run(ctx context.Context, o *options) error {
 	}
 
 	// -iopoll on a device that cannot poll: say so before anything runs.
+	if o.iopoll && o.files > 1 {
+		return errors.New("-iopoll does not combine with -files (uringdio opens each file with plain dio.Open)")
+	}
 	if o.iopoll {
 		where := o.file
 		if where == "" {
@@ -214,9 +231,23 @@ func run(ctx context.Context, o *options) error {
 		}
 	}
 
-	// The target: -file as given, or a scratch file.
+	// The target: -file as given, scratch files (in -file, a directory, if
+	// given), or a scratch file.
 	var target *harness.Target
-	if o.file != "" {
+	if o.files > 1 {
+		dir := o.file
+		if dir != "" {
+			if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+				return fmt.Errorf("-files %d -file %s: with -files, -file names the directory to make the scratch files in", o.files, dir)
+			}
+		}
+		if size == 0 {
+			size = 1 << 30
+		}
+		if target, err = createScratchFiles(dir, o.files, size); err != nil {
+			return err
+		}
+	} else if o.file != "" {
 		if target, err = harness.OpenTarget(o.file, size, writes, o.force); err != nil {
 			return err
 		}
@@ -231,7 +262,7 @@ func run(ctx context.Context, o *options) error {
 	defer target.Close()
 	dev := harness.DeviceName(target.Path)
 
-	if slicesContain(engines, harness.EngineIceber) {
+	if slicesContain(engines, harness.EngineIceber) && o.files == 1 {
 		stopSpin := spinner("building the iceber/iouring-go helper (go build -ldflags=-checklinkname=0)")
 		harness.PrepareIceber(ctx)
 		stopSpin()
@@ -240,6 +271,11 @@ func run(ctx context.Context, o *options) error {
 	plan := &harness.Plan{Base: base, Engines: engines, Rounds: o.rounds}
 	var zram *harness.Target
 	if o.report != "" {
+		files, err := createScratchFiles("", harness.ReportFiles, harness.ReportFilesSize)
+		if err != nil {
+			return err
+		}
+		defer files.Close()
 		if o.zram != "" {
 			z, note, err := harness.PrepareZram(o.zram, 1<<30, progressBytes("filling "+o.zram+" with random data"))
 			if err != nil {
@@ -252,7 +288,7 @@ func run(ctx context.Context, o *options) error {
 		if zram != nil {
 			defer zram.Close()
 		}
-		plan.Shapes = harness.ReportShapes(target, dev, zram, harness.DeviceName(o.zram))
+		plan.Shapes = harness.ReportShapes(target, dev, zram, harness.DeviceName(o.zram), files)
 	} else {
 		for _, s := range shapes {
 			plan.Shapes = append(plan.Shapes, harness.Shape{Device: dev, Target: target, RW: s.rw, BS: s.bs, QD: s.qd, Jobs: o.jobs})
@@ -329,6 +365,10 @@ func slicesContain(es []harness.EngineSpec, name string) bool {
 		}
 	}
 	return false
+}
+
+func createScratchFiles(dir string, n int, size int64) (*harness.Target, error) {
+	return harness.CreateScratchFiles(dir, n, size, progressBytes(fmt.Sprintf("writing %d scratch files of %s", n, harness.FormatSize(size/int64(n)&^4095))))
 }
 
 func createScratch(size int64) (*harness.Target, error) {

@@ -48,7 +48,12 @@ const (
 type Config struct {
 	Engine string `json:"engine"`
 	Path   string `json:"path"`
-	// Size is how many bytes of the target, from offset 0, the I/O covers.
+	// Files, when not empty, are the files of a many-files run (-files):
+	// Size is split evenly between them (see PerFile) and each I/O goes to
+	// a uniformly random one of them. Path is then their directory.
+	Files []string `json:"files,omitempty"`
+	// Size is how many bytes of the target, from offset 0, the I/O covers
+	// (over all Files together).
 	Size  int64  `json:"size"`
 	Block bool   `json:"block,omitempty"` // Path is a block device
 	RW    string `json:"rw"`
@@ -100,6 +105,9 @@ func (c *Config) Validate() error {
 	if c.Size < int64(c.BS) {
 		return fmt.Errorf("harness: size %d is smaller than the block size %d", c.Size, c.BS)
 	}
+	if len(c.Files) > 0 && c.PerFile() < int64(c.BS) {
+		return fmt.Errorf("harness: %d files of %d bytes each are smaller than the block size %d", len(c.Files), c.Size/int64(len(c.Files)), c.BS)
+	}
 	if c.Duration <= 0 && c.Ops <= 0 {
 		return errors.New("harness: neither a duration nor an op count")
 	}
@@ -108,6 +116,16 @@ func (c *Config) Validate() error {
 
 // Writes reports whether the mode writes.
 func (c *Config) Writes() bool { return c.RW == RandWrite || c.RW == SeqWrite || c.RW == RandRW }
+
+// PerFile is the bytes of each file a many-files run covers: an even
+// share of Size rounded down to the block size, so a block never straddles
+// two files. It is 0 for a one-file run.
+func (c *Config) PerFile() int64 {
+	if len(c.Files) == 0 {
+		return 0
+	}
+	return c.Size / int64(len(c.Files)) / int64(c.BS) * int64(c.BS)
+}
 
 // Random reports whether offsets are random.
 func (c *Config) Random() bool { return strings.HasPrefix(c.RW, "rand") }

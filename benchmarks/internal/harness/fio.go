@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -18,11 +19,31 @@ import (
 // jobs, time based, uniform random offsets with repeats (norandommap, as
 // diobench draws them), latency percentiles over the whole I/O (issue to
 // completion, as diobench measures).
+//
+// A many-files run names every file in one colon list (fio splits --size
+// evenly between them: each gets Config.PerFile) and picks a uniformly
+// random file for each I/O (--file_service_type=random). fio takes at most
+// 4096 characters of an option's value, so a longer list of files named as
+// CreateScratchFiles names them (DIR/f0.dat, DIR/f1.dat, ...) is given as
+// --directory, --nrfiles and --filename_format instead.
 func fioArgs(cfg *Config) []string {
-	a := []string{
-		"--name=diobench",
-		"--filename=" + strings.ReplaceAll(cfg.Path, ":", `\:`),
-		"--size=" + strconv.FormatInt(cfg.Size, 10),
+	files := []string{"--filename=" + fioEscape(cfg.Path)}
+	size := cfg.Size
+	if len(cfg.Files) > 0 {
+		size = cfg.PerFile() * int64(len(cfg.Files))
+		names := make([]string, len(cfg.Files))
+		for i, p := range cfg.Files {
+			names[i] = fioEscape(p)
+		}
+		files = []string{"--filename=" + strings.Join(names, ":")}
+		if len(files[0]) > fioMaxValue && scratchNamed(cfg.Path, cfg.Files) {
+			files = []string{"--directory=" + fioEscape(cfg.Path), "--nrfiles=" + strconv.Itoa(len(cfg.Files)),
+				"--filename_format=" + strings.ReplaceAll(scratchName, "%d", "$filenum")}
+		}
+	}
+	a := append([]string{"--name=diobench"}, files...)
+	a = append(a, []string{
+		"--size=" + strconv.FormatInt(size, 10),
 		"--rw=" + cfg.RW,
 		"--bs=" + strconv.Itoa(cfg.BS),
 		"--iodepth=" + strconv.Itoa(cfg.QD),
@@ -39,6 +60,9 @@ func fioArgs(cfg *Config) []string {
 		"--percentile_list=50:99:99.9",
 		"--output-format=json",
 		"--eta=never",
+	}...)
+	if len(cfg.Files) > 0 {
+		a = append(a, "--file_service_type=random")
 	}
 	if !cfg.Writes() {
 		a = append(a, "--readonly")
@@ -57,6 +81,24 @@ func fioArgs(cfg *Config) []string {
 	}
 	return a
 }
+
+// fioMaxValue is the longest option value fio accepts.
+const fioMaxValue = 4096
+
+// scratchNamed reports whether files are dir's files named scratchName
+// with 0, 1, 2, ... in order.
+func scratchNamed(dir string, files []string) bool {
+	for i, p := range files {
+		if p != filepath.Join(dir, fmt.Sprintf(scratchName, i)) {
+			return false
+		}
+	}
+	return true
+}
+
+// fioEscape escapes the colons of a path, which fio's --filename reads as
+// a separator.
+func fioEscape(path string) string { return strings.ReplaceAll(path, ":", `\:`) }
 
 type fioOutput struct {
 	Version     string   `json:"fio version"`
@@ -111,11 +153,21 @@ func runFio(ctx context.Context, cfg *Config) (*Result, error) {
 	if cfg.Ops > 0 || cfg.Duration < time.Millisecond {
 		return nil, skipf("fio runs time based only (give a -duration)")
 	}
+	args := fioArgs(cfg)
+	if len(args[1]) > fioMaxValue {
+		return nil, skipf("fio takes at most %d characters of --filename, too few for these %d files (CreateScratchFiles's are named so fio can count them)", fioMaxValue, len(cfg.Files))
+	}
 	sampler := startSampler(20 * time.Millisecond)
-	cmd := exec.CommandContext(ctx, bin, fioArgs(cfg)...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
+	runErr := cmd.Start()
+	var threads int
+	if runErr == nil {
+		peak := startThreadPeak(cmd.Process.Pid, 20*time.Millisecond)
+		runErr = cmd.Wait()
+		threads = peak.Stop()
+	}
 	exited := time.Now()
 	sampler.Stop()
 	out := stdout.Bytes()
@@ -132,6 +184,7 @@ func runFio(ctx context.Context, cfg *Config) (*Result, error) {
 	}
 	job := fo.Jobs[0]
 	res := baseResult(cfg)
+	res.Threads, res.PeakThreads = threads, threads // a process of its own: nothing left from earlier runs
 	dirs := []*fioDir{&job.Read, &job.Write}
 	if job.Mixed != nil {
 		dirs = []*fioDir{job.Mixed}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,6 +134,70 @@ func TestOpenTargetRefusesOversize(t *testing.T) {
 	}
 }
 
+// TestLocateSpreadsBlocksOverFiles: a many-files job's offsets, laid end
+// to end over the files, map one to one onto aligned blocks that lie
+// wholly inside one file, including when the size does not split evenly.
+func TestLocateSpreadsBlocksOverFiles(t *testing.T) {
+	for _, tc := range []struct {
+		files int
+		size  int64
+		bs    int
+	}{{3, 1 << 20, 4096}, {4, 4 << 20, 128 << 10}, {5, 1<<20 + 12345, 4096}, {1, 1 << 20, 4096}} {
+		cfg := &Config{Files: make([]string, tc.files), Size: tc.size, BS: tc.bs, Jobs: 1}
+		j := newJob(cfg, 0)
+		per := cfg.PerFile()
+		if per%int64(tc.bs) != 0 || per*int64(tc.files) > tc.size || j.blocks != per/int64(tc.bs)*int64(tc.files) {
+			t.Fatalf("%+v: per file %d, blocks %d", tc, per, j.blocks)
+		}
+		seen := map[[2]int64]bool{}
+		hits := make([]int, tc.files)
+		for b := range j.blocks {
+			f, off := j.Locate(b * int64(tc.bs))
+			if f < 0 || f >= tc.files || off < 0 || off%int64(tc.bs) != 0 || off+int64(tc.bs) > per {
+				t.Fatalf("%+v: block %d maps to file %d offset %d (per file %d)", tc, b, f, off, per)
+			}
+			k := [2]int64{int64(f), off}
+			if seen[k] {
+				t.Fatalf("%+v: block %d maps to file %d offset %d twice", tc, b, f, off)
+			}
+			seen[k] = true
+			hits[f]++
+		}
+		for f, n := range hits {
+			if int64(n) != per/int64(tc.bs) {
+				t.Errorf("%+v: file %d gets %d blocks, want %d", tc, f, n, per/int64(tc.bs))
+			}
+		}
+	}
+}
+
+// TestFioArgsManyFiles: fio reads the same files, each the same share,
+// picking a random one per I/O.
+func TestFioArgsManyFiles(t *testing.T) {
+	cfg := &Config{Path: "/d", Files: []string{"/d/a", "/d/b:c", "/d/e"}, Size: 3<<20 + 5000, RW: RandRead, BS: 4096, QD: 8, Jobs: 1, Duration: time.Second}
+	a := strings.Join(fioArgs(cfg), " ")
+	for _, want := range []string{`--filename=/d/a:/d/b\:c:/d/e `, "--size=3145728 ", "--file_service_type=random"} {
+		if !strings.Contains(a, want) {
+			t.Errorf("fio args lack %q: %s", want, a)
+		}
+	}
+	// Too many for one --filename: the scratch files' directory and names.
+	cfg.Path, cfg.Files = "/tmp/x:y", make([]string, 512)
+	for i := range cfg.Files {
+		cfg.Files[i] = filepath.Join(cfg.Path, fmt.Sprintf(scratchName, i))
+	}
+	cfg.Size = 1 << 30
+	a = strings.Join(fioArgs(cfg), " ")
+	for _, want := range []string{`--directory=/tmp/x\:y `, "--nrfiles=512 ", "--filename_format=f$filenum.dat ", "--size=1073741824 ", "--file_service_type=random"} {
+		if !strings.Contains(a, want) {
+			t.Errorf("fio args lack %q: %s", want, a)
+		}
+	}
+	if strings.Contains(a, "--filename=") {
+		t.Errorf("fio args name 512 files in --filename: %.200s...", a)
+	}
+}
+
 func TestNoAllocsPerIO(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("runs I/O; allocation counts are meaningless under -race")
@@ -155,6 +220,23 @@ func TestNoAllocsPerIO(t *testing.T) {
 		t.Logf("%s: %.3f allocations per I/O", c, per)
 		if per > 0.05 {
 			t.Errorf("%s: %.3f allocations per I/O in steady state", c, per)
+		}
+	}
+	files, err := CreateScratchFiles(t.TempDir(), 4, 4<<20, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.Close()
+	for _, e := range []string{EngineUringdio, EnginePread} {
+		cfg := Config{Engine: e, Completion: CompWait, RW: RandRead, BS: 4096, QD: 4, Ops: 5000}
+		files.Apply(&cfg)
+		var before, after runtimeMem
+		res, err := Run(context.Background(), &cfg, &Hooks{OnStart: before.read, OnStop: after.read})
+		if err != nil || res.Errors > 0 {
+			t.Fatalf("%s over 4 files: %v %+v", e, err, res)
+		}
+		if per := float64(after.mallocs-before.mallocs) / float64(res.Ops); per > 0.05 {
+			t.Errorf("%s over 4 files: %.3f allocations per I/O in steady state", e, per)
 		}
 	}
 }

@@ -112,6 +112,9 @@ func moduleRoot(goBin string) (string, error) {
 
 // runIceber runs cfg in the iceber helper.
 func runIceber(ctx context.Context, cfg *Config) (*Result, error) {
+	if len(cfg.Files) > 0 {
+		return nil, skipf("-files is not supported by iceber")
+	}
 	if cfg.IOPoll {
 		return nil, skipf("iouring-go's request API has no IOPOLL ring option")
 	}

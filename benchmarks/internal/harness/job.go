@@ -38,6 +38,7 @@ type Job struct {
 	Cfg *Config
 
 	blocks   int64 // blocks of BS in the region
+	perFile  int64 // bytes of each file of a many-files run (Cfg.PerFile), 0 for one file
 	seqBase  int64 // first block of this job's sequential stream
 	seq      atomic.Int64
 	deadline atomic.Int64 // nanotime at which no new I/O starts
@@ -52,7 +53,10 @@ type Job struct {
 }
 
 func newJob(cfg *Config, id int) *Job {
-	j := &Job{ID: id, Cfg: cfg, blocks: cfg.Size / int64(cfg.BS)}
+	j := &Job{ID: id, Cfg: cfg, blocks: cfg.Size / int64(cfg.BS), perFile: cfg.PerFile()}
+	if j.perFile > 0 {
+		j.blocks = j.perFile / int64(cfg.BS) * int64(len(cfg.Files))
+	}
 	j.seqBase = int64(id) * j.blocks / int64(cfg.Jobs)
 	j.deadline.Store(math.MaxInt64)
 	j.budget.Store(cfg.Ops)
@@ -127,6 +131,17 @@ func (w *Worker) Next(now int64) (write bool, off int64, ok bool) {
 		blk = (j.seqBase + j.seq.Add(1) - 1) % j.blocks
 	}
 	return write, blk * int64(j.Cfg.BS), true
+}
+
+// Locate maps an offset from Next, which runs over the files of a
+// many-files run laid end to end, to a file (an index of Cfg.Files) and
+// the offset in it. A uniform offset is thus a uniformly random file and a
+// uniformly random block in it. For one file it returns 0 and off.
+func (j *Job) Locate(off int64) (file int, fileOff int64) {
+	if j.perFile == 0 {
+		return 0, off
+	}
+	return int(off / j.perFile), off % j.perFile
 }
 
 // AllocBuffer returns an aligned off-heap I/O buffer of the job's block
@@ -210,6 +225,8 @@ func RunJobs(ctx context.Context, cfg *Config, open Opener, hooks *Hooks) (*Resu
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	tasks0 := taskSnap()
+	peak := startThreadPeak(os.Getpid(), 10*time.Millisecond)
 	jobs := make([]*Job, cfg.Jobs)
 	runners := make([]JobRunner, 0, cfg.Jobs)
 	closeAll := func() error {
@@ -226,6 +243,7 @@ func RunJobs(ctx context.Context, cfg *Config, open Opener, hooks *Hooks) (*Resu
 		r, err := open(jobs[i])
 		if err != nil {
 			closeAll()
+			peak.Stop()
 			return nil, err
 		}
 		runners = append(runners, r)
@@ -266,9 +284,12 @@ func RunJobs(ctx context.Context, cfg *Config, open Opener, hooks *Hooks) (*Resu
 		hooks.OnStop()
 	}
 	close(stopped)
+	peakThreads := peak.Stop()
+	threads := threadsUsed(tasks0, taskSnap())
 	cerr := closeAll()
 
 	res := baseResult(cfg)
+	res.Threads, res.PeakThreads = threads, peakThreads
 	h := newHist()
 	var bytes int64
 	for _, j := range jobs {
@@ -367,11 +388,24 @@ func mix64(z uint64) uint64 { // splitmix64's finalizer
 // device, not the page cache) and checks its pattern. It returns the
 // blocks checked and the bad ones.
 func (j *Job) verify() (checked, bad int64, err error) {
-	f, err := os.OpenFile(j.Cfg.Path, os.O_RDONLY|syscall.O_DIRECT, 0)
-	if err != nil {
-		return 0, 0, fmt.Errorf("verify: %w", err)
+	paths := j.Cfg.Files
+	if len(paths) == 0 {
+		paths = []string{j.Cfg.Path}
 	}
-	defer f.Close()
+	files := make([]*os.File, len(paths))
+	for i, p := range paths {
+		if files[i], err = os.OpenFile(p, os.O_RDONLY|syscall.O_DIRECT, 0); err != nil {
+			for _, f := range files[:i] {
+				f.Close()
+			}
+			return 0, 0, fmt.Errorf("verify: %w", err)
+		}
+	}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
 	buf, err := ring.Alloc(j.Cfg.BS)
 	if err != nil {
 		return 0, 0, err
@@ -386,9 +420,10 @@ func (j *Job) verify() (checked, bad int64, err error) {
 			blk := int64(i)*64 + bit
 			off := blk * int64(j.Cfg.BS)
 			checked++
-			if _, rerr := f.ReadAt(buf, off); rerr != nil && !errors.Is(rerr, io.EOF) {
+			fi, at := j.Locate(off)
+			if _, rerr := files[fi].ReadAt(buf, at); rerr != nil && !errors.Is(rerr, io.EOF) {
 				bad++
-				first = cmpErr(first, fmt.Errorf("verify: read at %d: %w", off, rerr))
+				first = cmpErr(first, fmt.Errorf("verify: read %s at %d: %w", paths[fi], at, rerr))
 				continue
 			}
 			if at := checkPattern(buf, off); at >= 0 {

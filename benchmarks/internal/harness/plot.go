@@ -36,7 +36,7 @@ func WritePlot(path string, results []*Result) error {
 		if r.Skipped != "" || r.IOPS == 0 {
 			continue
 		}
-		workloads[fmt.Sprintf("%s %s %s", dash(r.Device), r.RW, FormatSize(int64(r.BS)))+jobsSuffix(r.Jobs)] = true
+		workloads[fmt.Sprintf("%s %s %s", dash(r.Device), r.RW, FormatSize(int64(r.BS)))+jobsSuffix(r.Jobs)+filesSuffix(r.Files)] = true
 	}
 	for _, r := range results {
 		if r.Skipped != "" || r.IOPS == 0 {
@@ -44,7 +44,7 @@ func WritePlot(path string, results []*Result) error {
 		}
 		name := r.Label() + optSuffix(r)
 		if len(workloads) > 1 {
-			name += fmt.Sprintf(" (%s %s %s)", dash(r.Device), r.RW, FormatSize(int64(r.BS))) + jobsSuffix(r.Jobs)
+			name += fmt.Sprintf(" (%s %s %s)", dash(r.Device), r.RW, FormatSize(int64(r.BS))) + jobsSuffix(r.Jobs) + filesSuffix(r.Files)
 		}
 		s := byName[name]
 		if s == nil {

@@ -94,10 +94,19 @@ func PrepareZram(path string, size int64, progress func(done, total int64)) (*Ta
 	return t, "", nil
 }
 
+// Many-files shape of the report (issue 13): ReportFiles files of
+// ReportFilesSize in all, 4k random reads from ReportFilesQD goroutines.
+const (
+	ReportFiles     = 512
+	ReportFilesSize = 1 << 30 // 2 MiB a file
+	ReportFilesQD   = 256
+)
+
 // ReportShapes is the report's suite: 4k random reads at QD1, 32 and 128
 // and 1m sequential reads and writes at QD8 on the file; 4k random reads at
-// QD32 and 128 on zram (if not nil).
-func ReportShapes(file *Target, fileDev string, zram *Target, zramDev string) []Shape {
+// QD32 and 128 on zram (if not nil); 4k random reads at ReportFilesQD over
+// the files of files (a CreateScratchFiles target, if not nil).
+func ReportShapes(file *Target, fileDev string, zram *Target, zramDev string, files *Target) []Shape {
 	if fileDev == "" {
 		fileDev = "file"
 	}
@@ -115,6 +124,13 @@ func ReportShapes(file *Target, fileDev string, zram *Target, zramDev string) []
 		s = append(s,
 			Shape{Device: zramDev, Target: zram, RW: RandRead, BS: 4 << 10, QD: 32, Jobs: 1},
 			Shape{Device: zramDev, Target: zram, RW: RandRead, BS: 4 << 10, QD: 128, Jobs: 1})
+	}
+	if files != nil {
+		dev := DeviceName(files.Path)
+		if dev == "" {
+			dev = fileDev
+		}
+		s = append(s, Shape{Device: dev, Target: files, RW: RandRead, BS: 4 << 10, QD: ReportFilesQD, Jobs: 1})
 	}
 	return s
 }
@@ -296,13 +312,16 @@ func EvaluateTargets(results []*Result, fileDev, zramDev string) []Check {
 	if zramDev == "" {
 		zramDev = "zram"
 	}
-	find := func(dev, rw string, bs, qd int, label string) *Result {
+	findFiles := func(dev, rw string, bs, qd, files int, label string) *Result {
 		for _, r := range results {
-			if r.Device == dev && r.RW == rw && r.BS == bs && r.QD == qd && r.Label() == label && r.Skipped == "" && r.Ops > 0 {
+			if r.Device == dev && r.RW == rw && r.BS == bs && r.QD == qd && r.Files == files && r.Label() == label && r.Skipped == "" && r.Ops > 0 {
 				return r
 			}
 		}
 		return nil
+	}
+	find := func(dev, rw string, bs, qd int, label string) *Result {
+		return findFiles(dev, rw, bs, qd, 0, label)
 	}
 	var out []Check
 	cmp := func(target string, u, peer *Result, get func(*Result) float64, unit string, limit float64, atLeast bool) {
@@ -351,10 +370,42 @@ func EvaluateTargets(results []*Result, fileDev, zramDev string) []Check {
 		find(fileDev, SeqRead, 1<<20, 8, u), find(fileDev, SeqRead, 1<<20, 8, EngineFio), mbps, "MB/s", 0.95, true)
 	cmp(fmt.Sprintf("%s 1M sequential write: ≥ 0.95 × fio MB/s", fileDev),
 		find(fileDev, SeqWrite, 1<<20, 8, u), find(fileDev, SeqWrite, 1<<20, 8, EngineFio), mbps, "MB/s", 0.95, true)
+	// Many files (issue 13): the synchronous path over hundreds of files
+	// opened with plain dio.Open, against pread, and its OS threads.
+	var many *Result
+	for _, r := range results {
+		if r.Files > 1 && r.RW == RandRead && r.Label() == EngineUringdio+"/"+CompWait && r.Skipped == "" && r.Ops > 0 {
+			many = r
+			break
+		}
+	}
+	if many == nil {
+		out = append(out,
+			Check{Target: "many files (issue 13): uringdio/wait ≥ 1.5 × pread IOPS", Measured: "uringdio/wait did not run with -files", Status: "not measured"},
+			Check{Target: "many files (issue 13): uringdio/wait uses ≤ 16 OS threads", Measured: "uringdio/wait did not run with -files", Status: "not measured"})
+	} else {
+		shape := fmt.Sprintf("many files (issue 13), %s %s %s over %d files, %d goroutines", many.Device, many.RW, FormatSize(int64(many.BS)), many.Files, many.QD)
+		cmp(shape+": uringdio/wait ≥ 1.5 × pread IOPS", many,
+			findFiles(many.Device, many.RW, many.BS, many.QD, many.Files, EnginePread), iops, "IOPS", 1.5, true)
+		c := Check{Target: shape + ": uringdio/wait uses ≤ 16 OS threads", Status: "not measured", Measured: "not counted"}
+		if many.Threads > 0 {
+			c.Measured = fmt.Sprintf("%d threads", many.Threads)
+			for _, peer := range []string{EnginePread, EngineFio} {
+				if p := findFiles(many.Device, many.RW, many.BS, many.QD, many.Files, peer); p != nil && p.Threads > 0 {
+					c.Measured += fmt.Sprintf("; %s %d", peer, p.Threads)
+				}
+			}
+			c.Status = "missed"
+			if many.Threads <= 16 {
+				c.Status = "met"
+			}
+		}
+		out = append(out, c)
+	}
 	// iceber: reported, no target.
 	var parts []string
 	for _, r := range results {
-		if r.Engine != EngineUringdio || r.Label() != u || r.Ops == 0 {
+		if r.Engine != EngineUringdio || r.Label() != u || r.Ops == 0 || r.Files > 0 {
 			continue
 		}
 		if ic := find(r.Device, r.RW, r.BS, r.QD, EngineIceber); ic != nil && ic.IOPS > 0 {
@@ -433,13 +484,15 @@ func WriteReport(w io.Writer, in *ReportInfo, results []*Result, analysis string
 	p("- **pread**: `os.File.ReadAt`/`WriteAt` on an `O_DIRECT` file from qd goroutines: what a Go program does without io_uring.\n")
 	p("- **iceber**: github.com/iceber/iouring-go's request API (`SubmitRequest(Pread(...), ch)`), one goroutine keeping qd requests in flight and taking results from the channel; run in a helper binary linked with `-ldflags=-checklinkname=0`.\n")
 	p("- **fio**: fio's io_uring engine with the same file, size, mode, block size, depth and jobs, e.g.\n\n  ```sh\n  fio %s\n  ```\n", strings.Join(fioArgs(&Config{Path: "FILE", Size: 1 << 30, RW: RandRead, BS: 4096, QD: 32, Jobs: 1, Duration: 5 * time.Second}), " "))
+	p("- **Many files** (issue 13): %d files of %s each (%s of random data written with `O_DIRECT` in a scratch directory, removed afterwards), %d goroutines each picking a uniformly random file and a uniformly random block in it. uringdio opens every file with plain `dio.Open` (no options: they share the process's default engine), pread opens them as `O_DIRECT` `os.File`s, fio names them all in `--filename` with `--file_service_type=random`. **threads** is the OS threads the engine's process used: for the in-process engines the threads created or scheduled from the start of the run's opens to its end (a Go process keeps the idle threads of earlier runs, so the peak of `Threads:` in `/proc/self/status`, kept as `peak_threads` in the JSON, would count pread's leftovers), io_uring's io-wq workers included; for fio the peak of `Threads:` over its processes.\n",
+		ReportFiles, humanSize(ReportFilesSize/ReportFiles), humanSize(ReportFilesSize), ReportFilesQD)
 	p("- Offsets are uniform random with repeats (fio `--norandommap`); buffers are page-aligned off-heap memory. Latency is each I/O's time from issue to the completion being seen, recorded per I/O in HdrHistogram (fio: `lat_ns`, the same span).\n")
 	p("- **CPU µs/op** is the engine's process per I/O (getrusage: every thread, including io_uring's io-wq workers and SQPOLL thread; fio: the rusage of the fio process and its job processes, every thread, from wait4 — fio's own usr_cpu/sys_cpu count only its job thread, not the io-wq workers that do zram's reads, and are kept as `fio_thread_cpu_us_per_op` in the JSON); **machine µs/op** is the busy time of all CPUs (/proc/stat: user, nice, system, irq, softirq, steal) over the run window per I/O, which also counts kernel work done outside the process (and anything else running).\n")
 	p("- MB/s is 10^6 bytes per second. ×fio and ×pread are IOPS ratios to those engines' lines of the same shape.\n\n")
 
 	p("## Results\n\n")
 	writeMarkdownTable(w, results)
-	p("\n## Targets (issue 5)\n\n| target | measured | status |\n|---|---|---|\n")
+	p("\n## Targets (issue 5; many files: issue 13)\n\n| target | measured | status |\n|---|---|---|\n")
 	for _, c := range EvaluateTargets(results, in.FileDev, in.ZramDev) {
 		status := c.Status
 		switch status {
@@ -475,18 +528,18 @@ func engineList(es []EngineSpec) string {
 const inlineLoop = "the asynchronous loop: one goroutine submits qd reusable `dio.Request`s with the Inline policy, and each request's callback (run on the engine's reaper) records the I/O and resubmits the same request, so the reaper submits a whole reaped batch in one `io_uring_enter`"
 
 func writeMarkdownTable(w io.Writer, results []*Result) {
-	fmt.Fprintln(w, "| engine | device | rw | bs | qd | jobs | IOPS | MB/s | p50 µs | p99 µs | p99.9 µs | CPU µs/op | machine µs/op | errors | ×fio | ×pread |")
-	fmt.Fprintln(w, "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+	fmt.Fprintln(w, "| engine | device | rw | bs | qd | jobs | files | IOPS | MB/s | p50 µs | p99 µs | p99.9 µs | CPU µs/op | machine µs/op | threads | errors | ×fio | ×pread |")
+	fmt.Fprintln(w, "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
 	var notes []string
 	for _, r := range results {
-		head := fmt.Sprintf("| %s | %s | %s | %s | %d | %d |", r.Label()+optSuffix(r), dash(r.Device), r.RW, FormatSize(int64(r.BS)), r.QD, r.Jobs)
+		head := fmt.Sprintf("| %s | %s | %s | %s | %d | %d | %d |", r.Label()+optSuffix(r), dash(r.Device), r.RW, FormatSize(int64(r.BS)), r.QD, r.Jobs, max(r.Files, 1))
 		if r.Skipped != "" {
-			fmt.Fprintf(w, "%s skipped: %s | | | | | | | | | |\n", head, r.Skipped)
+			fmt.Fprintf(w, "%s skipped: %s | | | | | | | | | | |\n", head, r.Skipped)
 			continue
 		}
-		fmt.Fprintf(w, "%s %s | %s | %s | %s | %s | %s | %s | %d | %s | %s |\n", head,
+		fmt.Fprintf(w, "%s %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %s |\n", head,
 			num(r.IOPS, 0), num(r.MBps, 1), num(r.LatP50, 1), num(r.LatP99, 1), num(r.LatP999, 1),
-			num(r.CPUPerOp, 2), num(r.SysCPUPerOp, 2), r.Errors, ratio(r.VsFio), ratio(r.VsPread))
+			num(r.CPUPerOp, 2), num(r.SysCPUPerOp, 2), count(r.Threads), r.Errors, ratio(r.VsFio), ratio(r.VsPread))
 		if r.FirstError != "" {
 			notes = append(notes, fmt.Sprintf("%s %s: %s", r.Label(), shapeKey(r), r.FirstError))
 		}

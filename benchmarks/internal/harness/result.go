@@ -29,6 +29,7 @@ type Result struct {
 	Errors      int64   `json:"errors"`
 
 	Completion string  `json:"completion,omitempty"` // uringdio only
+	Files      int     `json:"files,omitempty"`      // files of a many-files run (-files)
 	Options    string  `json:"options,omitempty"`    // sqpoll,fixedbufs,iopoll
 	Path       string  `json:"path,omitempty"`
 	Device     string  `json:"device,omitempty"` // the target's label in a suite (vda, zram0)
@@ -39,6 +40,15 @@ type Result struct {
 	Skipped    string  `json:"skipped,omitempty"` // why the engine did not run
 	Note       string  `json:"note,omitempty"`
 	Rounds     int     `json:"rounds,omitempty"` // runs of which this is the median
+	// Threads is how many OS threads the engine's process used: for the
+	// in-process engines the threads created or scheduled from the start of
+	// the jobs' opens to the end of the run (see threads.go: a Go process
+	// keeps the idle threads of earlier runs, which do not count); for fio
+	// the peak of its processes' Threads:.
+	Threads int `json:"threads,omitempty"`
+	// PeakThreads is the peak of Threads: in /proc/self/status sampled
+	// during the run, idle threads left by earlier runs included.
+	PeakThreads int `json:"peak_threads,omitempty"`
 	// FioThreadCPU is fio's own usr+sys per op, which counts its job
 	// thread only (not its io-wq workers); CPUPerOp counts every thread.
 	FioThreadCPU float64 `json:"fio_thread_cpu_us_per_op,omitempty"`
@@ -100,7 +110,7 @@ func skipped(cfg *Config, reason string) *Result {
 
 func baseResult(cfg *Config) *Result {
 	r := &Result{Engine: cfg.Engine, RW: cfg.RW, BS: cfg.BS, QD: cfg.QD, Jobs: cfg.Jobs,
-		Options: cfg.Options(), Path: cfg.Path}
+		Files: len(cfg.Files), Options: cfg.Options(), Path: cfg.Path}
 	if cfg.Engine == EngineUringdio {
 		r.Completion = cfg.Completion
 	}

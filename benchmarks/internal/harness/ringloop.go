@@ -25,6 +25,9 @@ const EngineRing = "ring"
 
 func openRingLoop(j *Job) (JobRunner, error) {
 	cfg := j.Cfg
+	if len(cfg.Files) > 0 {
+		return nil, skipf("-files is not supported by the ring engine")
+	}
 	if cfg.Writes() && cfg.Verify {
 		return nil, skipf("the ring engine does not -verify")
 	}

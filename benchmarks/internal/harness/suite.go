@@ -96,12 +96,19 @@ type Shape struct {
 }
 
 func (s Shape) String() string {
-	return fmt.Sprintf("%s %s %s qd%d", s.Device, s.RW, FormatSize(int64(s.BS)), s.QD) + jobsSuffix(s.Jobs)
+	return fmt.Sprintf("%s %s %s qd%d", s.Device, s.RW, FormatSize(int64(s.BS)), s.QD) + jobsSuffix(s.Jobs) + filesSuffix(len(s.Target.Paths))
 }
 
 func jobsSuffix(j int) string {
 	if j > 1 {
 		return fmt.Sprintf(" jobs%d", j)
+	}
+	return ""
+}
+
+func filesSuffix(n int) string {
+	if n > 1 {
+		return fmt.Sprintf(" files%d", n)
 	}
 	return ""
 }

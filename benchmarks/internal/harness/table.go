@@ -14,24 +14,24 @@ import (
 // shapes. Skipped engines show their reason; failed runs their first error.
 func WriteTable(w io.Writer, results []*Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "engine\tdevice\trw\tbs\tqd\tjobs\tIOPS\tMB/s\tp50 µs\tp99 µs\tp99.9 µs\tCPU µs/op\tmachine µs/op\terrors\t×fio\t×pread\t")
+	fmt.Fprintln(tw, "engine\tdevice\trw\tbs\tqd\tjobs\tfiles\tIOPS\tMB/s\tp50 µs\tp99 µs\tp99.9 µs\tCPU µs/op\tmachine µs/op\tthreads\terrors\t×fio\t×pread\t")
 	var prev string
 	var notes []string
 	for _, r := range results {
 		key := shapeKey(r)
 		if prev != "" && key != prev {
-			fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t")
+			fmt.Fprintln(tw, "\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t\t")
 		}
 		prev = key
-		head := fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%d\t", r.Label()+optSuffix(r), dash(r.Device), r.RW, FormatSize(int64(r.BS)), r.QD, r.Jobs)
+		head := fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%d\t%d\t", r.Label()+optSuffix(r), dash(r.Device), r.RW, FormatSize(int64(r.BS)), r.QD, r.Jobs, max(r.Files, 1))
 		if r.Skipped != "" {
-			fmt.Fprintf(tw, "%sskipped\t\t\t\t\t\t\t\t\t\t\n", head)
+			fmt.Fprintf(tw, "%sskipped\t\t\t\t\t\t\t\t\t\t\t\n", head)
 			notes = append(notes, fmt.Sprintf("%s skipped: %s", r.Label(), r.Skipped))
 			continue
 		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n", head,
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t\n", head,
 			num(r.IOPS, 0), num(r.MBps, 1), num(r.LatP50, 1), num(r.LatP99, 1), num(r.LatP999, 1),
-			num(r.CPUPerOp, 2), num(r.SysCPUPerOp, 2), r.Errors, ratio(r.VsFio), ratio(r.VsPread))
+			num(r.CPUPerOp, 2), num(r.SysCPUPerOp, 2), count(r.Threads), r.Errors, ratio(r.VsFio), ratio(r.VsPread))
 		if r.FirstError != "" {
 			notes = append(notes, fmt.Sprintf("%s %s: %s", r.Label(), shapeKey(r), r.FirstError))
 		}
@@ -53,7 +53,14 @@ func WriteTable(w io.Writer, results []*Result) error {
 }
 
 func shapeKey(r *Result) string {
-	return fmt.Sprintf("%s %s %s qd%d", dash(r.Device), r.RW, FormatSize(int64(r.BS)), r.QD) + jobsSuffix(r.Jobs)
+	return fmt.Sprintf("%s %s %s qd%d", dash(r.Device), r.RW, FormatSize(int64(r.BS)), r.QD) + jobsSuffix(r.Jobs) + filesSuffix(r.Files)
+}
+
+func count(n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.Itoa(n)
 }
 
 func optSuffix(r *Result) string {

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,7 +25,10 @@ type Target struct {
 	Path    string
 	Size    int64
 	Block   bool
-	Scratch bool // created by CreateScratch; Close removes it
+	Scratch bool // created by CreateScratch or CreateScratchFiles; Close removes it
+	// Paths are the files of a many-files target (CreateScratchFiles), each
+	// Size/len(Paths) bytes; Path is then their directory.
+	Paths []string
 
 	excl *os.File // exclusive open that keeps a written block device from being mounted meanwhile
 }
@@ -35,15 +39,18 @@ func (t *Target) Close() error {
 		t.excl.Close()
 		t.excl = nil
 	}
+	if t.Scratch && t.Paths != nil {
+		return os.RemoveAll(t.Path)
+	}
 	if t.Scratch {
 		return os.Remove(t.Path)
 	}
 	return nil
 }
 
-// Apply sets the config's path, size and block-device flag from t.
+// Apply sets the config's path, files, size and block-device flag from t.
 func (t *Target) Apply(c *Config) {
-	c.Path, c.Block = t.Path, t.Block
+	c.Path, c.Block, c.Files = t.Path, t.Block, t.Paths
 	if c.Size <= 0 || c.Size > t.Size {
 		c.Size = t.Size
 	}
@@ -57,7 +64,6 @@ func CreateScratch(dir string, size int64, progress func(done, total int64)) (*T
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	const chunk = 4 << 20
 	size = size &^ 4095
 	if size <= 0 {
 		return nil, fmt.Errorf("harness: scratch size must be at least 4k")
@@ -66,24 +72,82 @@ func CreateScratch(dir string, size int64, progress func(done, total int64)) (*T
 	if err != nil {
 		return nil, err
 	}
+	f.Close()
 	t := &Target{Path: f.Name(), Size: size, Scratch: true}
-	fail := func(err error) (*Target, error) {
-		f.Close()
+	if err := fillRandom([]string{t.Path}, size, progress); err != nil {
 		os.Remove(t.Path)
 		return nil, fmt.Errorf("harness: scratch file %s: %w", t.Path, err)
 	}
-	// Reserve the space up front (contiguous extents where the file system
-	// can), then overwrite it with data.
-	if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
-		return fail(err)
+	return t, nil
+}
+
+// CreateScratchFiles creates n files of size/n bytes each (rounded down to
+// 4k) of random data, written with O_DIRECT and synced, in a new directory
+// in dir (the system temp directory if empty): the target of a many-files
+// run. Close removes the directory. progress, if not nil, sees the bytes
+// written so far over all files.
+func CreateScratchFiles(dir string, n int, size int64, progress func(done, total int64)) (*Target, error) {
+	if dir == "" {
+		dir = os.TempDir()
 	}
-	df, err := os.OpenFile(t.Path, os.O_WRONLY|syscall.O_DIRECT, 0)
+	if n < 1 {
+		return nil, fmt.Errorf("harness: %d files", n)
+	}
+	per := size / int64(n) &^ 4095
+	if per <= 0 {
+		return nil, fmt.Errorf("harness: %s over %d files is less than 4k per file", FormatSize(size), n)
+	}
+	d, err := os.MkdirTemp(dir, "diobench-files-*")
 	if err != nil {
-		return fail(fmt.Errorf("O_DIRECT is not supported here: %w", err))
+		return nil, err
 	}
-	defer df.Close()
+	t := &Target{Path: d, Size: per * int64(n), Scratch: true, Paths: make([]string, n)}
+	for i := range t.Paths {
+		t.Paths[i] = filepath.Join(d, fmt.Sprintf(scratchName, i))
+	}
+	if err := fillRandom(t.Paths, per, progress); err != nil {
+		os.RemoveAll(d)
+		return nil, fmt.Errorf("harness: scratch files in %s: %w", d, err)
+	}
+	return t, nil
+}
+
+// scratchName names CreateScratchFiles's files in their directory; fio's
+// --filename_format can spell it (with $filenum, counting from 0).
+const scratchName = "f%d.dat"
+
+// fillRandom creates (or truncates) every path as a file of size bytes of
+// random data: space reserved up front (contiguous extents where the file
+// system can), then written with O_DIRECT by four writers taking 4 MiB
+// chunks in turn, then synced.
+func fillRandom(paths []string, size int64, progress func(done, total int64)) error {
+	const chunk = 4 << 20
+	files := make([]*os.File, len(paths))
+	defer func() {
+		for _, f := range files {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}()
+	for i, p := range paths {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		err = unix.Fallocate(int(f.Fd()), 0, 0, size)
+		f.Close()
+		if err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
+			return err
+		}
+		if files[i], err = os.OpenFile(p, os.O_WRONLY|syscall.O_DIRECT, 0); err != nil {
+			return fmt.Errorf("O_DIRECT is not supported here: %w", err)
+		}
+	}
+	perFile := (size + chunk - 1) / chunk
+	total := size * int64(len(paths))
 	var (
-		next  int64
+		next  int64 // chunk number over all files
 		done  int64
 		mu    sync.Mutex
 		first error
@@ -104,36 +168,38 @@ func CreateScratch(dir string, size int64, progress func(done, total int64)) (*T
 			rng := rand.NewChaCha8([32]byte{byte(w), 'd', 'i', 'o'})
 			for {
 				mu.Lock()
-				off := next
-				next += chunk
+				c := next
+				next++
 				stop := first != nil
 				mu.Unlock()
-				if stop || off >= size {
+				if stop || c >= perFile*int64(len(files)) {
 					return
 				}
+				f, off := files[c/perFile], c%perFile*chunk
 				n := min(int64(chunk), size-off)
 				rng.Read(buf[:n])
-				_, err := df.WriteAt(buf[:n], off)
+				_, err := f.WriteAt(buf[:n], off)
 				mu.Lock()
 				first = cmpErr(first, err)
 				done += n
 				d := done
 				mu.Unlock()
 				if progress != nil {
-					progress(d, size)
+					progress(d, total)
 				}
 			}
 		}(w)
 	}
 	wg.Wait()
 	if first != nil {
-		return fail(first)
+		return first
 	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
+	for _, f := range files {
+		if err := f.Sync(); err != nil {
+			return err
+		}
 	}
-	f.Close()
-	return t, nil
+	return nil
 }
 
 func cmpErr(old, err error) error {

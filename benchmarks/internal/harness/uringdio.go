@@ -26,8 +26,15 @@ func openUringdio(j *Job) (JobRunner, error) {
 	// on a device that completes synchronously, the pread backend). Only the
 	// experiments below, and depths past the default ring's 256 entries,
 	// give the file an engine of its own.
+	//
+	// A many-files run (cfg.Files) opens every file that way and nothing
+	// else: all of them share the default engine, which is the point.
 	var opts []dio.Option
-	if cfg.QD > 256 {
+	if len(cfg.Files) > 0 {
+		if cfg.SQPoll || cfg.IOPoll || cfg.FixedBufs || cfg.RingFlags != "" {
+			return nil, skipf("-files opens every file with plain dio.Open: -sqpoll, -iopoll, -fixedbufs and -ringflags do not apply")
+		}
+	} else if cfg.QD > 256 {
 		entries := 256
 		for entries < cfg.QD {
 			entries *= 2
@@ -54,11 +61,20 @@ func openUringdio(j *Job) (JobRunner, error) {
 	if cfg.Writes() {
 		flag = os.O_RDWR
 	}
-	f, err := dio.Open(cfg.Path, flag, 0, opts...)
-	if err != nil {
-		return nil, err
+	paths := cfg.Files
+	if len(paths) == 0 {
+		paths = []string{cfg.Path}
 	}
-	u := &uringRunner{j: j, f: f, fixed: cfg.FixedBufs, pool: cfg.Completion == CompPool}
+	u := &uringRunner{j: j, fixed: cfg.FixedBufs, pool: cfg.Completion == CompPool}
+	for _, p := range paths {
+		f, err := dio.Open(p, flag, 0, opts...)
+		if err != nil {
+			u.Close()
+			return nil, err
+		}
+		u.files = append(u.files, f)
+	}
+	f := u.files[0]
 	for range cfg.QD {
 		var b []byte
 		if u.fixed {
@@ -68,9 +84,12 @@ func openUringdio(j *Job) (JobRunner, error) {
 			}
 			b = b[:cfg.BS]
 			j.FillBuffer(b)
-		} else if b, err = j.AllocBuffer(); err != nil {
-			u.Close()
-			return nil, err
+		} else {
+			var err error
+			if b, err = j.AllocBuffer(); err != nil {
+				u.Close()
+				return nil, err
+			}
 		}
 		u.bufs = append(u.bufs, b)
 	}
@@ -82,6 +101,7 @@ func openUringdio(j *Job) (JobRunner, error) {
 	}
 	u.w = j.NewWorker()
 	u.start = make([]int64, cfg.QD)
+	u.next = make([]int, cfg.QD)
 	u.done = make(chan struct{})
 	policy := completion.Inline
 	switch cfg.Completion {
@@ -102,7 +122,7 @@ func openUringdio(j *Job) (JobRunner, error) {
 
 type uringRunner struct {
 	j     *Job
-	f     *dio.File
+	files []*dio.File // one, or those of a many-files run (Job.Locate picks)
 	bufs  [][]byte
 	fixed bool
 
@@ -110,6 +130,7 @@ type uringRunner struct {
 	w     *Worker
 	reqs  []*dio.Request
 	start []int64 // nanotime each request was submitted
+	next  []int   // the file each request's first I/O goes to
 	live  atomic.Int64
 	done  chan struct{}
 	q     *completion.Queue // Caller: the job goroutine runs the callbacks
@@ -143,7 +164,8 @@ func (u *uringRunner) Run() {
 			break
 		}
 		u.w.Prepare(r.Buf, write, off)
-		r.Op, r.Off = opOf(write), off
+		u.next[r.Tag], r.Off = u.j.Locate(off)
+		r.Op = opOf(write)
 		n++
 	}
 	if n == 0 {
@@ -152,7 +174,7 @@ func (u *uringRunner) Run() {
 	u.live.Store(int64(n))
 	for _, r := range u.reqs[:n] {
 		u.start[r.Tag] = nanotime()
-		if err := u.f.Submit(r); err != nil {
+		if err := u.files[u.next[r.Tag]].Submit(r); err != nil {
 			u.j.Fail(err)
 			u.retire()
 		}
@@ -179,16 +201,19 @@ func (u *uringRunner) complete(r *dio.Request) {
 	n, err := r.Result()
 	u.w.Done(u.start[r.Tag], now, n, len(r.Buf), err)
 	write, off, ok := u.w.Next(now)
+	var f *dio.File
 	if ok {
 		u.w.Prepare(r.Buf, write, off)
-		r.Op, r.Off = opOf(write), off
+		var fi int
+		fi, r.Off = u.j.Locate(off)
+		r.Op, f = opOf(write), u.files[fi]
 		u.start[r.Tag] = nanotime()
 	}
 	if u.pool {
 		u.mu.Unlock()
 	}
 	if ok {
-		if err := u.f.Submit(r); err != nil {
+		if err := f.Submit(r); err != nil {
 			u.j.Fail(err)
 			ok = false
 		}
@@ -216,12 +241,13 @@ func (u *uringRunner) syncLoop(w *Worker, buf []byte) {
 			w.Prepare(buf, write, off)
 			t = nanotime()
 		}
+		fi, at := u.j.Locate(off)
 		var n int
 		var err error
 		if write {
-			n, err = u.f.WriteAt(buf, off)
+			n, err = u.files[fi].WriteAt(buf, at)
 		} else {
-			n, err = u.f.ReadAt(buf, off)
+			n, err = u.files[fi].ReadAt(buf, at)
 		}
 		e := nanotime()
 		w.Done(t, e, n, len(buf), err)
@@ -232,13 +258,20 @@ func (u *uringRunner) syncLoop(w *Worker, buf []byte) {
 func (u *uringRunner) Close() error {
 	for _, b := range u.bufs {
 		if u.fixed {
-			u.f.Engine().PutBuffer(b)
+			u.files[0].Engine().PutBuffer(b)
 		} else {
 			ring.Free(b)
 		}
 	}
 	u.bufs = nil
-	return u.f.Close()
+	var first error
+	for _, f := range u.files {
+		if err := f.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	u.files = nil
+	return first
 }
 
 // parseRingFlags parses -ringflags.
@@ -283,11 +316,19 @@ func openPread(j *Job) (JobRunner, error) {
 	if cfg.Writes() {
 		flag = os.O_RDWR
 	}
-	f, err := os.OpenFile(cfg.Path, flag|oDirect, 0)
-	if err != nil {
-		return nil, err
+	paths := cfg.Files
+	if len(paths) == 0 {
+		paths = []string{cfg.Path}
 	}
-	p := &preadRunner{f: f}
+	p := &preadRunner{}
+	for _, path := range paths {
+		f, err := os.OpenFile(path, flag|oDirect, 0)
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		p.files = append(p.files, f)
+	}
 	for range cfg.QD {
 		b, err := j.AllocBuffer()
 		if err != nil {
@@ -301,7 +342,7 @@ func openPread(j *Job) (JobRunner, error) {
 }
 
 type preadRunner struct {
-	f       *os.File
+	files   []*os.File // one, or those of a many-files run (Job.Locate picks)
 	bufs    [][]byte
 	workers []*Worker
 }
@@ -324,12 +365,13 @@ func (p *preadRunner) Run() {
 					w.Prepare(buf, write, off)
 					t = nanotime()
 				}
+				fi, at := w.job.Locate(off)
 				var n int
 				var err error
 				if write {
-					n, err = p.f.WriteAt(buf, off)
+					n, err = p.files[fi].WriteAt(buf, at)
 				} else {
-					n, err = p.f.ReadAt(buf, off)
+					n, err = p.files[fi].ReadAt(buf, at)
 				}
 				e := nanotime()
 				w.Done(t, e, n, len(buf), err)
@@ -345,7 +387,14 @@ func (p *preadRunner) Close() error {
 		ring.Free(b)
 	}
 	p.bufs = nil
-	return p.f.Close()
+	var first error
+	for _, f := range p.files {
+		if err := f.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	p.files = nil
+	return first
 }
 
 // checkIOPoll fails early, with the library's explanation, when -iopoll is
