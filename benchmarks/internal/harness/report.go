@@ -295,7 +295,7 @@ func fsType(path string) string {
 	return typ
 }
 
-// ---- targets of issue 5 ----
+// ---- targets of issues 5 and 13 ----
 
 // Check is one target of the issue, evaluated on the results.
 type Check struct {
@@ -304,7 +304,9 @@ type Check struct {
 	Status   string // met, missed, not measured, reported
 }
 
-// EvaluateTargets checks issue 5's targets on the report's results.
+// EvaluateTargets checks the targets of issues 5 (the asynchronous loop,
+// uringdio) and 13 (the synchronous path, uringdio/wait) on the report's
+// results.
 func EvaluateTargets(results []*Result, fileDev, zramDev string) []Check {
 	if fileDev == "" {
 		fileDev = "file"
@@ -402,6 +404,28 @@ func EvaluateTargets(results []*Result, fileDev, zramDev string) []Check {
 		}
 		out = append(out, c)
 	}
+	// Issue 13: the synchronous path (qd goroutines in ReadAt).
+	w := EngineUringdio + "/" + CompWait
+	cpu := func(r *Result) float64 { return r.CPUPerOp }
+	for _, qd := range []int{32, 128} {
+		cmp(fmt.Sprintf("%s 4K randread QD%d: uringdio/wait ≥ 0.95 × fio IOPS", fileDev, qd),
+			find(fileDev, RandRead, 4096, qd, w), find(fileDev, RandRead, 4096, qd, EngineFio), iops, "IOPS", 0.95, true)
+		cmp(fmt.Sprintf("%s 4K randread QD%d: uringdio/wait CPU per op ≤ 1.2 × fio's", fileDev, qd),
+			find(fileDev, RandRead, 4096, qd, w), find(fileDev, RandRead, 4096, qd, EngineFio), cpu, "µs/op", 1.2, false)
+	}
+	cmp(fmt.Sprintf("%s 4K randread QD128: uringdio/wait ≥ 2 × pread IOPS", fileDev),
+		find(fileDev, RandRead, 4096, 128, w), find(fileDev, RandRead, 4096, 128, EnginePread), iops, "IOPS", 2, true)
+	better := func(a, b *Result) *Result {
+		if a == nil || b != nil && b.IOPS > a.IOPS {
+			return b
+		}
+		return a
+	}
+	zbest := better(find(zramDev, RandRead, 4096, 32, EngineFio), find(zramDev, RandRead, 4096, 32, EnginePread))
+	for _, l := range []string{w, u} {
+		cmp(fmt.Sprintf("%s 4K randread QD32: %s ≥ 0.9 × the better of fio and pread", zramDev, l),
+			find(zramDev, RandRead, 4096, 32, l), zbest, iops, "IOPS", 0.9, true)
+	}
 	// iceber: reported, no target.
 	var parts []string
 	for _, r := range results {
@@ -492,7 +516,7 @@ func WriteReport(w io.Writer, in *ReportInfo, results []*Result, analysis string
 
 	p("## Results\n\n")
 	writeMarkdownTable(w, results)
-	p("\n## Targets (issue 5; many files: issue 13)\n\n| target | measured | status |\n|---|---|---|\n")
+	p("\n## Targets (issue 5: the asynchronous loop; issue 13: the synchronous path and many files)\n\n| target | measured | status |\n|---|---|---|\n")
 	for _, c := range EvaluateTargets(results, in.FileDev, in.ZramDev) {
 		status := c.Status
 		switch status {
