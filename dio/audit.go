@@ -22,7 +22,7 @@ import (
 // request (the NOP waits for it), but while it waits the kernel holds back
 // every later SQE. So audits run by themselves only when the kernel
 // reports dropped CQEs (the ring is broken then anyway), and otherwise
-// only with WithLostCompletionCheck: from the owner when no completion came
+// only with lost-completion audits on: from the owner when no completion came
 // for its interval while SQEs were in flight.
 
 // checkDropped declares the engine broken when the kernel reports CQEs it
@@ -97,11 +97,11 @@ func (e *Engine) auditDone(res int32) {
 }
 
 // cancelAudit is how long a cancelled request may stay in flight before the
-// owner audits the ring (with WithLostCompletionCheck).
+// owner audits the ring (with lost-completion audits on).
 const cancelAudit = 100 * time.Millisecond
 
 // watch is the owner's check for completions that stopped coming (with
-// WithLostCompletionCheck): SQEs in flight and no completion for the
+// audits on): SQEs in flight and no completion for the
 // check's interval start an audit.
 func (e *Engine) watch() {
 	c := e.stats.Completed.Load()

@@ -31,9 +31,9 @@ const (
 	nBounceClasses = maxBounceShift - minBounceShift + 1
 )
 
-// DefaultBufferMemory is the default bound on the memory an engine keeps
-// for bounce buffers (WithBufferMemory).
-const DefaultBufferMemory = 64 << 20
+// defaultBufferMemory is the default bound on the memory an engine keeps
+// for bounce buffers (EngineOptions.BufferMemory).
+const defaultBufferMemory = 64 << 20
 
 // bufPool hands out page-aligned off-heap buffers within one byte bound
 // per engine: bounce buffers, and the buffers of writers and read-ahead
@@ -52,7 +52,7 @@ type bufPool struct {
 
 func newBufPool(limit int64) *bufPool {
 	if limit <= 0 {
-		limit = DefaultBufferMemory
+		limit = defaultBufferMemory
 	}
 	p := &bufPool{limit: max(limit, maxBounce)}
 	p.cond.L = &p.mu

@@ -18,7 +18,7 @@ import (
 // TestCapabilitiesRecord: the record names the backend and the facts the
 // kernel gives, and reads as one fact per line.
 func TestCapabilitiesRecord(t *testing.T) {
-	f := openRW(t, filepath.Join(t.TempDir(), "caps"))
+	f := openRW(t, filepath.Join(t.TempDir(), "caps"), nil)
 	c, err := f.Capabilities()
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +46,7 @@ func TestCapabilitiesRecord(t *testing.T) {
 // offsets the kernel would refuse or tear are refused before submission.
 func TestAtomicWritesWithinTheUntornUnit(t *testing.T) {
 	fs := mountLoop(t, "xfs", 512<<20, 4096)
-	f := openRW(t, filepath.Join(fs.Dir, "untorn"))
+	f := openRW(t, filepath.Join(fs.Dir, "untorn"), nil)
 	c, err := f.Capabilities()
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestAtomicWritesWithinTheUntornUnit(t *testing.T) {
 // written.
 func TestAtomicWriteRefusedWithoutUntornUnit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "torn")
-	f := openRW(t, path)
+	f := openRW(t, path, nil)
 	c, _ := f.Capabilities()
 	if c.Untorn.Value.Supported() {
 		t.Skip("the temp dir's file system has untorn writes")

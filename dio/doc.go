@@ -9,7 +9,7 @@
 // STATX_DIOALIGN, or the device's logical block size) before anything is
 // submitted. What happens next depends on the kind of file.
 //
-// A kernel file (a regular file or block device opened without WithMapper)
+// A kernel file (a regular file or block device opened without Options.Mapper)
 // is the kernel's: the request goes to it at the same offsets, one SQE per
 // piece (split at the device's maximum I/O size and at buffer boundaries),
 // and the kernel maps, allocates, zeroes holes and unwritten space, and
@@ -20,7 +20,7 @@
 // returns: other handles, other processes and plain os.File writers may
 // change the file at any time. Size asks the kernel.
 //
-// A mapped file (WithMapper) runs iomap's iterator over the range: holes
+// A mapped file (Options.Mapper) runs iomap's iterator over the range: holes
 // and unwritten extents read as zeroes without I/O, mapped extents become
 // SQEs, new blocks of a mapper that allocates in blocks larger than the
 // I/O alignment get their head and tail zeroed, and delayed-allocation
@@ -82,7 +82,7 @@
 // (it counts them) breaks the engine too, and an audit, a NOP with
 // IOSQE_IO_DRAIN that completes only after every earlier SQE has, finds
 // whose it was: that request fails with ErrLostCompletion. Audits for CQEs
-// lost without the kernel's knowledge are opt-in (WithLostCompletionCheck):
+// lost without the kernel's knowledge are off (tests turn them on):
 // while one waits for a request stuck in a device, the kernel holds back
 // every later SQE.
 //
@@ -90,7 +90,7 @@
 //
 // Buffers must stay untouched from Submit until the request completes.
 // Page-aligned off-heap memory from ring.Alloc, or registered buffers from
-// Engine.GetBuffer (WithFixedBuffers), satisfy every alignment; Go heap
+// Engine.GetBuffer (EngineOptions.FixedBuffers), satisfy every alignment; Go heap
 // memory works where it is aligned, since the garbage collector does not
 // move heap objects and the engine keeps the request (and so the buffer)
 // reachable until its last CQE.

@@ -12,28 +12,9 @@ import (
 	"time"
 
 	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
 )
-
-// Ring is the part of *ring.Ring the engine uses. A wrapper can stand in
-// for it (WithRingWrapper) to inject faults: rewrite CQE results, refuse
-// submissions, drop or duplicate completions.
-type Ring interface {
-	GetSQE() *ring.SQE
-	Submit() (int, error)
-	Pending() uint32
-	Peek(dst []ring.CQE) (int, error)
-	WaitCQ(n uint32) (uint32, error)
-	WaitCQTimeout(n uint32, d time.Duration) (uint32, error)
-	Err(res int32) error
-	Flags() ring.SetupFlags
-	RegisterBuffers(bufs [][]byte) error
-	RegisterFiles(fds []int32) error
-	UpdateFiles(off uint32, fds []int32) error
-	Close() error
-}
-
-var _ Ring = (*ring.Ring)(nil)
 
 // submitWaiter is the optional part of a Ring that publishes SQEs and then
 // submits and waits in one system call (*ring.Ring has it; a wrapper that
@@ -59,7 +40,7 @@ var _ overflowCounter = (*ring.Ring)(nil)
 // for every file, where no ring could be created). Files share an engine:
 // by default the process's (DefaultEngine). Safe for concurrent use.
 type Engine struct {
-	ring   Ring
+	ring   ringhook.Ring
 	sw     submitWaiter    // nil if the ring cannot combine submit and wait
 	ovf    overflowCounter // the kernel's dropped-CQE count
 	iopoll bool
@@ -173,13 +154,11 @@ type Stats struct {
 }
 
 // NewEngine creates an engine: a ring owned by a goroutine locked to its
-// own OS thread, and a completion worker pool. It takes engine options
-// only: a File option is an error.
-func NewEngine(opts ...Option) (*Engine, error) {
-	c := newConfig(opts)
-	if c.fileSet {
-		return nil, &OpError{Op: "engine", Err: fmt.Errorf("dio: a File option given to NewEngine: %w", syscall.EINVAL)}
-	}
+// own OS thread, and a completion worker pool. A nil o means the defaults
+// (EngineOptions). NewEngine keeps nothing of o but its values. Close the
+// engine after every File that uses it.
+func NewEngine(o *EngineOptions) (*Engine, error) {
+	c := engineConfig(o)
 	return newEngine(&c)
 }
 
@@ -190,11 +169,11 @@ var defaultEngine struct {
 }
 
 // DefaultEngine returns the process's engine, created at its first use:
-// what Open gives every File opened without WithEngine or engine options.
+// what Open gives every File opened without Options.Engine or Options.EngineOptions.
 // It lives as long as the process; its Close does nothing.
 func DefaultEngine() (*Engine, error) {
 	defaultEngine.once.Do(func() {
-		c := newConfig(nil)
+		c := engineConfig(nil)
 		c.allowPread = true // where io_uring is refused, the pread backend
 		defaultEngine.e, defaultEngine.err = newEngine(&c)
 		if defaultEngine.e != nil {
@@ -244,7 +223,7 @@ func (e *Engine) setupRing(c *config) error {
 	if err != nil {
 		return err
 	}
-	var rr Ring = r
+	var rr ringhook.Ring = r
 	if c.wrapRing != nil {
 		rr = c.wrapRing(r)
 	}

@@ -33,7 +33,7 @@ var (
 	// further I/O: a request's result can no longer be trusted.
 	ErrRingBroken = errors.New("dio: ring broken: completion matches no request in flight")
 	// ErrLostCompletion: the kernel finished the request, but its
-	// completion never arrived (found by an audit: WithLostCompletionCheck).
+	// completion never arrived (found by an audit: lost-completion audits (a test hook, internal/ringhook)).
 	// It matches ErrRingBroken: the engine refuses further I/O.
 	ErrLostCompletion error = lostError{}
 	// ErrInProgress: Result was called on a request that has not completed.

@@ -19,7 +19,7 @@ import (
 func ExampleOpen() {
 	dir, _ := os.MkdirTemp("", "example")
 	defer os.RemoveAll(dir)
-	f, err := dio.Open(filepath.Join(dir, "pages"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := dio.Open(filepath.Join(dir, "pages"), os.O_RDWR|os.O_CREATE, 0o600, nil)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -44,7 +44,7 @@ func ExampleOpen() {
 func ExampleFile_Submit() {
 	dir, _ := os.MkdirTemp("", "example")
 	defer os.RemoveAll(dir)
-	f, _ := dio.Open(filepath.Join(dir, "data"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, _ := dio.Open(filepath.Join(dir, "data"), os.O_RDWR|os.O_CREATE, 0o600, nil)
 	defer f.Close()
 	mem, _ := ring.Alloc(4 * 4096)
 	defer ring.Free(mem)
@@ -71,13 +71,13 @@ func ExampleFile_Submit() {
 	// Output: 16384
 }
 
-// With WithStrictAlignment, misaligned input fails before anything is
+// With Options.StrictAlignment, misaligned input fails before anything is
 // submitted, saying what is wrong (without it, it goes through bounce
 // buffers).
 func ExampleAlignError() {
 	dir, _ := os.MkdirTemp("", "example")
 	defer os.RemoveAll(dir)
-	f, _ := dio.Open(filepath.Join(dir, "data"), os.O_RDWR|os.O_CREATE, 0o600, dio.WithStrictAlignment())
+	f, _ := dio.Open(filepath.Join(dir, "data"), os.O_RDWR|os.O_CREATE, 0o600, &dio.Options{StrictAlignment: true})
 	defer f.Close()
 	buf, _ := ring.Alloc(8192)
 	defer ring.Free(buf)

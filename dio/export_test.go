@@ -32,7 +32,7 @@ func NewEngineWithoutRingForTest(err error) (*Engine, error) {
 	saved := newRing
 	newRing = func(ring.Params) (*ring.Ring, error) { return nil, err }
 	defer func() { newRing = saved }()
-	c := newConfig(nil)
+	c := engineConfig(nil)
 	c.allowPread = true
 	return newEngine(&c)
 }
@@ -40,3 +40,8 @@ func NewEngineWithoutRingForTest(err error) (*Engine, error) {
 // LostAfterForTest returns the engine's lost-completion audit interval (0:
 // audits off).
 func LostAfterForTest(e *Engine) time.Duration { return e.lostAfter }
+
+// SetSubmitHook sets on o a hook that sees (and may change) every SQE of
+// the File opened with o, just before it is queued. The engine's own
+// fields (UserData) must be left alone.
+func SetSubmitHook(o *Options, h func(r *Request, sqe *ring.SQE)) { o.submitHook = h }

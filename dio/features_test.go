@@ -21,7 +21,7 @@ import (
 )
 
 func TestVectored(t *testing.T) {
-	f, path := openTemp(t)
+	f, path := openTemp(t, nil)
 	a, b, c := abuf(t, blk), abuf(t, 3*blk), abuf(t, 2*blk)
 	fill(a, 1)
 	fill(b, 2)
@@ -62,18 +62,18 @@ func TestRingMatrix(t *testing.T) {
 					map[bool]string{false: "bufs", true: "fixedbufs"}[fixed] + "/" +
 					map[bool]string{false: "fds", true: "regfiles"}[reg]
 				t.Run(name, func(t *testing.T) {
-					var opts []Option
+					eo := &EngineOptions{}
 					if sqpoll {
-						opts = append(opts, WithSQPoll(20*time.Millisecond))
+						eo.SQPoll, eo.SQPollIdle = true, 20*time.Millisecond
 					}
 					if fixed {
-						opts = append(opts, WithFixedBuffers(4, 64<<10))
+						eo.FixedBuffers, eo.FixedBufferSize = 4, 64<<10
 					}
 					if reg {
-						opts = append(opts, WithRegisteredFiles(4))
+						eo.RegisteredFiles = 4
 					}
 					var sawFixed, sawRegFile, sqes atomic.Int32
-					opts = append(opts, WithSubmitHook(func(r *Request, s *SQEView) {
+					o := &Options{EngineOptions: eo, submitHook: func(r *Request, s *ring.SQE) {
 						sqes.Add(1)
 						if s.Opcode == ring.OpReadFixed || s.Opcode == ring.OpWriteFixed {
 							sawFixed.Add(1)
@@ -81,8 +81,8 @@ func TestRingMatrix(t *testing.T) {
 						if s.Flags&ring.SQEFixedFile != 0 {
 							sawRegFile.Add(1)
 						}
-					}))
-					f, path := openTemp(t, opts...)
+					}}
+					f, path := openTemp(t, o)
 					var w, r []byte
 					if fixed {
 						w, r = f.Engine().GetBuffer(), f.Engine().GetBuffer()
@@ -133,7 +133,7 @@ func TestIOPollOnDeviceWithoutPolling(t *testing.T) {
 	g, _ := os.Open(path)
 	ok, _ := ring.PolledIOSupported(int(g.Fd()))
 	g.Close()
-	f, err := Open(path, os.O_RDWR, 0, WithIOPoll())
+	f, err := Open(path, os.O_RDWR, 0, &Options{EngineOptions: &EngineOptions{IOPoll: true}})
 	if ok {
 		if err != nil {
 			t.Fatalf("IOPOLL on a polling device: %v", err)
@@ -154,13 +154,13 @@ func TestIOPollOnDeviceWithoutPolling(t *testing.T) {
 func TestEndIOHookChangesResult(t *testing.T) {
 	boom := errors.New("checksum mismatch")
 	var calls atomic.Int32
-	f, _ := openTemp(t, WithEndIO(func(r *Request, n int64, err error) (int64, error) {
+	f, _ := openTemp(t, &Options{endIO: func(r *Request, n int64, err error) (int64, error) {
 		calls.Add(1)
 		if r.Op == Read && r.Off == blk {
 			return 0, boom
 		}
 		return n, err
-	}))
+	}})
 	b := abuf(t, 2*blk)
 	if _, err := f.WriteAt(b, 0); err != nil {
 		t.Fatal(err)
@@ -186,11 +186,11 @@ func TestEndIOHookChangesResult(t *testing.T) {
 }
 
 func TestSubmitHookRedirects(t *testing.T) {
-	f, _ := openTemp(t, WithSubmitHook(func(r *Request, s *SQEView) {
+	f, _ := openTemp(t, &Options{submitHook: func(r *Request, s *ring.SQE) {
 		if r.Tag == 1 {
 			s.Off += 2 * blk // read the block two further on
 		}
-	}))
+	}})
 	b := abuf(t, 4*blk)
 	fill(b, 3)
 	if _, err := f.WriteAt(b, 0); err != nil {
@@ -208,7 +208,7 @@ func TestSubmitHookRedirects(t *testing.T) {
 }
 
 func TestNoWaitAndOverwriteOnly(t *testing.T) {
-	f, path := openTemp(t)
+	f, path := openTemp(t, nil)
 	b := abuf(t, 8*blk)
 	fill(b, 4)
 	if _, err := f.WriteAt(b[:4*blk], 0); err != nil {
@@ -231,7 +231,7 @@ func TestNoWaitAndOverwriteOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mapped, err := Open(path, os.O_RDWR, 0, WithMapper(fm))
+	mapped, err := Open(path, os.O_RDWR, 0, &Options{Mapper: fm})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestPartialStopsAtMapperError(t *testing.T) {
 		{off: 0, n: 2 * blk, typ: iomap.Mapped},
 		{off: 2 * blk, n: 2 * blk, typ: iomap.Delalloc},
 	}}
-	f, path := openTemp(t, WithMapper(lm))
+	f, path := openTemp(t, &Options{Mapper: lm})
 	os.WriteFile(path, make([]byte, 4*blk), 0o600)
 	f.Truncate(4 * blk)
 	b := abuf(t, 4*blk)
@@ -292,14 +292,14 @@ func TestPartialStopsAtMapperError(t *testing.T) {
 // every request has exactly one outcome, its callback runs once, and a
 // request reported successful really transferred its bytes.
 func TestCancelRacesCompletion(t *testing.T) {
-	t.Run("in-flight", func(t *testing.T) { testCancelRaces(t, false, WithQueueDepth(64)) })
+	t.Run("in-flight", func(t *testing.T) { testCancelRaces(t, false, &EngineOptions{QueueDepth: 64}) })
 	// With two SQEs in flight at most, most requests wait in the backlog,
 	// where cancellation takes them out before they reach the kernel.
-	t.Run("backlogged", func(t *testing.T) { testCancelRaces(t, true, WithMaxInflight(2)) })
+	t.Run("backlogged", func(t *testing.T) { testCancelRaces(t, true, &EngineOptions{MaxInflight: 2}) })
 }
 
-func testCancelRaces(t *testing.T, wantCancels bool, opts ...Option) {
-	f, _ := openTemp(t, opts...)
+func testCancelRaces(t *testing.T, wantCancels bool, eo *EngineOptions) {
+	f, _ := openTemp(t, &Options{EngineOptions: eo})
 	const n = 256
 	mem := abuf(t, n*blk)
 	fill(mem, 6)
@@ -365,7 +365,7 @@ func testCancelRaces(t *testing.T, wantCancels bool, opts ...Option) {
 }
 
 func TestClosedFileSubmitsNothing(t *testing.T) {
-	f, _ := openTemp(t, WithEngine(mustEngine(t)))
+	f, _ := openTemp(t, &Options{Engine: mustEngine(t, nil)})
 	b := abuf(t, blk)
 	f.WriteAt(b, 0)
 	before := f.Engine().Stats().Submitted.Load()
@@ -384,8 +384,8 @@ func TestClosedFileSubmitsNothing(t *testing.T) {
 	}
 }
 
-func mustEngine(t *testing.T, opts ...Option) *Engine {
-	e, err := NewEngine(opts...)
+func mustEngine(t *testing.T, o *EngineOptions) *Engine {
+	e, err := NewEngine(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +409,7 @@ func TestExtentMapVolume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vol, err := Open(dev, os.O_RDWR, 0, WithMapper(em), WithSize(256<<10))
+	vol, err := Open(dev, os.O_RDWR, 0, &Options{Mapper: em, Size: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +444,7 @@ func TestExtentMapVolume(t *testing.T) {
 
 	// Clone, then overwrite the clone's block: the original keeps its data.
 	clone := em.Clone()
-	vol2, err := Open(dev, os.O_RDWR, 0, WithMapper(clone), WithSize(256<<10))
+	vol2, err := Open(dev, os.O_RDWR, 0, &Options{Mapper: clone, Size: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,7 +474,7 @@ func TestOpenBlockDevice(t *testing.T) {
 	if err != nil || st.Mode()&os.ModeDevice == 0 {
 		t.Skip("no /dev/zram0")
 	}
-	f, err := Open(dev, os.O_RDONLY, 0)
+	f, err := Open(dev, os.O_RDONLY, 0, nil)
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
 			t.Skip(err)
@@ -494,7 +494,7 @@ func TestOpenBlockDevice(t *testing.T) {
 // TestDoneMeansCallbackReturned: Done turns true only after the callback
 // has returned, and Result works inside the callback.
 func TestDoneMeansCallbackReturned(t *testing.T) {
-	f, _ := openTemp(t)
+	f, _ := openTemp(t, nil)
 	b := abuf(t, blk)
 	f.WriteAt(b, 0)
 	release := make(chan struct{})
@@ -524,7 +524,7 @@ func TestDoneMeansCallbackReturned(t *testing.T) {
 func TestResubmitFromCallback(t *testing.T) {
 	for _, p := range []completion.Policy{completion.Inline, completion.Pool} {
 		t.Run(p.String(), func(t *testing.T) {
-			f, _ := openTemp(t)
+			f, _ := openTemp(t, nil)
 			b := abuf(t, blk)
 			f.WriteAt(b, 0)
 			var rounds atomic.Int32

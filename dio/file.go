@@ -18,6 +18,7 @@ import (
 	"github.com/uringdio/uringdio/internal/devinfo"
 	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/iomap"
+	"github.com/uringdio/uringdio/ring"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,12 +27,12 @@ import (
 // I/O and descriptor users in flight.
 //
 // There are two kinds of File. A kernel file (a regular file or block
-// device opened without WithMapper) is the kernel's: every read and write
+// device opened without Options.Mapper) is the kernel's: every read and write
 // goes to it at the same offset, the kernel maps, allocates, zeroes holes
 // and ends reads at its own end of file, and nothing this File remembers
 // decides what a read returns. Other handles, other processes and plain
 // os.File writers may change the file at any time and every read sees it.
-// A mapped file (WithMapper) is one whose mapper is the truth: a volume
+// A mapped file (Options.Mapper) is one whose mapper is the truth: a volume
 // behind an iomap.ExtentMap, or a file whose layout the caller promises no
 // one else changes (iomap.FileMapper); every File opened over the same
 // mapper shares one size and one write gate, as handles share an inode.
@@ -45,7 +46,7 @@ type File struct {
 	mapper   iomap.Mapper // nil for a kernel file
 	vol      *volume      // shared state of a mapped file; nil for a kernel file
 	ino      *inode       // shared state of a kernel file; nil for a mapped file
-	strict   bool         // WithStrictAlignment: unaligned requests fail
+	strict   bool         // Options.StrictAlignment: unaligned requests fail
 	pread    bool         // served by the pread backend (pread.go)
 	backend  string       // why the file is served the way it is
 	targets  []int32      // fd per target; 0 is the file
@@ -54,8 +55,8 @@ type File struct {
 	align    Alignment
 	maxIO    int64
 	policy   completion.Policy
-	endIO    EndIOFunc
-	hook     SubmitHookFunc
+	endIO    func(r *Request, n int64, err error) (int64, error) // a test's end-of-I/O hook, like iomap_dio_ops.end_io
+	hook     func(r *Request, sqe *ring.SQE)                     // a test's hook that sees (and may change) every SQE
 
 	capsOnce   sync.Once
 	caps       Capabilities
@@ -79,21 +80,13 @@ type Alignment struct {
 	Source string
 }
 
-// EndIOFunc is an end-of-I/O hook, like iomap_dio_ops.end_io: it sees a
-// finished request's result and may change it (an error it returns
-// replaces the result's error). It runs where the completion runs.
-type EndIOFunc func(r *Request, n int64, err error) (int64, error)
-
-// SubmitHookFunc sees every SQE just before it is queued and may change it
-// (redirect it to another fd or offset, add flags, wrap it in a link). The
-// engine's own fields (UserData) must be left alone.
-type SubmitHookFunc func(r *Request, sqe *SQEView)
-
-// Open opens path with O_DIRECT (added to flag) for I/O through an engine.
-func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error) {
-	c := newConfig(opts)
+// Open opens path with O_DIRECT (added to flag) for I/O through an
+// engine, as os.OpenFile opens it. A nil o means the defaults (Options).
+// Open keeps nothing of o but its values.
+func Open(path string, flag int, perm os.FileMode, o *Options) (*File, error) {
+	c := fileConfig(o)
 	if c.sizeSet && c.mapper == nil {
-		return nil, &OpError{Op: "open", Path: path, Err: fmt.Errorf("dio: WithSize needs WithMapper: a kernel file's size is the kernel's: %w", syscall.EINVAL)}
+		return nil, &OpError{Op: "open", Path: path, Err: fmt.Errorf("dio: Options.Size needs Options.Mapper: a kernel file's size is the kernel's: %w", syscall.EINVAL)}
 	}
 	osf, err := os.OpenFile(path, flag|syscall.O_DIRECT|syscall.O_CLOEXEC, perm)
 	if err != nil {
@@ -152,7 +145,7 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 	}
 	switch {
 	case c.engine != nil && c.engineSet:
-		return fail("open", fmt.Errorf("dio: engine options given with WithEngine: they configure a new engine: %w", syscall.EINVAL))
+		return fail("open", fmt.Errorf("dio: Options.EngineOptions given with Options.Engine: they configure a new engine: %w", syscall.EINVAL))
 	case c.engine != nil:
 		f.eng = c.engine
 	case c.engineSet:
@@ -253,7 +246,7 @@ func (f *File) MaxIOSize() int64 { return f.maxIO }
 // Size returns the file's size. For a kernel file it is the kernel's, asked
 // at each call (fstat; the device's size for a block device), so it sees
 // what other handles and processes did. For a mapped file it is the size
-// every File over the mapper shares: set at the first Open (WithSize, or
+// every File over the mapper shares: set at the first Open (Options.Size, or
 // the file's size), moved by writes that end past it and by Truncate and
 // Allocate.
 func (f *File) Size() (int64, error) {

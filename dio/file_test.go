@@ -35,10 +35,10 @@ func fill(b []byte, seed int) {
 	}
 }
 
-func openTemp(t testing.TB, opts ...Option) (*File, string) {
+func openTemp(t testing.TB, o *Options) (*File, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "f")
-	f, err := Open(path, os.O_RDWR|os.O_CREATE, 0o600, opts...)
+	f, err := Open(path, os.O_RDWR|os.O_CREATE, 0o600, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func openTemp(t testing.TB, opts ...Option) (*File, string) {
 }
 
 func TestReadWriteRoundTrip(t *testing.T) {
-	f, path := openTemp(t)
+	f, path := openTemp(t, nil)
 	w := abuf(t, 64*blk)
 	fill(w, 1)
 	n, err := f.WriteAt(w, 0)
@@ -72,7 +72,7 @@ func TestReadWriteRoundTrip(t *testing.T) {
 }
 
 func TestShortReadAtEOF(t *testing.T) {
-	f, path := openTemp(t)
+	f, path := openTemp(t, nil)
 	data := make([]byte, 5000)
 	fill(data, 2)
 	if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -94,7 +94,7 @@ func TestShortReadAtEOF(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	f, path := openTemp(t, WithStrictAlignment())
+	f, path := openTemp(t, &Options{StrictAlignment: true})
 	b := abuf(t, 2*blk)
 	a := f.Alignment()
 	if a.Offset == 0 || a.Memory == 0 {
@@ -122,7 +122,7 @@ func TestBadInput(t *testing.T) {
 	if err := f.Submit(&Request{Op: Read}); !errors.Is(err, ErrEmpty) {
 		t.Errorf("zero-length Submit: %v, want ErrEmpty", err)
 	}
-	ro, err := Open(path, os.O_RDONLY, 0)
+	ro, err := Open(path, os.O_RDONLY, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestConcurrentReadAt(t *testing.T) {
-	f, _ := openTemp(t, WithQueueDepth(8))
+	f, _ := openTemp(t, &Options{EngineOptions: &EngineOptions{QueueDepth: 8}})
 	const size = 256 * blk
 	w := abuf(t, size)
 	fill(w, 3)
@@ -167,7 +167,7 @@ func TestConcurrentReadAt(t *testing.T) {
 func TestAsyncCallbacks(t *testing.T) {
 	for _, p := range []completion.Policy{completion.Inline, completion.Pool, completion.Caller, completion.Default} {
 		t.Run(p.String(), func(t *testing.T) {
-			f, _ := openTemp(t)
+			f, _ := openTemp(t, nil)
 			const size = 64 * blk
 			w := abuf(t, size)
 			fill(w, 4)
@@ -222,7 +222,7 @@ func TestAsyncCallbacks(t *testing.T) {
 }
 
 func TestReadAtAllocs(t *testing.T) {
-	f, _ := openTemp(t)
+	f, _ := openTemp(t, nil)
 	b := abuf(t, blk)
 	if _, err := f.WriteAt(b, 0); err != nil {
 		t.Fatal(err)

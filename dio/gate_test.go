@@ -22,11 +22,12 @@ import (
 	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/iomap"
+	"github.com/uringdio/uringdio/ring"
 )
 
 // openVolume opens a scratch device file of blocks*bs bytes behind an
 // ExtentMap with block size bs.
-func openVolume(t *testing.T, bs, blocks int64, opts ...dio.Option) *dio.File {
+func openVolume(t *testing.T, bs, blocks int64, o dio.Options) *dio.File {
 	t.Helper()
 	dev := filepath.Join(t.TempDir(), "dev")
 	if err := os.WriteFile(dev, make([]byte, blocks*bs), 0o600); err != nil {
@@ -36,8 +37,8 @@ func openVolume(t *testing.T, bs, blocks int64, opts ...dio.Option) *dio.File {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts = append([]dio.Option{dio.WithMapper(em), dio.WithSize(blocks * bs)}, opts...)
-	f, err := dio.Open(dev, os.O_RDWR, 0, opts...)
+	o.Mapper, o.Size = em, blocks*bs
+	f, err := dio.Open(dev, os.O_RDWR, 0, &o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,14 +54,16 @@ func holdGate(t *testing.T, bs, blocks int64) (f *dio.File, first *dio.Request, 
 	hold := make(chan struct{})
 	entered := make(chan struct{}, 1)
 	var once sync.Once
-	f = openVolume(t, bs, blocks, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
+	var o dio.Options
+	dio.SetSubmitHook(&o, func(r *dio.Request, sqe *ring.SQE) {
 		if r == first {
 			once.Do(func() {
 				entered <- struct{}{}
 				<-hold
 			})
 		}
-	}))
+	})
+	f = openVolume(t, bs, blocks, o)
 	sec := f.Alignment().Offset
 	first = &dio.Request{Op: dio.Write, Off: 0, Buf: relBuf(t, int(sec)), Policy: completion.Pool}
 	go f.Submit(first)
@@ -76,7 +79,7 @@ func holdGate(t *testing.T, bs, blocks int64) (f *dio.File, first *dio.Request, 
 func TestGateInterleavedSubBlockWrites(t *testing.T) {
 	const bs = 16 << 10
 	const shared, owned = 32, 32 // blocks written sector by sector; blocks owned whole
-	f := openVolume(t, bs, shared+owned)
+	f := openVolume(t, bs, shared+owned, dio.Options{})
 	defer closeWithin(t, f, 10*time.Second)
 	sec := f.Alignment().Offset
 	spb := bs / sec
@@ -211,7 +214,7 @@ func writeWith(f *dio.File, pol completion.Policy, b []byte, off int64) error {
 func TestGateCallbackChains(t *testing.T) {
 	const bs = 16 << 10
 	const blocks = 16
-	f := openVolume(t, bs, blocks)
+	f := openVolume(t, bs, blocks, dio.Options{})
 	defer closeWithin(t, f, 10*time.Second)
 	sec := f.Alignment().Offset
 	spb := int64(bs) / sec
@@ -348,7 +351,7 @@ func TestGateNoWaitEAGAIN(t *testing.T) {
 // write that needs allocation) stayed marked in flight: resubmitting it
 // failed with "resubmitted while in flight", and Wait on it never returned.
 func TestGateRefusedSubmitLeavesRequestReusable(t *testing.T) {
-	f := openVolume(t, 16<<10, 4)
+	f := openVolume(t, 16<<10, 4, dio.Options{})
 	defer closeWithin(t, f, 5*time.Second)
 	sec := f.Alignment().Offset
 	r := &dio.Request{Op: dio.Write, Off: sec, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Flags: dio.NoWait}
@@ -370,7 +373,7 @@ func TestGateRefusedSubmitLeavesRequestReusable(t *testing.T) {
 // now released where the I/O completes, conversion included.
 func TestGatePoolCallbackWriteCompletes(t *testing.T) {
 	const bs = 16 << 10
-	f := openVolume(t, bs, 8, dio.WithWorkers(1))
+	f := openVolume(t, bs, 8, dio.Options{EngineOptions: &dio.EngineOptions{Workers: 1}})
 	sec := f.Alignment().Offset
 	done := make(chan error, 1)
 	b := &dio.Request{Op: dio.Write, Off: bs + sec, Buf: relBuf(t, int(sec)), Policy: completion.Pool}
@@ -422,11 +425,13 @@ func TestGateQueuedWriteHonoursContext(t *testing.T) {
 	// The gate's holder: a sub-block write that a hook sends to the full
 	// pipe, in flight until the test drains it. (Not a hook that blocks:
 	// hooks run under the engine's lock.)
-	f := openVolume(t, bs, 4, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
+	var o dio.Options
+	dio.SetSubmitHook(&o, func(r *dio.Request, sqe *ring.SQE) {
 		if r.Tag == 1 && sqe.Len < bs {
 			sqe.Fd, sqe.Off = int32(p[1]), 0
 		}
-	}))
+	})
+	f := openVolume(t, bs, 4, o)
 	defer closeWithin(t, f, 10*time.Second)
 	sec := f.Alignment().Offset
 	first := &dio.Request{Op: dio.Write, Off: sec, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Tag: 1}

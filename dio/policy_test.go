@@ -113,7 +113,7 @@ func TestMappingTypesPolicies(t *testing.T) {
 
 func testMappingCase(t *testing.T, si int, op Op, p completion.Policy, sync bool) {
 	lm := newLayout()
-	f, path := openTemp(t, WithMapper(lm))
+	f, path := openTemp(t, &Options{Mapper: lm})
 	// The backing file holds a known pattern everywhere.
 	const total = 7 * segSize
 	orig := make([]byte, total)
@@ -238,12 +238,12 @@ func testMappingCase(t *testing.T, si int, op Op, p completion.Policy, sync bool
 func TestDSyncWriteThrough(t *testing.T) {
 	var mu sync.Mutex
 	var flags []uint32
-	hook := func(r *Request, sqe *SQEView) {
+	hook := func(r *Request, sqe *ring.SQE) {
 		mu.Lock()
 		flags = append(flags, sqe.OpFlags)
 		mu.Unlock()
 	}
-	f, _ := openTemp(t, WithSubmitHook(hook))
+	f, _ := openTemp(t, &Options{submitHook: hook})
 	buf := abuf(t, blk)
 	if _, err := f.WriteAt(buf, 0); err != nil {
 		t.Fatal(err)
@@ -290,7 +290,7 @@ func TestDSyncWriteThrough(t *testing.T) {
 func TestDSyncOnMappedFile(t *testing.T) {
 	var mu sync.Mutex
 	var flags []uint32
-	hook := func(r *Request, sqe *SQEView) {
+	hook := func(r *Request, sqe *ring.SQE) {
 		mu.Lock()
 		flags = append(flags, sqe.OpFlags)
 		mu.Unlock()
@@ -308,7 +308,7 @@ func TestDSyncOnMappedFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := Open(path, os.O_RDWR, 0, WithMapper(fm), WithSubmitHook(hook))
+	f, err := Open(path, os.O_RDWR, 0, &Options{Mapper: fm, submitHook: hook})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +340,7 @@ func TestDowngrades(t *testing.T) {
 		{off: 0, n: 8 * blk, typ: iomap.Mapped},
 		{off: 8 * blk, n: 8 * blk, typ: iomap.Hole},
 	}}
-	f, path := openTemp(t, WithMapper(lm))
+	f, path := openTemp(t, &Options{Mapper: lm})
 	os.WriteFile(path, make([]byte, 16*blk), 0o600)
 	f.Truncate(16 * blk)
 	b := abuf(t, blk)

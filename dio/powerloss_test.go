@@ -606,7 +606,7 @@ func (lr *logRun) round(rng *rand.Rand) error {
 		first = gen
 	}
 
-	f, err := dio.Open(lg.path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := dio.Open(lg.path, os.O_RDWR|os.O_CREATE, 0o644, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -961,7 +961,7 @@ func runDSyncSuite(t *testing.T, m *crashfs.BlockMount, dir string, seed uint64,
 	start := time.Now()
 	for round := 0; b.more(dr.points, start); round++ {
 		rng := newRand(seed ^ uint64(round)*0x9e3779b97f4a7c15)
-		f, err := dio.Open(dr.path, os.O_RDWR, 0)
+		f, err := dio.Open(dr.path, os.O_RDWR, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1048,7 +1048,7 @@ func TestPowerLossWritePastEOFZeroesTheGap(t *testing.T) {
 		write func(t *testing.T, path string)
 	}{
 		{"dio aligned", true, func(t *testing.T, path string) {
-			f, err := dio.Open(path, os.O_RDWR, 0)
+			f, err := dio.Open(path, os.O_RDWR, 0, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1060,7 +1060,7 @@ func TestPowerLossWritePastEOFZeroesTheGap(t *testing.T) {
 			}
 		}},
 		{"dio unaligned", true, func(t *testing.T, path string) {
-			f, err := dio.Open(path, os.O_RDWR, 0)
+			f, err := dio.Open(path, os.O_RDWR, 0, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1104,7 +1104,7 @@ func TestPowerLossWritePastEOFZeroesTheGap(t *testing.T) {
 				writeDurable(t, path(i), old)
 			}
 			for i := range ways {
-				f, err := dio.Open(path(i), os.O_RDWR, 0)
+				f, err := dio.Open(path(i), os.O_RDWR, 0, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -1342,7 +1342,7 @@ func runUntornSuite(t *testing.T, m *crashfs.BlockMount, dir string, seed uint64
 	syncDirOf(t, dir)
 	ur := &untornRun{powerRun: powerRun{t: t, m: m, maxRequests: 60, torn: 3}, path: filepath.Join(dir, "untorn"),
 		checks: map[string]int{}, plainTorn: map[string]int{}}
-	f, err := dio.Open(ur.path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := dio.Open(ur.path, os.O_RDWR|os.O_CREATE, 0o644, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1397,7 +1397,7 @@ func runUntornSuite(t *testing.T, m *crashfs.BlockMount, dir string, seed uint64
 	start := time.Now()
 	for round := 0; b.more(ur.points, start); round++ {
 		rng := newRand(seed ^ uint64(round)*0x9e3779b97f4a7c15)
-		f, err := dio.Open(ur.path, os.O_RDWR, 0)
+		f, err := dio.Open(ur.path, os.O_RDWR, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

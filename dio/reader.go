@@ -26,7 +26,7 @@ type ReaderOptions struct {
 // ahead of the position instead. It is for files that do not change under
 // it, such as sstables: bytes it read ahead are not read again, so a write
 // to the range through another handle after they were read is not seen.
-// Its buffers come from the engine's buffer memory (WithBufferMemory). A
+// Its buffers come from the engine's buffer memory (EngineOptions.BufferMemory). A
 // Reader is not safe for concurrent use.
 type Reader struct {
 	f      *File

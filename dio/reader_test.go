@@ -20,7 +20,7 @@ func TestReaderReadsSequentially(t *testing.T) {
 	data := make([]byte, 3<<20+777)
 	fillRand(newRand(9), data)
 	writeSynced(t, path, data)
-	f, err := dio.Open(path, os.O_RDONLY, 0)
+	f, err := dio.Open(path, os.O_RDONLY, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestReaderKeepsReadsInFlight(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ahead")
 	data := make([]byte, 2<<20)
 	writeSynced(t, path, data)
-	f, err := dio.Open(path, os.O_RDONLY, 0)
+	f, err := dio.Open(path, os.O_RDONLY, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

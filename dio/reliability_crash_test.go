@@ -217,7 +217,7 @@ func crashChild(t *testing.T) {
 	path := os.Getenv("UIRINGDIO_CRASH_PATH")
 	seed, _ := strconv.ParseUint(os.Getenv("UIRINGDIO_CRASH_CHILD_SEED"), 10, 64)
 	ack := os.NewFile(3, "ack")
-	f, err := dio.Open(path, os.O_RDWR, 0)
+	f, err := dio.Open(path, os.O_RDWR, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

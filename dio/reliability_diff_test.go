@@ -95,7 +95,7 @@ func TestDifferentialPread(t *testing.T) {
 	rnd := newRand(seed)
 	dir := t.TempDir()
 	pa, pb := filepath.Join(dir, "uringdio"), filepath.Join(dir, "pread")
-	f, err := dio.Open(pa, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := dio.Open(pa, os.O_RDWR|os.O_CREATE, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/internal/faultring"
 	"github.com/uringdio/uringdio/internal/fsx"
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
 )
 
@@ -73,21 +74,22 @@ type sweepEnv struct {
 	}
 	q     *completion.Queue
 	model *fsx.Model
-	extra []dio.Option
+	eo    dio.EngineOptions // the engine's options, with the sweep's ring wrapper
 	hang  *hangWatch
 }
 
 // newSweepEnv is newSweepEnvC with the combined submit-and-wait.
-func newSweepEnv(t *testing.T, kind faultring.Fault, extra ...dio.Option) *sweepEnv {
-	return newSweepEnvC(t, kind, true, extra...)
+func newSweepEnv(t *testing.T, kind faultring.Fault, eo dio.EngineOptions) *sweepEnv {
+	return newSweepEnvC(t, kind, true, eo, 0)
 }
 
 // newSweepEnvC sets up the sweep workload under the fault kind. With
 // combine the engine may submit and wait in one call (Flush, EnterWait),
 // as on a plain ring; without, the wrapper hides that pair
 // (faultring.TwoCall) and the engine submits and waits in two calls.
-func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, extra ...dio.Option) *sweepEnv {
-	e := &sweepEnv{t: t, kind: kind, q: completion.NewQueue(swReqs), model: fsx.NewModel(), extra: extra}
+// lostAfter > 0 turns on the engine's lost-completion audits.
+func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, eo dio.EngineOptions, lostAfter time.Duration) *sweepEnv {
+	e := &sweepEnv{t: t, kind: kind, q: completion.NewQueue(swReqs), model: fsx.NewModel(), eo: eo}
 	e.path = filepath.Join(t.TempDir(), "sweep")
 	init := make([]byte, swSize)
 	fillRand(newRand(1), init)
@@ -96,14 +98,14 @@ func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, extra ...dio
 	// first).
 	writeSynced(t, e.path, init)
 	e.model.Write(0, init)
-	opts := append([]dio.Option{dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	ringhook.Attach(&e.eo, ringhook.Hooks{LostAfter: lostAfter, WrapRing: func(r ringhook.Ring) ringhook.Ring {
 		e.fr = faultring.New(r, faultring.Config{Seed: uint64(kind), Decide: e.decide})
 		if !combine {
 			return faultring.TwoCall(e.fr)
 		}
 		return e.fr
-	})}, extra...)
-	f, err := dio.Open(e.path, os.O_RDWR, 0, opts...)
+	}})
+	f, err := dio.Open(e.path, os.O_RDWR, 0, &dio.Options{EngineOptions: &e.eo})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +372,7 @@ func TestFaultSweepKthCQE(t *testing.T) {
 	for _, combine := range []bool{false, true} {
 		for _, kind := range kinds {
 			t.Run(fmt.Sprintf("%v/combined-submit-wait=%v", kind, combine), func(t *testing.T) {
-				e := newSweepEnvC(t, kind, combine)
+				e := newSweepEnvC(t, kind, combine, dio.EngineOptions{}, 0)
 				used := e.run(1<<62, 0) // no fault: how many CQEs the workload takes
 				if used < swReqs*swPieces {
 					t.Fatalf("workload took %d CQEs, want at least %d", used, swReqs*swPieces)
@@ -398,8 +400,8 @@ func TestFaultSweepKthCQE(t *testing.T) {
 func TestFaultSweepLostCQE(t *testing.T) {
 	for _, combine := range []bool{false, true} {
 		t.Run(fmt.Sprintf("combined-submit-wait=%v", combine), func(t *testing.T) {
-			check := dio.WithLostCompletionCheck(20 * time.Millisecond)
-			used := newSweepEnvC(t, faultring.Drop, combine, check).run(1<<62, 0)
+			const check = 20 * time.Millisecond
+			used := newSweepEnvC(t, faultring.Drop, combine, dio.EngineOptions{}, check).run(1<<62, 0)
 			// Every k in long mode; otherwise every fourth, from a seeded
 			// start, so that successive CI runs cover them all.
 			step, first := uint64(4), 1+uint64(envInt("UIRINGDIO_SWEEP_SEED", time.Now().UnixNano()))%4
@@ -409,7 +411,7 @@ func TestFaultSweepLostCQE(t *testing.T) {
 			t.Logf("losing CQE %d, %d, ... of %d (UIRINGDIO_SWEEP_SEED=%d replays)", first, first+step, used, first-1)
 			for k := first; k <= used; k += step {
 				t.Run(fmt.Sprint(k), func(t *testing.T) {
-					e := newSweepEnvC(t, faultring.Drop, combine, check)
+					e := newSweepEnvC(t, faultring.Drop, combine, dio.EngineOptions{}, check)
 					e.run(k, int(k))
 					st := e.f.Engine().Stats()
 					if st.LostCQEs.Load() != 1 {
@@ -429,7 +431,7 @@ func TestFaultSweepLostCQE(t *testing.T) {
 func TestFaultSweepFixedBuffersRegisteredFiles(t *testing.T) {
 	for _, kind := range []faultring.Fault{faultring.EIO, faultring.Short} {
 		t.Run(kind.String(), func(t *testing.T) {
-			e := newSweepEnv(t, kind, dio.WithRegisteredFiles(2), dio.WithQueueDepth(16))
+			e := newSweepEnv(t, kind, dio.EngineOptions{RegisteredFiles: 2, QueueDepth: 16})
 			used := e.run(1<<62, 0)
 			for k := uint64(1); k <= used; k += 3 {
 				e.run(k, int(k))
@@ -444,13 +446,13 @@ func TestFaultSweepFixedBuffersRegisteredFiles(t *testing.T) {
 // submissions are refused (or whose SQ is full) a few times in a row,
 // and fails if they do not complete.
 func submitStall(t *testing.T, cfg faultring.Config, combine bool) {
-	f, path := openRel(t)
+	f, path := openRel(t, nil)
 	init := make([]byte, 64<<10)
 	fillRand(newRand(2), init)
 	os.WriteFile(path, init, 0o600)
 	f.Close()
 	var fr *faultring.Ring
-	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f, err := dio.Open(path, os.O_RDWR, 0, wrapped(func(r ringhook.Ring) ringhook.Ring {
 		fr = faultring.New(r, cfg)
 		if !combine {
 			return faultring.TwoCall(fr)
@@ -527,13 +529,13 @@ func TestSQFullBacklogDoesNotStallWaiter(t *testing.T) {
 // Random EBUSY/EAGAIN from enter and SQ-full answers under asynchronous
 // load: everything completes, correctly.
 func TestFaultSubmitSideRandom(t *testing.T) {
-	f, path := openRel(t)
+	f, path := openRel(t, nil)
 	f.Close()
 	var fr *faultring.Ring
-	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithQueueDepth(8), dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f, err := dio.Open(path, os.O_RDWR, 0, hooked(dio.EngineOptions{QueueDepth: 8}, ringhook.Hooks{WrapRing: func(r ringhook.Ring) ringhook.Ring {
 		fr = faultring.New(r, faultring.Config{Seed: 3, SubmitErrRate: 0.2, SQFullRate: 0.2})
 		return fr
-	}))
+	}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -607,14 +609,14 @@ type brokenEnv struct {
 }
 
 func newBrokenEnv(t *testing.T, n int, cfg faultring.Config) *brokenEnv {
-	f, path := openRel(t)
+	f, path := openRel(t, nil)
 	os.WriteFile(path, make([]byte, max(n*4096, 64<<10)), 0o600)
 	f.Close()
 	b := &brokenEnv{t: t, calls: make([]atomic.Int32, n)}
 	if cfg.SQFull == nil {
 		cfg.SQFull = b.gate.Load
 	}
-	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f, err := dio.Open(path, os.O_RDWR, 0, wrapped(func(r ringhook.Ring) ringhook.Ring {
 		b.fr = faultring.New(r, cfg)
 		return b.fr
 	}))
@@ -775,19 +777,19 @@ func ringBrokenWithPendingResubmit(t *testing.T) {
 // A lost CQE (the kernel never posts it) left its request in flight for
 // ever: the engine could not notice, and cancelling (a context deadline)
 // did not help, because the kernel no longer knows the request either;
-// the File could not be closed. Now, with WithLostCompletionCheck, the
+// the File could not be closed. Now, with lost-completion audits on, the
 // waiter audits the ring (a drained NOP) once its cancel has had 100ms:
 // the request fails with ErrLostCompletion, the ring is declared broken,
 // Close returns.
 func TestLostCQEFailsItsRequest(t *testing.T) {
 	var fr *faultring.Ring
-	f, path := openRel(t)
+	f, path := openRel(t, nil)
 	os.WriteFile(path, make([]byte, 4096), 0o600)
 	f.Close()
-	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f, err := dio.Open(path, os.O_RDWR, 0, hooked(dio.EngineOptions{}, ringhook.Hooks{LostAfter: time.Hour, WrapRing: func(r ringhook.Ring) ringhook.Ring {
 		fr = faultring.New(r, faultring.Config{Nth: 1, NthFault: faultring.Drop})
 		return fr
-	}), dio.WithLostCompletionCheck(time.Hour)) // no watchdog in time: the deadline must do it
+	}})) // no watchdog in time: the deadline must do it
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -826,7 +828,7 @@ func TestLostCQEFailsItsRequest(t *testing.T) {
 // was; that request fails with ErrLostCompletion, without any context.
 func TestKernelDroppedCQEBreaksRing(t *testing.T) {
 	dropped := make(chan struct{})
-	f := openNumbered(t, 4, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f := openNumbered(t, 4, wrapped(func(r ringhook.Ring) ringhook.Ring {
 		return faultring.New(r, faultring.Config{Decide: dropNth(2, dropped), DropsCounted: true})
 	}))
 	b := relBuf(t, 4096)
@@ -895,7 +897,7 @@ func (w *sqFullAfterDrop) GetSQE() *ring.SQE {
 // it is queued, and reapers do not wait without a limit meanwhile.
 func TestDroppedCQEAuditRetriedUntilQueued(t *testing.T) {
 	dropped := make(chan struct{})
-	f := openNumbered(t, 4, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f := openNumbered(t, 4, wrapped(func(r ringhook.Ring) ringhook.Ring {
 		w := &sqFullAfterDrop{Ring: faultring.New(r, faultring.Config{Decide: dropNth(2, dropped), DropsCounted: true})}
 		w.n.Store(2) // the audit's GetSQE and its retry after Submit
 		return w
@@ -932,11 +934,13 @@ func TestStuckRequestDoesNotStallOthers(t *testing.T) {
 	}
 	defer syscall.Close(p[0])
 	defer syscall.Close(p[1])
-	f := openNumbered(t, 4, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
+	var o dio.Options
+	dio.SetSubmitHook(&o, func(r *dio.Request, sqe *ring.SQE) {
 		if r.Tag == 1 {
 			sqe.Fd, sqe.Off = int32(p[0]), 0
 		}
-	}))
+	})
+	f := openNumbered(t, 4, &o)
 	if d := dio.LostAfterForTest(f.Engine()); d != 0 {
 		t.Fatalf("audits are on by default (every %v)", d)
 	}
@@ -964,9 +968,9 @@ func TestStuckRequestDoesNotStallOthers(t *testing.T) {
 
 // openNumbered opens a scratch file of n 4 KiB blocks, block i filled with
 // byte i, with opts.
-func openNumbered(t *testing.T, n int, opts ...dio.Option) *dio.File {
+func openNumbered(t *testing.T, n int, o *dio.Options) *dio.File {
 	t.Helper()
-	f, path := openRel(t)
+	f, path := openRel(t, nil)
 	f.Close()
 	init := make([]byte, n*4096)
 	for i := range init {
@@ -975,7 +979,7 @@ func openNumbered(t *testing.T, n int, opts ...dio.Option) *dio.File {
 	if err := os.WriteFile(path, init, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f, err := dio.Open(path, os.O_RDWR, 0, opts...)
+	f, err := dio.Open(path, os.O_RDWR, 0, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -988,9 +992,9 @@ func openNumbered(t *testing.T, n int, opts ...dio.Option) *dio.File {
 // nothing hangs.
 func TestLostCQEWatchdog(t *testing.T) {
 	const n = 32
-	f := openNumbered(t, n, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f := openNumbered(t, n, hooked(dio.EngineOptions{}, ringhook.Hooks{LostAfter: 50 * time.Millisecond, WrapRing: func(r ringhook.Ring) ringhook.Ring {
 		return faultring.New(r, faultring.Config{Nth: 7, NthFault: faultring.Drop})
-	}), dio.WithLostCompletionCheck(50*time.Millisecond))
+	}}))
 	results := make(chan *dio.Request, n)
 	for i := 0; i < n; i++ {
 		r := &dio.Request{Op: dio.Read, Off: int64(i) * 4096, Buf: relBuf(t, 4096), Policy: completion.Pool,
@@ -1034,7 +1038,7 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 	if testing.Short() {
 		ops = 4000
 	}
-	f := openNumbered(t, n, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f := openNumbered(t, n, wrapped(func(r ringhook.Ring) ringhook.Ring {
 		return faultring.New(r, faultring.Config{Seed: 1, Rate: 0.2, Kinds: []faultring.Fault{faultring.Delay}})
 	}))
 	defer closeWithin(t, f, 5*time.Second)
@@ -1111,10 +1115,10 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 func TestRepeatedEINTRNeverReachesCaller(t *testing.T) {
 	for _, kind := range []faultring.Fault{faultring.EINTR, faultring.EAGAIN} {
 		t.Run(kind.String(), func(t *testing.T) {
-			f, path := openRel(t)
+			f, path := openRel(t, nil)
 			os.WriteFile(path, make([]byte, 4096), 0o600)
 			f.Close()
-			f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+			f, err := dio.Open(path, os.O_RDWR, 0, wrapped(func(r ringhook.Ring) ringhook.Ring {
 				return faultring.New(r, faultring.Config{Decide: func(c faultring.CQE) faultring.Fault {
 					if c.N <= 20 {
 						return kind
@@ -1144,18 +1148,18 @@ func TestRepeatedEINTRNeverReachesCaller(t *testing.T) {
 func TestCancelRacingCompletion(t *testing.T) {
 	const n = 64
 	var fr *faultring.Ring
-	f, path := openRel(t)
+	f, path := openRel(t, nil)
 	init := make([]byte, n*4096)
 	fillRand(newRand(9), init)
 	os.WriteFile(path, init, 0o600)
 	f.Close()
 	var gate atomic.Bool // SQ "full": requests wait in the backlog
-	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithQueueDepth(8), dio.WithMaxInflight(16),
-		dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f, err := dio.Open(path, os.O_RDWR, 0, hooked(dio.EngineOptions{QueueDepth: 8, MaxInflight: 16},
+		ringhook.Hooks{WrapRing: func(r ringhook.Ring) ringhook.Ring {
 			fr = faultring.New(r, faultring.Config{Seed: 4, Rate: 0.5, Kinds: []faultring.Fault{faultring.Delay}, MaxDelay: 6,
 				SQFull: gate.Load})
 			return fr
-		}))
+		}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,6 @@ import (
 	"github.com/uringdio/uringdio/ring"
 )
 
-// SQEView is the SQE a submit hook sees.
-type SQEView = ring.SQE
-
 // ErrEmpty is returned by Submit for a request with no bytes.
 var ErrEmpty = errors.New("dio: zero-length request")
 

@@ -26,7 +26,7 @@ func TestUnalignedIOLikeOSFile(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := mk(t)
 			path := filepath.Join(dir, "unaligned")
-			f, err := dio.Open(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+			f, err := dio.Open(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -101,7 +101,7 @@ func TestConcurrentUnalignedWritesToOneSectorBothSurvive(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sector")
 	var files []*dio.File
 	for range 2 {
-		f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600)
+		f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,11 +143,11 @@ func TestConcurrentUnalignedWritesToOneSectorBothSurvive(t *testing.T) {
 	}
 }
 
-// TestStrictAlignmentRefusesUnaligned: with WithStrictAlignment, a request
+// TestStrictAlignmentRefusesUnaligned: with Options.StrictAlignment, a request
 // off the alignment fails with ErrUnaligned and does nothing.
 func TestStrictAlignmentRefusesUnaligned(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "strict")
-	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, dio.WithStrictAlignment())
+	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, &dio.Options{StrictAlignment: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestStrictAlignmentRefusesUnaligned(t *testing.T) {
 // allocates nothing in steady state.
 func TestUnalignedIOAllocatesNothing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "allocs")
-	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,7 +45,7 @@ type WriterOptions struct {
 //
 // The Writer owns the file's contents from its start offset on while it is
 // open: do not write them through other handles. Its buffers come from the
-// engine's buffer memory (WithBufferMemory). Write, Sync, SyncData, Size
+// engine's buffer memory (EngineOptions.BufferMemory). Write, Sync, SyncData, Size
 // and Close are safe for concurrent use.
 type Writer struct {
 	f     *File

@@ -15,13 +15,14 @@ import (
 	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/internal/faultring"
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
 	"golang.org/x/sys/unix"
 )
 
-func openRW(t *testing.T, path string, opts ...dio.Option) *dio.File {
+func openRW(t *testing.T, path string, o *dio.Options) *dio.File {
 	t.Helper()
-	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, opts...)
+	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +35,7 @@ func openRW(t *testing.T, path string, opts ...dio.Option) *dio.File {
 // zeroes past them, after Close exactly the bytes.
 func TestWriterAppendsWritesOfAnySize(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log")
-	f := openRW(t, path)
+	f := openRW(t, path, nil)
 	w, err := dio.NewWriter(f, 0, dio.WriterOptions{ChunkSize: 64 << 10, MaxInflight: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +88,7 @@ func TestWriterOnReusedPreallocatedFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "wal")
 	old := bytes.Repeat([]byte{0xEE}, 1<<20)
 	writeSynced(t, path, old)
-	f := openRW(t, path)
+	f := openRW(t, path, nil)
 	if err := f.Preallocate(0, 4<<20); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +131,7 @@ func TestWriterAppendsFromAnUnalignedEnd(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "append")
 	head := bytes.Repeat([]byte("head"), 250) // 1000 bytes
 	writeSynced(t, path, head)
-	f := openRW(t, path)
+	f := openRW(t, path, nil)
 	w, err := dio.NewWriter(f, int64(len(head)), dio.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +151,7 @@ func TestWriterAppendsFromAnUnalignedEnd(t *testing.T) {
 // call returns.
 func TestWriterGroupCommit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "group")
-	f := openRW(t, path)
+	f := openRW(t, path, nil)
 	w, err := dio.NewWriter(f, 0, dio.WriterOptions{ChunkSize: 16 << 10})
 	if err != nil {
 		t.Fatal(err)
@@ -202,7 +203,7 @@ func TestWriterErrorsAreSticky(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sticky")
 	var fail bool
 	var mu sync.Mutex
-	f := openRW(t, path, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f := openRW(t, path, wrapped(func(r ringhook.Ring) ringhook.Ring {
 		return faultring.New(r, faultring.Config{Decide: func(c faultring.CQE) faultring.Fault {
 			mu.Lock()
 			defer mu.Unlock()
@@ -249,7 +250,7 @@ func TestWriterErrorsAreSticky(t *testing.T) {
 func TestWriterENOSPC(t *testing.T) {
 	fs := mountLoop(t, "ext4", 16<<20, 4096)
 	path := filepath.Join(fs.Dir, "full")
-	f := openRW(t, path)
+	f := openRW(t, path, nil)
 	w, err := dio.NewWriter(f, 0, dio.WriterOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -288,7 +289,7 @@ func TestWriterENOSPC(t *testing.T) {
 func TestAsyncSyncAndPreallocate(t *testing.T) {
 	for _, dir := range []string{t.TempDir(), fsDirs(t)["tmpfs"](t)} {
 		path := filepath.Join(dir, "ctl")
-		f := openRW(t, path)
+		f := openRW(t, path, nil)
 		if _, err := f.WriteAt(relBuf(t, 8192), 0); err != nil {
 			t.Fatal(err)
 		}

@@ -184,10 +184,10 @@ func Open(dir string, opt Options) (*Store, error) {
 	var err error
 	// A page write, a WAL append and a read each use one SQE: a small
 	// ring is plenty, and each File has its own engine (ring, reaper, pool).
-	if s.pages, err = dio.Open(filepath.Join(dir, "pages.db"), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+	if s.pages, err = dio.Open(filepath.Join(dir, "pages.db"), os.O_RDWR|os.O_CREATE, 0o644, nil); err != nil {
 		return nil, err
 	}
-	if s.wal, err = dio.Open(filepath.Join(dir, "wal.log"), os.O_RDWR|os.O_CREATE, 0o644, dio.WithQueueDepth(8)); err != nil {
+	if s.wal, err = dio.Open(filepath.Join(dir, "wal.log"), os.O_RDWR|os.O_CREATE, 0o644, &dio.Options{EngineOptions: &dio.EngineOptions{QueueDepth: 8}}); err != nil {
 		s.pages.Close()
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/internal/faultring"
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
 )
 
@@ -87,7 +88,8 @@ func crashChild(dir string) int {
 			fmt.Println("err", err)
 			return 3
 		}
-		opts = append(opts, WithEngineOptions(dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		var eo dio.EngineOptions
+		ringhook.Attach(&eo, ringhook.Hooks{WrapRing: func(r ringhook.Ring) ringhook.Ring {
 			var writes uint64
 			return faultring.New(r, faultring.Config{Decide: func(c faultring.CQE) faultring.Fault {
 				switch c.SQE.Op {
@@ -100,7 +102,8 @@ func crashChild(dir string) int {
 				}
 				return faultring.None
 			}})
-		})))
+		}})
+		opts = append(opts, WithEngineOptions(eo))
 	}
 	fs, err := New(opts...)
 	if err != nil {

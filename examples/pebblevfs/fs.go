@@ -84,7 +84,7 @@ func New(opts ...Option) (*FS, error) {
 		c.readahead = (c.readahead + 4095) &^ 4095
 	}
 	f := &FS{base: vfs.Default, cfg: c, writing: make(map[string]*file)}
-	eng, err := dio.NewEngine(c.engineOpts...)
+	eng, err := dio.NewEngine(c.engineOpts)
 	if err != nil {
 		if !unavailable(err) {
 			return nil, err
@@ -176,7 +176,7 @@ func (f *FS) open(name string, flag int) (df *dio.File, fallback bool, err error
 		f.fallbacks.Add(1)
 		return nil, true, nil
 	}
-	df, err = dio.Open(name, flag, 0o666, dio.WithEngine(f.eng))
+	df, err = dio.Open(name, flag, 0o666, &dio.Options{Engine: f.eng})
 	if err != nil {
 		if unavailable(err) {
 			f.fallbacks.Add(1)

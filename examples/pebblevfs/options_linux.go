@@ -5,15 +5,15 @@ package pebblevfs
 import "github.com/uringdio/uringdio/dio"
 
 type osConfig struct {
-	engineOpts []dio.Option
+	engineOpts *dio.EngineOptions
 	writer     dio.WriterOptions
 	logWriter  *dio.WriterOptions
 }
 
-// WithEngineOptions passes options to the FS's one engine (dio.NewEngine):
-// queue depth, buffer memory, a ring wrapper for fault injection.
-func WithEngineOptions(opts ...dio.Option) Option {
-	return func(c *config) { c.engineOpts = append(c.engineOpts, opts...) }
+// WithEngineOptions sets the options of the FS's one engine
+// (dio.NewEngine): queue depth, buffer memory, ...
+func WithEngineOptions(o dio.EngineOptions) Option {
+	return func(c *config) { c.engineOpts = &o }
 }
 
 // WithWriterOptions sets the options of the Writers that files Pebble

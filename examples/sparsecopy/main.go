@@ -215,17 +215,17 @@ func copySparse(ctx context.Context, src, dst string, cfg config) (*copyStats, e
 		return nil, err
 	}
 
-	eng, err := dio.NewEngine(dio.WithQueueDepth(2 * cfg.Inflight))
+	eng, err := dio.NewEngine(&dio.EngineOptions{QueueDepth: 2 * cfg.Inflight})
 	if err != nil {
 		return nil, err
 	}
 	defer eng.Close()
-	in, err := dio.Open(src, os.O_RDONLY, 0, dio.WithEngine(eng), dio.WithMapper(smap))
+	in, err := dio.Open(src, os.O_RDONLY, 0, &dio.Options{Engine: eng, Mapper: smap})
 	if err != nil {
 		return nil, err
 	}
 	defer in.Close()
-	outf, err := dio.Open(dst, os.O_RDWR, 0, dio.WithEngine(eng), dio.WithMapper(dmap))
+	outf, err := dio.Open(dst, os.O_RDWR, 0, &dio.Options{Engine: eng, Mapper: dmap})
 	if err != nil {
 		return nil, err
 	}

@@ -120,7 +120,7 @@ func TestSkipSyncMakesDioLie(t *testing.T) {
 			durability.SkipSync.Store(skip)
 			defer durability.SkipSync.Store(false)
 			for _, w := range ways {
-				var opts []dio.Option
+				var o dio.Options
 				if w.mapped {
 					mf, err := os.Open(filepath.Join(dir, w.name))
 					if err != nil {
@@ -131,9 +131,9 @@ func TestSkipSyncMakesDioLie(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					opts = append(opts, dio.WithMapper(fm))
+					o.Mapper = fm
 				}
-				f, err := dio.Open(filepath.Join(dir, w.name), os.O_RDWR, 0, opts...)
+				f, err := dio.Open(filepath.Join(dir, w.name), os.O_RDWR, 0, &o)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -27,32 +27,31 @@ func openUringdio(j *Job) (JobRunner, error) {
 	for entries < cfg.QD {
 		entries *= 2
 	}
-	opts := []dio.Option{dio.WithQueueDepth(entries)}
+	eo := dio.EngineOptions{QueueDepth: entries}
 	if cfg.SQPoll {
-		opts = append(opts, dio.WithSQPoll(0)) // the kernel's default idle, as fio's sqthread_poll
+		eo.SQPoll = true // the kernel's default idle, as fio's sqthread_poll
 	}
-	if cfg.IOPoll {
-		opts = append(opts, dio.WithIOPoll())
-	}
+	eo.IOPoll = cfg.IOPoll
 	if cfg.FixedBufs {
-		opts = append(opts, dio.WithFixedBuffers(cfg.QD, cfg.BS))
+		eo.FixedBuffers, eo.FixedBufferSize = cfg.QD, cfg.BS
 	}
 	if cfg.RingFlags != "" {
 		fl, err := parseRingFlags(cfg.RingFlags)
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, dio.WithRingFlags(fl))
+		eo.RingFlags = fl
 	}
+	o := dio.Options{EngineOptions: &eo}
 	if cfg.Block {
 		// A block device: fstat says size 0, and its mapping is the identity.
-		opts = append(opts, dio.WithMapper(iomap.NewWholeFile(cfg.Size)), dio.WithSize(cfg.Size))
+		o.Mapper, o.Size = iomap.NewWholeFile(cfg.Size), cfg.Size
 	}
 	flag := os.O_RDONLY
 	if cfg.Writes() {
 		flag = os.O_RDWR
 	}
-	f, err := dio.Open(cfg.Path, flag, 0, opts...)
+	f, err := dio.Open(cfg.Path, flag, 0, &o)
 	if err != nil {
 		return nil, err
 	}

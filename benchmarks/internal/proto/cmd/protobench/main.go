@@ -318,18 +318,18 @@ func runChild(d string, sh Shape) (res *Result) {
 	case "pread":
 		eng = &proto.Pread{}
 	case "lib":
-		e, err := dio.NewEngine()
+		e, err := dio.NewEngine(nil)
 		if err != nil {
 			res.Err = err.Error()
 			return
 		}
 		var dfs []*dio.File
 		for _, p := range sh.Files {
-			opts := []dio.Option{dio.WithEngine(e)}
+			o := dio.Options{Engine: e}
 			if sh.Block {
-				opts = append(opts, dio.WithMapper(iomap.NewWholeFile(sh.Size)), dio.WithSize(sh.Size))
+				o.Mapper, o.Size = iomap.NewWholeFile(sh.Size), sh.Size
 			}
-			f, err := dio.Open(p, os.O_RDONLY, 0, opts...)
+			f, err := dio.Open(p, os.O_RDONLY, 0, &o)
 			if err != nil {
 				res.Err = err.Error()
 				return
