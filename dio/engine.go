@@ -90,7 +90,7 @@ type Engine struct {
 	closed    atomic.Bool
 	broken    atomic.Bool
 	permanent bool // the default engine: Close does nothing
-	stats     Stats
+	stats     counters
 
 	fixedArena []byte
 	fixedFree  []int // free buffer indices
@@ -134,23 +134,32 @@ const (
 	wakeTag   = ^uint64(0) - 2 // the owner's eventfd poll (owner.go)
 )
 
-// Stats are engine counters, read with Engine.Stats.
+// Stats is a snapshot of an engine's counters (Engine.Stats): counts since
+// the engine was made, and what was in flight when it was taken.
 type Stats struct {
-	Submitted   atomic.Uint64 // SQEs submitted (pread backend: system calls)
-	Completed   atomic.Uint64 // CQEs processed (pread backend: pieces done)
-	Resubmits   atomic.Uint64 // short completions resubmitted
-	Backlogged  atomic.Uint64 // requests that waited for SQ room or slots
-	StrayCQEs   atomic.Uint64 // CQEs that matched nothing
-	Audits      atomic.Uint64 // lost-completion audits completed
-	LostCQEs    atomic.Uint64 // requests' SQEs whose completion an audit found lost
-	DroppedCQEs atomic.Uint64 // CQEs the kernel reported dropping (CQ overflow)
-	Wakes       atomic.Uint64 // times a submitter woke the sleeping owner
-	// Syncs counts the fsyncs and fdatasyncs that Writers' syncs issued
+	Submitted   uint64 // SQEs submitted (pread backend: system calls)
+	Completed   uint64 // CQEs processed (pread backend: pieces done)
+	Resubmits   uint64 // short completions resubmitted
+	Backlogged  uint64 // requests that waited for SQ room or slots
+	StrayCQEs   uint64 // CQEs that matched nothing
+	Audits      uint64 // lost-completion audits completed
+	LostCQEs    uint64 // requests' SQEs whose completion an audit found lost
+	DroppedCQEs uint64 // CQEs the kernel reported dropping (CQ overflow)
+	Wakes       uint64 // times a submitter woke the sleeping owner
+	// Syncs counts the fsyncs and fdatasyncs that appenders' syncs issued
 	// (a group commit issues one for all its callers).
-	Syncs atomic.Uint64
+	Syncs uint64
 	// Bounced counts ReadAt and WriteAt calls that were not aligned and went
 	// through bounce buffers.
-	Bounced atomic.Uint64
+	Bounced uint64
+	// Inflight is the number of SQEs in flight.
+	Inflight uint64
+}
+
+// counters are the engine's live counters (Stats has their meanings).
+type counters struct {
+	Submitted, Completed, Resubmits, Backlogged, StrayCQEs, Audits atomic.Uint64
+	LostCQEs, DroppedCQEs, Wakes, Syncs, Bounced                   atomic.Uint64
 }
 
 // NewEngine creates an engine: a ring owned by a goroutine locked to its
@@ -331,11 +340,17 @@ func (e *Engine) Close() error {
 	return err
 }
 
-// Stats returns the engine's counters.
-func (e *Engine) Stats() *Stats { return &e.stats }
-
-// Inflight returns the number of SQEs in flight.
-func (e *Engine) Inflight() int { return int(e.inflight.Load()) }
+// Stats returns a snapshot of the engine's counters. Each is read
+// atomically, not all at one instant. Safe for concurrent use.
+func (e *Engine) Stats() Stats {
+	c := &e.stats
+	return Stats{
+		Submitted: c.Submitted.Load(), Completed: c.Completed.Load(), Resubmits: c.Resubmits.Load(),
+		Backlogged: c.Backlogged.Load(), StrayCQEs: c.StrayCQEs.Load(), Audits: c.Audits.Load(),
+		LostCQEs: c.LostCQEs.Load(), DroppedCQEs: c.DroppedCQEs.Load(), Wakes: c.Wakes.Load(),
+		Syncs: c.Syncs.Load(), Bounced: c.Bounced.Load(), Inflight: uint64(max(e.inflight.Load(), 0)),
+	}
+}
 
 // ---- fixed buffers ----
 

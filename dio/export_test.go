@@ -45,3 +45,7 @@ func LostAfterForTest(e *Engine) time.Duration { return e.lostAfter }
 // the File opened with o, just before it is queued. The engine's own
 // fields (UserData) must be left alone.
 func SetSubmitHook(o *Options, h func(r *Request, sqe *ring.SQE)) { o.submitHook = h }
+
+// GateWaitedForTest reports how many requests on f's volume waited at its
+// write gate.
+func GateWaitedForTest(f *File) uint64 { return f.gateWaited() }

@@ -368,7 +368,7 @@ func TestClosedFileSubmitsNothing(t *testing.T) {
 	f, _ := openTemp(t, &Options{Engine: mustEngine(t, nil)})
 	b := abuf(t, blk)
 	f.WriteAt(b, 0)
-	before := f.Engine().Stats().Submitted.Load()
+	before := f.Engine().Stats().Submitted
 	f.Close()
 	if err := f.Submit(&Request{Op: Read, Buf: b}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Submit after Close: %v", err)
@@ -379,7 +379,7 @@ func TestClosedFileSubmitsNothing(t *testing.T) {
 	if err := f.Close(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("second Close: %v", err)
 	}
-	if after := f.Engine().Stats().Submitted.Load(); after != before {
+	if after := f.Engine().Stats().Submitted; after != before {
 		t.Fatalf("%d SQEs submitted after Close", after-before)
 	}
 }

@@ -35,7 +35,7 @@ type writeGate struct {
 	active     int  // writes admitted and not yet released
 	excl       bool // the one admitted write is unaligned
 	head, tail *Request
-	waited     uint64 // writes that had to wait (GateStats)
+	waited     uint64 // writes that had to wait (gateWaited)
 }
 
 // admissibleLocked reports whether r may start now.
@@ -206,9 +206,9 @@ func (f *File) completeUnlaunched(r *Request, err error) {
 	f.eng.put(r, false)
 }
 
-// GateStats reports how many requests on the file's volume waited at its
+// gateWaited reports how many requests on the file's volume waited at its
 // gate (0 for kernel files and mappers that leave zeroing to the kernel).
-func (f *File) GateStats() (waited uint64) {
+func (f *File) gateWaited() uint64 {
 	g := f.gate()
 	if g == nil {
 		return 0

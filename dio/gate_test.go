@@ -181,8 +181,8 @@ func TestGateInterleavedSubBlockWrites(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d writes waited at the gate (sector %d)", f.GateStats(), sec)
-	if f.GateStats() == 0 && g > 1 {
+	t.Logf("%d writes waited at the gate (sector %d)", dio.GateWaitedForTest(f), sec)
+	if dio.GateWaitedForTest(f) == 0 && g > 1 {
 		t.Error("no write ever waited at the gate: the test did not exercise it")
 	}
 }
@@ -299,8 +299,8 @@ func TestGateAdmittedWriteFails(t *testing.T) {
 	if err := f.Submit(second); err != nil {
 		t.Fatalf("Submit of a write that must wait at the gate: %v", err)
 	}
-	if f.GateStats() != 1 {
-		t.Fatalf("GateStats = %d, want 1 (the second write waits)", f.GateStats())
+	if dio.GateWaitedForTest(f) != 1 {
+		t.Fatalf("gate waits = %d, want 1 (the second write waits)", dio.GateWaitedForTest(f))
 	}
 	release()
 	if n, err := first.Wait(context.Background()); n != int(sec) || err != nil {
@@ -478,7 +478,7 @@ func TestGateQueuedWriteHonoursContext(t *testing.T) {
 			t.Fatalf("byte %d of the cancelled writes' range is %#x", 2*bs+i, c)
 		}
 	}
-	if a := f.Engine().Stats().Audits.Load(); a != 0 {
+	if a := f.Engine().Stats().Audits; a != 0 {
 		t.Fatalf("%d audits", a)
 	}
 }

@@ -629,7 +629,7 @@ func (lr *logRun) round(rng *rand.Rand) error {
 	lm := &logModel{gen: gen, want: bytes.Clone(lg.content[:start])}
 	lm.acked.Store(start)
 	closed := int64(-1)
-	syncs0 := f.Engine().Stats().Syncs.Load()
+	syncs0 := f.Engine().Stats().Syncs
 	wseed, ops, closeIt := rng.Uint64(), 20+rng.IntN(150), rng.IntN(3) == 0
 	if rng.IntN(3) == 0 {
 		ops = 2 + rng.IntN(15) // done before most crash points: a Close comes first
@@ -647,7 +647,7 @@ func (lr *logRun) round(rng *rand.Rand) error {
 		}
 		return err
 	})
-	lr.fdatasyncs += f.Engine().Stats().Syncs.Load() - syncs0
+	lr.fdatasyncs += f.Engine().Stats().Syncs - syncs0
 	if closed < 0 {
 		w.Close() // after the crash: it fails, and gives its buffers back
 	}

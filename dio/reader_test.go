@@ -73,7 +73,7 @@ func TestReaderKeepsReadsInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	before := f.Engine().Stats().Submitted.Load()
+	before := f.Engine().Stats().Submitted
 	r, err := dio.NewReader(f, 0, dio.ReaderOptions{ChunkSize: 64 << 10, Window: 6})
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +87,7 @@ func TestReaderKeepsReadsInFlight(t *testing.T) {
 	// Reader submits nothing more on its own), bounded.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		n := f.Engine().Stats().Submitted.Load() - before
+		n := f.Engine().Stats().Submitted - before
 		if n >= 6 {
 			break
 		}

@@ -414,8 +414,8 @@ func TestFaultSweepLostCQE(t *testing.T) {
 					e := newSweepEnvC(t, faultring.Drop, combine, dio.EngineOptions{}, check)
 					e.run(k, int(k))
 					st := e.f.Engine().Stats()
-					if st.LostCQEs.Load() != 1 {
-						t.Fatalf("lost CQE %d: engine counted %d lost", k, st.LostCQEs.Load())
+					if st.LostCQEs != 1 {
+						t.Fatalf("lost CQE %d: engine counted %d lost", k, st.LostCQEs)
 					}
 					if _, err := e.f.ReadAt(e.reqs[0].bufs[0], 0); !errors.Is(err, dio.ErrRingBroken) {
 						t.Fatalf("lost CQE %d: ReadAt afterwards = %v, want ErrRingBroken", k, err)
@@ -490,7 +490,7 @@ func submitStall(t *testing.T, cfg faultring.Config, combine bool) {
 		closeWithin(t, f, 10*time.Second)
 	case <-time.After(10 * time.Second):
 		t.Fatalf("a synchronous call hangs when the ring refuses submissions (wrapper %+v, engine %d SQEs in flight): "+
-			"did reapBatch wait in WaitCQ without a timeout while SQEs were still unsubmitted?", fr.Stats(), f.Engine().Inflight())
+			"did reapBatch wait in WaitCQ without a timeout while SQEs were still unsubmitted?", fr.Stats(), f.Engine().Stats().Inflight)
 	}
 }
 
@@ -701,7 +701,7 @@ func TestRingBrokenKeepsBuffersUntilTheirCQEs(t *testing.T) {
 			if err := b.f.Submit(&dio.Request{Op: dio.Read, Buf: relBuf(t, 4096)}); !errors.Is(err, dio.ErrRingBroken) {
 				t.Fatalf("Submit after a stray CQE: %v, want ErrRingBroken", err)
 			}
-			if st := b.f.Engine().Stats(); st.StrayCQEs.Load() == 0 {
+			if st := b.f.Engine().Stats(); st.StrayCQEs == 0 {
 				t.Fatal("StrayCQEs not counted")
 			}
 			early := b.early.Load()
@@ -738,7 +738,7 @@ func ringBrokenWithPendingResubmit(t *testing.T) {
 	cfg := faultring.Config{
 		DupDelay: 1, // the copy comes in a later batch than the short CQE
 		SQFull: func() bool {
-			return gate.Load() || (fullSince.Load() != 0 && b.f.Engine().Stats().StrayCQEs.Load() == 0)
+			return gate.Load() || (fullSince.Load() != 0 && b.f.Engine().Stats().StrayCQEs == 0)
 		},
 		Decide: func(c faultring.CQE) faultring.Fault {
 			if c.SQE.Len == 16384 && fullSince.Load() == 0 {
@@ -758,17 +758,17 @@ func ringBrokenWithPendingResubmit(t *testing.T) {
 	gate.Store(false)
 	waitGroupWithin(t, &b.wg, 10*time.Second, func() string { return fmt.Sprintf("%+v", b.fr.Stats()) })
 	// The owner's flush of the SQE it prepared for the freed slot.
-	waitUntil(t, "the engine to have nothing in flight", func() bool { return b.f.Engine().Inflight() == 0 })
+	waitUntil(t, "the engine to have nothing in flight", func() bool { return b.f.Engine().Stats().Inflight == 0 })
 	st := b.fr.Stats()
-	if st.Faults[faultring.Short] != 1 || st.Faults[faultring.Duplicate] == 0 || b.f.Engine().Stats().StrayCQEs.Load() == 0 {
-		t.Fatalf("the ring did not break with a short completion pending: wrapper %+v, %d stray CQEs", st, b.f.Engine().Stats().StrayCQEs.Load())
+	if st.Faults[faultring.Short] != 1 || st.Faults[faultring.Duplicate] == 0 || b.f.Engine().Stats().StrayCQEs == 0 {
+		t.Fatalf("the ring did not break with a short completion pending: wrapper %+v, %d stray CQEs", st, b.f.Engine().Stats().StrayCQEs)
 	}
 	// In flight when the ring broke (its rest waiting for SQ room, or
 	// resubmitted just before): ErrRingBroken, with what it moved.
 	if n, err := b.reqs[0].Result(); !errors.Is(err, dio.ErrRingBroken) || n > 16384 || n%512 != 0 {
 		t.Fatalf("short request in flight when the ring broke = %d, %v; want ErrRingBroken", n, err)
 	}
-	if n := b.f.Engine().Inflight(); n != 0 {
+	if n := b.f.Engine().Stats().Inflight; n != 0 {
 		t.Fatalf("%d SQEs in flight after the ring broke and every request completed", n)
 	}
 	closeWithin(t, b.f, 5*time.Second)
@@ -813,8 +813,8 @@ func TestLostCQEFailsItsRequest(t *testing.T) {
 		t.Fatal("a request whose CQE is lost never completes, even with a context deadline")
 	}
 	st := f.Engine().Stats()
-	if st.LostCQEs.Load() != 1 || st.Audits.Load() == 0 {
-		t.Fatalf("stats: %d lost, %d audits; want 1 lost", st.LostCQEs.Load(), st.Audits.Load())
+	if st.LostCQEs != 1 || st.Audits == 0 {
+		t.Fatalf("stats: %d lost, %d audits; want 1 lost", st.LostCQEs, st.Audits)
 	}
 	if _, err := f.ReadAt(b, 0); !errors.Is(err, dio.ErrRingBroken) {
 		t.Fatalf("ReadAt on a broken ring = %v, want ErrRingBroken", err)
@@ -859,8 +859,8 @@ func TestKernelDroppedCQEBreaksRing(t *testing.T) {
 		t.Fatal("a read whose CQE the kernel dropped (and counted) never completed")
 	}
 	st := f.Engine().Stats()
-	if st.DroppedCQEs.Load() != 1 || st.LostCQEs.Load() != 1 {
-		t.Fatalf("stats: %d dropped, %d lost; want 1, 1", st.DroppedCQEs.Load(), st.LostCQEs.Load())
+	if st.DroppedCQEs != 1 || st.LostCQEs != 1 {
+		t.Fatalf("stats: %d dropped, %d lost; want 1, 1", st.DroppedCQEs, st.LostCQEs)
 	}
 	closeWithin(t, f, 5*time.Second)
 }
@@ -956,7 +956,7 @@ func TestStuckRequestDoesNotStallOthers(t *testing.T) {
 			t.Fatalf("healthy read beside a stuck one = %d, %v", n, err)
 		}
 	}
-	if a := f.Engine().Stats().Audits.Load(); a != 0 {
+	if a := f.Engine().Stats().Audits; a != 0 {
 		t.Fatalf("%d audits ran with audits off", a)
 	}
 	syscall.Write(p[1], make([]byte, 4096))
@@ -1066,7 +1066,7 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 	var completed atomic.Int64
 	hang := watchHang(t, func() string {
 		return fmt.Sprintf("%d of %d reads completed; engine stats: %d audits, %d CQEs", completed.Load(), ops,
-			f.Engine().Stats().Audits.Load(), f.Engine().Stats().Completed.Load())
+			f.Engine().Stats().Audits, f.Engine().Stats().Completed)
 	})
 	for i := 0; i < ops; i++ {
 		buf := <-free
@@ -1101,10 +1101,10 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := f.Engine().Stats()
-	if st.LostCQEs.Load() != 0 {
-		t.Fatalf("audits accused %d healthy requests", st.LostCQEs.Load())
+	if st.LostCQEs != 0 {
+		t.Fatalf("audits accused %d healthy requests", st.LostCQEs)
 	}
-	if st.Audits.Load() == 0 {
+	if st.Audits == 0 {
 		t.Fatal("no audit ran")
 	}
 }

@@ -342,7 +342,7 @@ func TestCloseReturnsBesideUnwaitedWaitRequest(t *testing.T) {
 	}
 	// The engine reaps its CQE; its completion waits for a Wait nobody
 	// makes.
-	waitUntil(t, "the read's CQE", func() bool { return f.Engine().Stats().Completed.Load() > 0 })
+	waitUntil(t, "the read's CQE", func() bool { return f.Engine().Stats().Completed > 0 })
 	done := make(chan error, 1)
 	go func() { done <- f.Close() }()
 	select {
@@ -495,7 +495,7 @@ func TestPoolOverflowCallbacksRunOnPoolBeforeClose(t *testing.T) {
 	}
 	// The first callback holds the one worker; the others wait in its
 	// queue once their CQEs are in.
-	waitUntil(t, "every read's completion to reach the workers", func() bool { return f.Engine().Stats().Completed.Load() >= n })
+	waitUntil(t, "every read's completion to reach the workers", func() bool { return f.Engine().Stats().Completed >= n })
 	closed := make(chan int32, 1)
 	go func() {
 		if err := f.Close(); err != nil {

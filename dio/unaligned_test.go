@@ -86,7 +86,7 @@ func TestUnalignedIOLikeOSFile(t *testing.T) {
 					t.Fatalf("%s: size %d, %v; os.File's file is %d", what, s, err, st.Size())
 				}
 			}
-			if f.Engine().Stats().Bounced.Load() == 0 {
+			if f.Engine().Stats().Bounced == 0 {
 				t.Fatal("no request was counted as bounced")
 			}
 		})
@@ -152,7 +152,7 @@ func TestStrictAlignmentRefusesUnaligned(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	bounced := f.Engine().Stats().Bounced.Load() // the engine is shared
+	bounced := f.Engine().Stats().Bounced // the engine is shared
 	b := relBuf(t, 8192)
 	for _, c := range []struct {
 		p   []byte
@@ -168,7 +168,7 @@ func TestStrictAlignmentRefusesUnaligned(t *testing.T) {
 	if s, _ := f.Size(); s != 0 {
 		t.Fatalf("refused writes left the file %d bytes long", s)
 	}
-	if n := f.Engine().Stats().Bounced.Load() - bounced; n != 0 {
+	if n := f.Engine().Stats().Bounced - bounced; n != 0 {
 		t.Fatalf("%d requests bounced under WithStrictAlignment", n)
 	}
 }

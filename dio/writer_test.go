@@ -156,7 +156,7 @@ func TestWriterGroupCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	syncs0 := f.Engine().Stats().Syncs.Load() // the engine is shared
+	syncs0 := f.Engine().Stats().Syncs // the engine is shared
 	const writers, each = 16, 40
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
@@ -187,7 +187,7 @@ func TestWriterGroupCommit(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	syncs := f.Engine().Stats().Syncs.Load() - syncs0
+	syncs := f.Engine().Stats().Syncs - syncs0
 	if syncs >= writers*each {
 		t.Fatalf("%d syncs for %d SyncData calls: no group commit", syncs, writers*each)
 	}
