@@ -71,7 +71,7 @@ func (e *Engine) audit() bool {
 
 // auditDone processes an audit's CQE: every SQE submitted before the audit
 // has completed in the kernel, so a slot from before it that is still busy
-// lost its CQE. Its request fails with ErrLostCompletion (the kernel is
+// lost its CQE. Its request fails with errLostCompletion (the kernel is
 // done with its buffer), and the engine is broken: requests still in
 // flight report ErrRingBroken when their own CQEs are in.
 func (e *Engine) auditDone(res int32) {
@@ -90,7 +90,7 @@ func (e *Engine) auditDone(res int32) {
 		e.stats.LostCQEs.Add(1)
 		e.broken.Store(true)
 		r := s.req
-		r.setErr(ErrLostCompletion, s.dataOff())
+		r.setErr(errLostCompletion, s.dataOff())
 		e.freeSlot(uint32(i))
 		e.put(r, true)
 	}

@@ -25,6 +25,17 @@ import (
 // facts each say where they came from.
 type Capabilities struct {
 	devinfo.Info
+	// MemAlignment and OffsetAlignment are the alignments the File holds
+	// requests to: ReadAt, WriteAt and Submit go to the kernel zero-copy
+	// when buffer addresses are multiples of MemAlignment and offsets and
+	// lengths multiples of OffsetAlignment. They come from statx
+	// (STATX_DIOALIGN), or the device's logical block size where statx
+	// lacks them; never unknown.
+	MemAlignment, OffsetAlignment int64
+	// MaxIOSize is the largest single SQE the engine issues for the file
+	// (the device's max_sectors_kb, or 1 MiB if unknown); an untorn write
+	// must fit in one.
+	MaxIOSize int64
 	// Backend is the engine path that serves the file's I/O ("io_uring").
 	Backend string
 	// BackendWhy says why that path was chosen.
@@ -33,7 +44,7 @@ type Capabilities struct {
 
 // String is the record as a person reads it: one fact per line.
 func (c Capabilities) String() string {
-	return c.Info.String() + fmt.Sprintf("%-24s%s (%s)\n", "backend:", c.Backend, c.BackendWhy)
+	return c.Info.String() + fmt.Sprintf("%-24s%d bytes\n%-24s%s (%s)\n", "largest I/O:", c.MaxIOSize, "backend:", c.Backend, c.BackendWhy)
 }
 
 // Capabilities returns the file's record, gathered at the first call
@@ -44,7 +55,8 @@ func (f *File) Capabilities() (Capabilities, error) {
 	}
 	defer f.release()
 	f.capsOnce.Do(func() {
-		f.caps = Capabilities{Info: devinfo.Gather(int(f.fd)), Backend: "io_uring", BackendWhy: f.backend}
+		f.caps = Capabilities{Info: devinfo.Gather(int(f.fd)), Backend: "io_uring", BackendWhy: f.backend,
+			MemAlignment: f.align.Memory, OffsetAlignment: f.align.Offset, MaxIOSize: f.maxIO}
 		if f.pread {
 			f.caps.Backend = "pread"
 		}
@@ -96,13 +108,13 @@ func (f *File) checkAtomic(r *Request, length int64) error {
 	return nil
 }
 
-// AtomicError says why an untorn write (Atomic) was refused before it was
+// atomicError says why an untorn write (Atomic) was refused before it was
 // submitted. It matches syscall.EINVAL, what the kernel would say.
-type AtomicError struct{ Why string }
+type atomicError struct{ Why string }
 
-func (e *AtomicError) Error() string { return "dio: untorn write refused: " + e.Why }
+func (e *atomicError) Error() string { return "dio: untorn write refused: " + e.Why }
 
-// Is makes an AtomicError match syscall.EINVAL.
-func (e *AtomicError) Is(target error) bool { return target == syscall.EINVAL }
+// Is makes an atomicError match syscall.EINVAL.
+func (e *atomicError) Is(target error) bool { return target == syscall.EINVAL }
 
-func atomicErr(why string) error { return &AtomicError{Why: why} }
+func atomicErr(why string) error { return &atomicError{Why: why} }

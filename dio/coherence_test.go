@@ -52,7 +52,7 @@ func newCoherentFile(t *testing.T, dir string) *coherentFile {
 		t.Cleanup(func() { f.Close() })
 		*h = f
 	}
-	c.align = c.a.Alignment().Offset
+	c.align = dio.AlignForTest(c.a).Offset
 	return c
 }
 
@@ -372,7 +372,7 @@ func TestVolumeFilesShareSizeAndData(t *testing.T) {
 func TestVolumeSubBlockWritesFromTwoFilesBothSurvive(t *testing.T) {
 	v := newVolumeEnv(t)
 	files := []*dio.File{v.open(2 << 20), v.open(0)}
-	align := files[0].Alignment().Offset
+	align := dio.AlignForTest(files[0]).Offset
 	sectors := v.bs / align
 	rounds := 100
 	for round := range rounds {
@@ -527,7 +527,7 @@ func TestChainedCallbacksOverHolesRunInConstantStack(t *testing.T) {
 	f := v.open(256 << 20)
 	const n = 65536
 	buf := relBuf(t, 4096)
-	r := dio.NewRequest()
+	r := new(dio.Request)
 	var count, maxDepth atomic.Int64
 	var mu sync.Mutex
 	var failed error

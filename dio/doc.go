@@ -81,7 +81,7 @@
 // reports ErrRingBroken once its own CQEs are in. A CQE the kernel drops
 // (it counts them) breaks the engine too, and an audit, a NOP with
 // IOSQE_IO_DRAIN that completes only after every earlier SQE has, finds
-// whose it was: that request fails with ErrLostCompletion. Audits for CQEs
+// whose it was: that request fails with errLostCompletion. Audits for CQEs
 // lost without the kernel's knowledge are off (tests turn them on):
 // while one waits for a request stuck in a device, the kernel holds back
 // every later SQE.

@@ -476,7 +476,7 @@ func (e *Engine) getReq() *Request {
 		return r
 	}
 	e.reqMu.Unlock()
-	return NewRequest()
+	return newRequest()
 }
 
 func (e *Engine) putReq(r *Request) {

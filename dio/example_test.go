@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/uringdio/uringdio/completion"
@@ -74,7 +75,7 @@ func ExampleFile_Submit() {
 // With Options.StrictAlignment, misaligned input fails before anything is
 // submitted, saying what is wrong (without it, it goes through bounce
 // buffers).
-func ExampleAlignError() {
+func ExampleOptions_strictAlignment() {
 	dir, _ := os.MkdirTemp("", "example")
 	defer os.RemoveAll(dir)
 	f, _ := dio.Open(filepath.Join(dir, "data"), os.O_RDWR|os.O_CREATE, 0o600, &dio.Options{StrictAlignment: true})
@@ -82,7 +83,6 @@ func ExampleAlignError() {
 	buf, _ := ring.Alloc(8192)
 	defer ring.Free(buf)
 	_, err := f.ReadAt(buf[:4096], 1)
-	var ae *dio.AlignError
-	fmt.Println(errors.Is(err, dio.ErrUnaligned), errors.Is(err, syscall.EINVAL), errors.As(err, &ae) && ae.What == "offset")
+	fmt.Println(errors.Is(err, dio.ErrUnaligned), errors.Is(err, syscall.EINVAL), strings.Contains(err.Error(), "offset 0x1"))
 	// Output: true true true
 }

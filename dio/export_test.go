@@ -49,3 +49,24 @@ func SetSubmitHook(o *Options, h func(r *Request, sqe *ring.SQE)) { o.submitHook
 // GateWaitedForTest reports how many requests on f's volume waited at its
 // write gate.
 func GateWaitedForTest(f *File) uint64 { return f.gateWaited() }
+
+// ErrLostCompletionForTest is the error of a request whose completion an
+// audit found lost.
+var ErrLostCompletionForTest = errLostCompletion
+
+// DoneForTest reports whether r has completed and its callback returned.
+func DoneForTest(r *Request) bool { return r.done() }
+
+// AlignForTest returns f's direct-I/O alignment (Memory, Offset).
+func AlignForTest(f *File) alignment { return f.align }
+
+// MaxIOForTest returns the largest SQE the engine issues for f.
+func MaxIOForTest(f *File) int64 { return f.maxIO }
+
+// FdForTest returns f's descriptor, or ^uintptr(0) once Close has begun.
+func FdForTest(f *File) uintptr {
+	if f.closed.Load() {
+		return ^uintptr(0)
+	}
+	return uintptr(f.fd)
+}

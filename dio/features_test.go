@@ -248,7 +248,7 @@ func TestNoWaitAndOverwriteOnly(t *testing.T) {
 		t.Fatalf("OverwriteOnly overwrite: %v", err)
 	}
 	// A NoWait write that needs several SQEs is refused before submission.
-	small := f.MaxIOSize()
+	small := f.maxIO
 	big := abuf(t, int(small)+blk)
 	_, err = f.WriteAtContext(context.Background(), big, 0, NoWait)
 	if !errors.Is(err, syscall.EAGAIN) {
@@ -275,15 +275,15 @@ func TestPartialStopsAtMapperError(t *testing.T) {
 	f.Truncate(4 * blk)
 	b := abuf(t, 4*blk)
 	n, err := f.ReadAt(b, 0)
-	if n != 0 || !errors.Is(err, ErrDelalloc) {
-		t.Fatalf("without Partial: %d, %v; want nothing submitted and ErrDelalloc", n, err)
+	if n != 0 || !errors.Is(err, errDelalloc) {
+		t.Fatalf("without Partial: %d, %v; want nothing submitted and errDelalloc", n, err)
 	}
 	r := &Request{Op: Read, Off: 0, Buf: b, Flags: Partial, DoneBefore: 100}
 	if err := f.Submit(r); err != nil {
 		t.Fatal(err)
 	}
 	n, err = r.Wait(context.Background())
-	if n != 100+2*blk || !errors.Is(err, ErrDelalloc) {
+	if n != 100+2*blk || !errors.Is(err, errDelalloc) {
 		t.Fatalf("with Partial: %d, %v; want DoneBefore + the mapped prefix and the error", n, err)
 	}
 }
@@ -509,13 +509,13 @@ func TestDoneMeansCallbackReturned(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-inCallback
-	if r.Done() {
+	if r.done() {
 		t.Error("Done is true while the callback is still running")
 	}
 	close(release)
 	r.Wait(context.Background())
-	if !r.Done() || resErr != nil {
-		t.Fatalf("Done %v, Result in callback: %v", r.Done(), resErr)
+	if !r.done() || resErr != nil {
+		t.Fatalf("Done %v, Result in callback: %v", r.done(), resErr)
 	}
 }
 

@@ -52,7 +52,7 @@ type File struct {
 	targets  []int32      // fd per target; 0 is the file
 	writable bool
 	blockDev bool
-	align    Alignment
+	align    alignment
 	maxIO    int64
 	policy   completion.Policy
 	endIO    func(r *Request, n int64, err error) (int64, error) // a test's end-of-I/O hook, like iomap_dio_ops.end_io
@@ -70,9 +70,9 @@ type File struct {
 	inflight atomic.Int64
 }
 
-// Alignment is what direct I/O on a file requires: buffer addresses must be
+// alignment is what direct I/O on a file requires: buffer addresses must be
 // multiples of Memory, offsets and lengths multiples of Offset.
-type Alignment struct {
+type alignment struct {
 	Memory int64
 	Offset int64
 	// Source says where the numbers came from: "statx" (STATX_DIOALIGN) or
@@ -174,16 +174,6 @@ func Open(path string, flag int, perm os.FileMode, o *Options) (*File, error) {
 // Name returns the path the file was opened with.
 func (f *File) Name() string { return f.path }
 
-// Fd returns the file descriptor, valid until Close (after Close it
-// returns ^uintptr(0), as os.File.Fd does). Do not close it. A caller that
-// may race with Close uses SyscallConn instead.
-func (f *File) Fd() uintptr {
-	if f.closed.Load() {
-		return ^uintptr(0)
-	}
-	return uintptr(f.fd)
-}
-
 // SyscallConn returns a raw connection whose Control runs its function
 // with the descriptor held open: a concurrent Close waits for it.
 func (f *File) SyscallConn() (syscall.RawConn, error) {
@@ -233,16 +223,6 @@ func (f *File) opErr(op string, off, n int64, err error) error {
 // Engine returns the engine the file submits to.
 func (f *File) Engine() *Engine { return f.eng }
 
-// Mapper returns the mapper of a mapped file, nil for a kernel file.
-func (f *File) Mapper() iomap.Mapper { return f.mapper }
-
-// Alignment returns the direct-I/O alignment of the file.
-func (f *File) Alignment() Alignment { return f.align }
-
-// MaxIOSize returns the largest single SQE the engine issues for the file
-// (the device's max_sectors_kb, or 1 MiB if unknown).
-func (f *File) MaxIOSize() int64 { return f.maxIO }
-
 // Size returns the file's size. For a kernel file it is the kernel's, asked
 // at each call (fstat; the device's size for a block device), so it sees
 // what other handles and processes did. For a mapped file it is the size
@@ -281,8 +261,11 @@ func (f *File) kernelSize() (int64, error) {
 }
 
 // ReadAt reads len(p) bytes at off into p (io.ReaderAt): a read that stops
-// at end of file returns the bytes read and io.EOF. p must be aligned to
-// Alignment().Memory, off and len(p) to Alignment().Offset.
+// at end of file returns the bytes read and io.EOF. Any offset, length and
+// memory: a read aligned to the file's direct-I/O alignment (Capabilities)
+// goes to the kernel zero-copy, any other through a bounce buffer (or
+// fails with ErrUnaligned under Options.StrictAlignment). p is the
+// File's until ReadAt returns. Safe for concurrent use.
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	return f.syncIO(context.Background(), Read, p, off, 0)
 }
@@ -365,14 +348,7 @@ func (f *File) Submit(r *Request) error {
 	if s := r.state.Load(); s != stateIdle && s != stateComplete && s != stateResult {
 		return &OpError{Op: r.Op.String(), Path: f.path, Off: r.Off, Err: fmt.Errorf("dio: request resubmitted while in flight")}
 	}
-	sync := r.Flags&ForceWait != 0
-	if err := f.start(r, sync); err != nil {
-		return err
-	}
-	if sync {
-		f.eng.await(r, nil)
-	}
-	return nil
+	return f.start(r, false)
 }
 
 // Close waits for this file's I/O in flight and for calls using its
@@ -521,14 +497,14 @@ func ignoringEINTR(fn func() error) error {
 
 // dioAlignment asks statx for STATX_DIOALIGN and falls back to the logical
 // block size of the file's device.
-func dioAlignment(fd int, st *unix.Stat_t) (Alignment, error) {
+func dioAlignment(fd int, st *unix.Stat_t) (alignment, error) {
 	var sx unix.Statx_t
 	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &sx)
 	if err == nil && sx.Mask&unix.STATX_DIOALIGN != 0 {
 		if sx.Dio_mem_align == 0 {
-			return Alignment{}, unsupported("the filesystem does not support O_DIRECT on this file (statx DIOALIGN is 0)")
+			return alignment{}, unsupported("the filesystem does not support O_DIRECT on this file (statx DIOALIGN is 0)")
 		}
-		return Alignment{Memory: int64(sx.Dio_mem_align), Offset: int64(sx.Dio_offset_align), Source: "statx"}, nil
+		return alignment{Memory: int64(sx.Dio_mem_align), Offset: int64(sx.Dio_offset_align), Source: "statx"}, nil
 	}
 	lbs := int64(512)
 	dev := st.Dev
@@ -538,7 +514,7 @@ func dioAlignment(fd int, st *unix.Stat_t) (Alignment, error) {
 	if v, ok := sysfsInt(dev, "queue/logical_block_size"); ok && v > 0 {
 		lbs = v
 	}
-	return Alignment{Memory: lbs, Offset: lbs, Source: "logical block size"}, nil
+	return alignment{Memory: lbs, Offset: lbs, Source: "logical block size"}, nil
 }
 
 // maxIOSize reads the device's max_sectors_kb; 1 MiB if unknown.

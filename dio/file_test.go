@@ -96,7 +96,7 @@ func TestShortReadAtEOF(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	f, path := openTemp(t, &Options{StrictAlignment: true})
 	b := abuf(t, 2*blk)
-	a := f.Alignment()
+	a := f.align
 	if a.Offset == 0 || a.Memory == 0 {
 		t.Fatalf("alignment %+v", a)
 	}
@@ -111,7 +111,7 @@ func TestBadInput(t *testing.T) {
 		{"length", b[:blk-1], 0, "length"},
 	} {
 		_, err := f.ReadAt(tc.buf, tc.off)
-		var ae *AlignError
+		var ae *alignError
 		if !errors.Is(err, ErrUnaligned) || !errors.Is(err, syscall.EINVAL) || !errors.As(err, &ae) || ae.What != tc.what {
 			t.Errorf("%s: %v, want ErrUnaligned naming %q", tc.name, err, tc.what)
 		}
@@ -119,8 +119,8 @@ func TestBadInput(t *testing.T) {
 	if n, err := f.ReadAt(nil, 0); n != 0 || err != nil {
 		t.Errorf("zero-length ReadAt = %d, %v", n, err)
 	}
-	if err := f.Submit(&Request{Op: Read}); !errors.Is(err, ErrEmpty) {
-		t.Errorf("zero-length Submit: %v, want ErrEmpty", err)
+	if err := f.Submit(&Request{Op: Read}); !errors.Is(err, errEmpty) {
+		t.Errorf("zero-length Submit: %v, want errEmpty", err)
 	}
 	ro, err := Open(path, os.O_RDONLY, 0, nil)
 	if err != nil {
@@ -237,7 +237,7 @@ func TestReadAtAllocs(t *testing.T) {
 	ctx := context.Background()
 	q := &completion.Queue{}
 	for _, p := range []completion.Policy{completion.Inline, completion.Caller, completion.Pool} {
-		r := NewRequest()
+		r := newRequest()
 		r.Op, r.Buf, r.Policy, r.Queue = Read, b, p, q
 		f.Submit(r)
 		r.Wait(ctx)

@@ -64,7 +64,7 @@ func holdGate(t *testing.T, bs, blocks int64) (f *dio.File, first *dio.Request, 
 		}
 	})
 	f = openVolume(t, bs, blocks, o)
-	sec := f.Alignment().Offset
+	sec := dio.AlignForTest(f).Offset
 	first = &dio.Request{Op: dio.Write, Off: 0, Buf: relBuf(t, int(sec)), Policy: completion.Pool}
 	go f.Submit(first)
 	<-entered
@@ -81,7 +81,7 @@ func TestGateInterleavedSubBlockWrites(t *testing.T) {
 	const shared, owned = 32, 32 // blocks written sector by sector; blocks owned whole
 	f := openVolume(t, bs, shared+owned, dio.Options{})
 	defer closeWithin(t, f, 10*time.Second)
-	sec := f.Alignment().Offset
+	sec := dio.AlignForTest(f).Offset
 	spb := bs / sec
 	g := min(int64(8), spb)
 	rounds := 3
@@ -216,7 +216,7 @@ func TestGateCallbackChains(t *testing.T) {
 	const blocks = 16
 	f := openVolume(t, bs, blocks, dio.Options{})
 	defer closeWithin(t, f, 10*time.Second)
-	sec := f.Alignment().Offset
+	sec := dio.AlignForTest(f).Offset
 	spb := int64(bs) / sec
 	// Overwrites first, so the chains' writes are pure overwrites and keep
 	// the Inline policy (their callbacks run on the reaper).
@@ -291,7 +291,7 @@ func TestGateAdmittedWriteFails(t *testing.T) {
 	const bs = 16 << 10
 	f, first, release := holdGate(t, bs, 1)
 	defer closeWithin(t, f, 10*time.Second)
-	sec := f.Alignment().Offset
+	sec := dio.AlignForTest(f).Offset
 	calls := 0
 	cb := make(chan struct{}, 2)
 	second := &dio.Request{Op: dio.Write, Off: bs, Buf: relBuf(t, bs), Policy: completion.Pool,
@@ -353,7 +353,7 @@ func TestGateNoWaitEAGAIN(t *testing.T) {
 func TestGateRefusedSubmitLeavesRequestReusable(t *testing.T) {
 	f := openVolume(t, 16<<10, 4, dio.Options{})
 	defer closeWithin(t, f, 5*time.Second)
-	sec := f.Alignment().Offset
+	sec := dio.AlignForTest(f).Offset
 	r := &dio.Request{Op: dio.Write, Off: sec, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Flags: dio.NoWait}
 	if err := f.Submit(r); !errors.Is(err, syscall.EAGAIN) {
 		t.Fatalf("NoWait sub-block write into a new block = %v, want EAGAIN", err)
@@ -374,7 +374,7 @@ func TestGateRefusedSubmitLeavesRequestReusable(t *testing.T) {
 func TestGatePoolCallbackWriteCompletes(t *testing.T) {
 	const bs = 16 << 10
 	f := openVolume(t, bs, 8, dio.Options{EngineOptions: &dio.EngineOptions{Workers: 1}})
-	sec := f.Alignment().Offset
+	sec := dio.AlignForTest(f).Offset
 	done := make(chan error, 1)
 	b := &dio.Request{Op: dio.Write, Off: bs + sec, Buf: relBuf(t, int(sec)), Policy: completion.Pool}
 	wb := relBuf(t, int(sec))
@@ -433,7 +433,7 @@ func TestGateQueuedWriteHonoursContext(t *testing.T) {
 	})
 	f := openVolume(t, bs, 4, o)
 	defer closeWithin(t, f, 10*time.Second)
-	sec := f.Alignment().Offset
+	sec := dio.AlignForTest(f).Offset
 	first := &dio.Request{Op: dio.Write, Off: sec, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Tag: 1}
 	if err := f.Submit(first); err != nil {
 		t.Fatal(err)

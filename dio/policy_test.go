@@ -143,7 +143,7 @@ func testMappingCase(t *testing.T, si int, op Op, p completion.Policy, sync bool
 		q := &completion.Queue{}
 		req.Queue = q
 		if err := f.Submit(req); err != nil {
-			if s.typ == iomap.Delalloc && errors.Is(err, ErrDelalloc) {
+			if s.typ == iomap.Delalloc && errors.Is(err, errDelalloc) {
 				return
 			}
 			if s.typ == iomap.Inline && op == Write && errors.Is(err, ErrUnsupported) {
@@ -155,8 +155,8 @@ func testMappingCase(t *testing.T, si int, op Op, p completion.Policy, sync bool
 		ran, _ = req.EffectivePolicy()
 	}
 	if s.typ == iomap.Delalloc {
-		if !errors.Is(err, ErrDelalloc) {
-			t.Fatalf("delalloc: %v, want ErrDelalloc", err)
+		if !errors.Is(err, errDelalloc) {
+			t.Fatalf("delalloc: %v, want errDelalloc", err)
 		}
 		return
 	}
@@ -360,7 +360,6 @@ func TestDowngrades(t *testing.T) {
 		{"extending write", Write, 16 * blk, 0, completion.Caller, completion.Pool, completion.DowngradeNotOverwrite},
 		{"O_SYNC-like overwrite", Write, 0, Sync, completion.Caller, completion.Pool, completion.DowngradeNeedsSync},
 		{"dsync overwrite is write-through", Write, blk, DSync, completion.Caller, completion.Caller, completion.NoDowngrade},
-		{"force wait", Read, 0, ForceWait, completion.Inline, completion.Wait, completion.NoDowngrade},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &Request{Op: tc.op, Off: tc.off, Buf: b, Flags: tc.flags, Policy: tc.ask}

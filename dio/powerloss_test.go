@@ -891,7 +891,7 @@ func dsyncWorker(f *dio.File, dm *dsyncModel, w int, end int64, buf []byte, seed
 					return fmt.Errorf("Datasync after %d writes: %w", batch, err)
 				}
 			} else {
-				r := dio.NewRequest()
+				r := new(dio.Request)
 				r.Op = dio.Fdatasync
 				if err := f.Submit(r); err != nil {
 					return fmt.Errorf("Submit Fdatasync: %w", err)
@@ -916,7 +916,7 @@ func dsyncWriteOne(ctx context.Context, f *dio.File, p []byte, off int64, fl dio
 		_, err := f.WriteAtContext(ctx, p, off, fl)
 		return err
 	}
-	r := dio.NewRequest()
+	r := new(dio.Request)
 	r.Op, r.Off, r.Buf, r.Flags = dio.Write, off, p, fl
 	if err := f.Submit(r); err != nil {
 		return err
@@ -1355,9 +1355,9 @@ func runUntornSuite(t *testing.T, m *crashfs.BlockMount, dir string, seed uint64
 	case !u.Supported():
 		f.Close()
 		t.Skipf("%s reports no untorn writes (%s)", m.FSType(), c.Untorn.From)
-	case int64(u.Max) > f.MaxIOSize():
+	case int64(u.Max) > dio.MaxIOForTest(f):
 		f.Close()
-		t.Skipf("the largest untorn unit (%d) is more than one SQE (%d): dio refuses it", u.Max, f.MaxIOSize())
+		t.Skipf("the largest untorn unit (%d) is more than one SQE (%d): dio refuses it", u.Max, dio.MaxIOForTest(f))
 	}
 	// Version 0 everywhere, durable: sixteen ranges of each kind of the
 	// smallest unit, one of the largest (at an offset aligned to it).

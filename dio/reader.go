@@ -68,7 +68,7 @@ func NewReader(f *File, off int64, o ReaderOptions) (*Reader, error) {
 			r.Close()
 			return nil, f.opErr("reader", off, chunk, err)
 		}
-		q := NewRequest()
+		q := newRequest()
 		q.Op, q.Policy = Read, completion.Wait
 		r.slots[i] = raSlot{req: q, buf: buf[:chunk]}
 	}

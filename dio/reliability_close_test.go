@@ -78,7 +78,7 @@ func closeRound(t *testing.T, dir string, round int, eng *dio.Engine, bufs [][]b
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd := f.Fd()
+	fd := dio.FdForTest(f)
 	st.round.Store(int64(round))
 	st.submitted.Store(0)
 	st.completed.Store(0)
@@ -108,7 +108,7 @@ func closeRound(t *testing.T, dir string, round int, eng *dio.Engine, bufs [][]b
 			idle := make(chan int, per)
 			reqs := make([]*dio.Request, per)
 			for i := range reqs {
-				reqs[i] = dio.NewRequest()
+				reqs[i] = new(dio.Request)
 				idle <- i
 			}
 			for {
@@ -243,7 +243,7 @@ func TestCloseRacingStartNeverWritesToReusedFd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fd := f.Fd()
+			fd := dio.FdForTest(f)
 			b := relBuf(t, 4096)
 			for i := range b {
 				b[i] = closeMark

@@ -230,7 +230,7 @@ func crashChild(t *testing.T) {
 	done := make(chan *slot, crashQD)
 	slots := make([]*slot, crashQD)
 	for i := range slots {
-		s := &slot{req: dio.NewRequest(), buf: relBuf(t, 16*crashBlock)}
+		s := &slot{req: new(dio.Request), buf: relBuf(t, 16*crashBlock)}
 		s.req.Callback = func(*dio.Request) { done <- s }
 		slots[i] = s
 	}

@@ -112,7 +112,7 @@ func TestDifferentialPread(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fdb)
-	a := f.Alignment().Offset
+	a := dio.AlignForTest(f).Offset
 	w := &twin{fd: fd, align: a}
 	wb := &twin{fd: fdb, align: 1}
 	const maxSize, maxLen = 4 << 20, 128 << 10

@@ -116,7 +116,7 @@ func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, eo dio.Engin
 	})
 	pols := []completion.Policy{completion.Inline, completion.Pool, completion.Caller, completion.Wait}
 	for i := 0; i < swReqs; i++ {
-		r := &sweepReq{env: e, i: i, off: int64(i) * swStride, req: dio.NewRequest(), pol: pols[i%4]}
+		r := &sweepReq{env: e, i: i, off: int64(i) * swStride, req: new(dio.Request), pol: pols[i%4]}
 		r.op = dio.Read
 		if i%2 == 1 {
 			r.op = dio.Write
@@ -281,7 +281,7 @@ func (e *sweepEnv) check(r *sweepReq, k uint64) {
 				wantErr, wantN = io.ErrShortWrite, piece
 			}
 		case faultring.Drop:
-			wantErr, wantN = dio.ErrLostCompletion, piece
+			wantErr, wantN = dio.ErrLostCompletionForTest, piece
 		case faultring.ShortUnaligned:
 			// A read the kernel ends short of an aligned boundary has run
 			// into the end of a kernel file (the kernel ends reads only
@@ -305,7 +305,7 @@ func (e *sweepEnv) check(r *sweepReq, k uint64) {
 			}
 		}
 	}
-	if wantErr == nil && e.kind == faultring.Drop && errors.Is(err, dio.ErrRingBroken) && !errors.Is(err, dio.ErrLostCompletion) {
+	if wantErr == nil && e.kind == faultring.Drop && errors.Is(err, dio.ErrRingBroken) && !errors.Is(err, dio.ErrLostCompletionForTest) {
 		// In flight when the ring was declared broken: reports so, with
 		// the bytes it moved, checked below.
 		wantErr, wantN = dio.ErrRingBroken, n
@@ -391,7 +391,7 @@ func TestFaultSweepKthCQE(t *testing.T) {
 
 // TestFaultSweepLostCQE loses the k-th CQE of the sweep workload, for
 // every k, on a fresh engine each time (a lost CQE breaks the ring): the
-// request that owned it fails with ErrLostCompletion and the bytes before
+// request that owned it fails with errLostCompletion and the bytes before
 // the lost piece, the ring is declared broken, every other request
 // completes exactly once (with its data, or ErrRingBroken and what it
 // moved), none while its buffer is in flight, and nothing hangs: the
@@ -779,7 +779,7 @@ func ringBrokenWithPendingResubmit(t *testing.T) {
 // did not help, because the kernel no longer knows the request either;
 // the File could not be closed. Now, with lost-completion audits on, the
 // waiter audits the ring (a drained NOP) once its cancel has had 100ms:
-// the request fails with ErrLostCompletion, the ring is declared broken,
+// the request fails with errLostCompletion, the ring is declared broken,
 // Close returns.
 func TestLostCQEFailsItsRequest(t *testing.T) {
 	var fr *faultring.Ring
@@ -803,8 +803,8 @@ func TestLostCQEFailsItsRequest(t *testing.T) {
 	}()
 	select {
 	case err := <-done:
-		if !errors.Is(err, dio.ErrLostCompletion) || !errors.Is(err, dio.ErrRingBroken) {
-			t.Fatalf("read whose CQE was lost = %v; want ErrLostCompletion (an ErrRingBroken)", err)
+		if !errors.Is(err, dio.ErrLostCompletionForTest) || !errors.Is(err, dio.ErrRingBroken) {
+			t.Fatalf("read whose CQE was lost = %v; want errLostCompletion (an ErrRingBroken)", err)
 		}
 		if msg := checkOpError(err, "read", path, 0, 4096); msg != "" {
 			t.Fatal(msg)
@@ -825,7 +825,7 @@ func TestLostCQEFailsItsRequest(t *testing.T) {
 // A CQE the kernel drops (a CQ overflow it could not keep) shows in the CQ
 // ring's overflow counter: with audits off (the default), the engine still
 // notices, declares the ring broken and audits it to find whose CQE it
-// was; that request fails with ErrLostCompletion, without any context.
+// was; that request fails with errLostCompletion, without any context.
 func TestKernelDroppedCQEBreaksRing(t *testing.T) {
 	dropped := make(chan struct{})
 	f := openNumbered(t, 4, wrapped(func(r ringhook.Ring) ringhook.Ring {
@@ -852,8 +852,8 @@ func TestKernelDroppedCQEBreaksRing(t *testing.T) {
 	}
 	select {
 	case err := <-done:
-		if !errors.Is(err, dio.ErrLostCompletion) {
-			t.Fatalf("read whose CQE the kernel dropped = %v, want ErrLostCompletion", err)
+		if !errors.Is(err, dio.ErrLostCompletionForTest) {
+			t.Fatalf("read whose CQE the kernel dropped = %v, want errLostCompletion", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a read whose CQE the kernel dropped (and counted) never completed")
@@ -915,8 +915,8 @@ func TestDroppedCQEAuditRetriedUntilQueued(t *testing.T) {
 	}
 	select {
 	case err := <-done:
-		if !errors.Is(err, dio.ErrLostCompletion) {
-			t.Fatalf("read whose CQE was dropped = %v, want ErrLostCompletion", err)
+		if !errors.Is(err, dio.ErrLostCompletionForTest) {
+			t.Fatalf("read whose CQE was dropped = %v, want errLostCompletion", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a read whose CQE was dropped never completed: the owed audit was not retried")
@@ -987,7 +987,7 @@ func openNumbered(t *testing.T, n int, o *dio.Options) *dio.File {
 }
 
 // Without a context, the background reaper's watchdog finds a lost
-// completion: an asynchronous request's callback gets ErrLostCompletion,
+// completion: an asynchronous request's callback gets errLostCompletion,
 // the requests beside it finish with their data or ErrRingBroken, and
 // nothing hangs.
 func TestLostCQEWatchdog(t *testing.T) {
@@ -1009,7 +1009,7 @@ func TestLostCQEWatchdog(t *testing.T) {
 		case r := <-results:
 			got, err := r.Result()
 			switch {
-			case errors.Is(err, dio.ErrLostCompletion):
+			case errors.Is(err, dio.ErrLostCompletionForTest):
 				lost++
 			case err == nil:
 				if got != 4096 || r.Buf[0] != byte(r.Off/4096) {
@@ -1234,7 +1234,7 @@ func TestCancelRacingCompletion(t *testing.T) {
 		}
 		// Wait returns once the request's callback has returned.
 		for i := range reqs {
-			if !reqs[i].Done() {
+			if !dio.DoneForTest(reqs[i]) {
 				t.Fatalf("round %d: request %d not done after Wait returned", round, i)
 			}
 			if c := calls[i].Load(); c != 1 {

@@ -242,9 +242,9 @@ func runFSX(t *testing.T, cfg fsxConfig, seed uint64) {
 		defer e.Close()
 	}
 	x.open(os.O_CREATE | os.O_TRUNC)
-	x.align = x.f.Alignment().Offset
+	x.align = dio.AlignForTest(x.f).Offset
 	for i := 0; i <= cfg.qd; i++ {
-		r := &fsxReq{x: x, idx: i, req: dio.NewRequest()}
+		r := &fsxReq{x: x, idx: i, req: new(dio.Request)}
 		if cfg.fixed {
 			r.buf = x.eng.GetBuffer()
 			if r.buf == nil {
@@ -664,7 +664,7 @@ func (x *fsxRun) faultState() string {
 
 func (x *fsxRun) oldestWaiter() *fsxReq {
 	for _, r := range x.inflt {
-		if p, _ := r.req.EffectivePolicy(); p == completion.Wait && !r.req.Done() {
+		if p, _ := r.req.EffectivePolicy(); p == completion.Wait && !dio.DoneForTest(r.req) {
 			return r
 		}
 	}
@@ -1005,7 +1005,7 @@ func flagStr(f dio.Flags) string {
 	for _, x := range []struct {
 		f dio.Flags
 		n string
-	}{{dio.NoWait, "nowait"}, {dio.OverwriteOnly, "overwrite"}, {dio.Partial, "partial"}, {dio.DSync, "dsync"}, {dio.Sync, "sync"}, {dio.ForceWait, "forcewait"}} {
+	}{{dio.NoWait, "nowait"}, {dio.OverwriteOnly, "overwrite"}, {dio.Partial, "partial"}, {dio.DSync, "dsync"}, {dio.Sync, "sync"}} {
 		if f&x.f != 0 {
 			if s != "" {
 				s += "|"

@@ -178,7 +178,7 @@ func TestRequestReusableOnceWaitReturns(t *testing.T) {
 		t.Fatal(err)
 	}
 	q1, q2 := completion.NewQueue(4), completion.NewQueue(4)
-	r := dio.NewRequest()
+	r := new(dio.Request)
 	ctx := context.Background()
 	for i := 0; i < 3000; i++ {
 		r.Op, r.Off, r.Buf = dio.Read, 0, b
@@ -503,7 +503,7 @@ func TestPoolOverflowCallbacksRunOnPoolBeforeClose(t *testing.T) {
 		}
 		closed <- done.Load()
 	}()
-	waitUntil(t, "Close to begin", func() bool { return f.Fd() == ^uintptr(0) })
+	waitUntil(t, "Close to begin", func() bool { return dio.FdForTest(f) == ^uintptr(0) })
 	close(release)
 	select {
 	case d := <-closed:

@@ -89,7 +89,7 @@ func TestGCStressHeapBuffers(t *testing.T) {
 	defer debug.SetGCPercent(old)
 	const blocks = 256
 	f, _ := stressFile(t, blocks)
-	align := int(f.Alignment().Memory)
+	align := int(dio.AlignForTest(f).Memory)
 	stop := make(chan struct{})
 	var gcs atomic.Int64
 	go func() {

@@ -106,7 +106,7 @@ func volumeModel(t *testing.T, faults bool) {
 	done := make(chan *slotT, qd)
 	var free []*slotT
 	for i := 0; i < qd; i++ {
-		s := &slotT{req: dio.NewRequest(), buf: relBuf(t, 8*bs)}
+		s := &slotT{req: new(dio.Request), buf: relBuf(t, 8*bs)}
 		s.req.Callback = func(*dio.Request) { s.calls.Add(1); done <- s }
 		free = append(free, s)
 	}
@@ -184,7 +184,7 @@ func volumeModel(t *testing.T, faults bool) {
 			// Sector-aligned: into the middle of blocks, new ones too, where
 			// the engine zeroes around the write (and the write gate keeps
 			// writes into the same block apart).
-			a := f.Alignment().Offset
+			a := dio.AlignForTest(f).Offset
 			n = a * (1 + rnd.Int64N(8*bs/a))
 			off = a * rnd.Int64N((volSize-n)/a+1)
 		}

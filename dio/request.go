@@ -66,14 +66,13 @@ const (
 	DSync
 	// Sync is DSync plus metadata: fsync after the data is in.
 	Sync
-	// ForceWait makes Submit wait for completion (IOMAP_DIO_FORCE_WAIT).
-	ForceWait
 	// Atomic makes a write untorn (RWF_ATOMIC): after a crash the range
 	// holds all of it or none of it. The write must be one buffer, of a
 	// power-of-two length within the file's untorn unit
 	// (Capabilities().Untorn), at an offset aligned to its length, and
 	// aligned to the file's direct-I/O alignment; otherwise it is refused
-	// before anything is submitted (AtomicError, or ErrUnsupported where
+	// before anything is submitted (an error that says why and matches
+	// syscall.EINVAL, or ErrUnsupported where
 	// the file has no untorn writes).
 	Atomic
 )
@@ -177,8 +176,9 @@ type piece struct {
 	rwFlags uint32
 }
 
-// NewRequest returns a request ready for reuse across submissions.
-func NewRequest() *Request {
+// newRequest returns a request with its wake-up channel made (Submit
+// makes it for a zero Request).
+func newRequest() *Request {
 	return &Request{wake: make(chan struct{}, 1)}
 }
 
@@ -192,9 +192,9 @@ func (r *Request) Result() (int, error) {
 	return int(r.n), r.err
 }
 
-// Done reports whether the request has completed: its callback has
+// done reports whether the request has completed: its callback has
 // returned, and the request and its buffers are the caller's again.
-func (r *Request) Done() bool { return r.state.Load() == stateComplete }
+func (r *Request) done() bool { return r.state.Load() == stateComplete }
 
 // Policy returns the completion policy the request ran under and, if that
 // was a downgrade from what it asked for, why.

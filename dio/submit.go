@@ -13,8 +13,8 @@ import (
 	"github.com/uringdio/uringdio/ring"
 )
 
-// ErrEmpty is returned by Submit for a request with no bytes.
-var ErrEmpty = errors.New("dio: zero-length request")
+// errEmpty is returned by Submit for a request with no bytes.
+var errEmpty = errors.New("dio: zero-length request")
 
 // start validates r, maps it to pieces (iter.go's loop) and queues the
 // pieces on the engine. An error means nothing was submitted.
@@ -73,7 +73,7 @@ func (f *File) start(r *Request, sync bool) error {
 
 	if length == 0 {
 		if !sync {
-			return bad(ErrEmpty)
+			return bad(errEmpty)
 		}
 		r.policy = completion.Wait
 		r.n = r.DoneBefore
@@ -314,9 +314,6 @@ func (f *File) choosePolicy(r *Request, sync bool) {
 	if requested == completion.Default {
 		requested = f.policy
 	}
-	if r.Flags&ForceWait != 0 {
-		requested = completion.Wait
-	}
 	var deferredWhy completion.Reason
 	if requested == completion.Wait && !sync {
 		// An asynchronous request that its caller will Wait for is deferred
@@ -344,17 +341,17 @@ func (f *File) checkAlign(r *Request) error {
 	}
 	a := f.align
 	if r.Off%a.Offset != 0 {
-		return &AlignError{What: "offset", Value: r.Off, Align: a.Offset}
+		return &alignError{What: "offset", Value: r.Off, Align: a.Offset}
 	}
 	check := func(b []byte) error {
 		if len(b) == 0 {
 			return nil
 		}
 		if p := int64(uintptr(addrOf(b))); p%a.Memory != 0 {
-			return &AlignError{What: "buffer address", Value: p, Align: a.Memory}
+			return &alignError{What: "buffer address", Value: p, Align: a.Memory}
 		}
 		if int64(len(b))%a.Offset != 0 {
-			return &AlignError{What: "length", Value: int64(len(b)), Align: a.Offset}
+			return &alignError{What: "length", Value: int64(len(b)), Align: a.Offset}
 		}
 		return nil
 	}
@@ -417,13 +414,13 @@ func (f *File) mapOne(r *Request, m *iomap.Mapping, pos, n int64, pure *bool) er
 			}
 			// Data nil: the filesystem serves it through O_DIRECT itself.
 		case iomap.Delalloc:
-			return ErrDelalloc
+			return errDelalloc
 		}
 		return f.addPieces(r, m, pos, n, false)
 	}
 	switch m.Type {
 	case iomap.Delalloc:
-		return ErrDelalloc
+		return errDelalloc
 	case iomap.Hole:
 		// Only a mapper that leaves allocation to the kernel returns a hole
 		// for a write (a file through its filesystem).

@@ -107,7 +107,7 @@ func NewWriter(f *File, off int64, o WriterOptions) (*Writer, error) {
 		}
 	}
 	for range w.max {
-		r := NewRequest()
+		r := newRequest()
 		r.Op, r.Policy, r.Callback = Write, completion.Inline, w.written
 		w.free = append(w.free, r)
 	}

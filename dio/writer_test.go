@@ -107,7 +107,7 @@ func TestWriterOnReusedPreallocatedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	disk, _ := os.ReadFile(path)
-	a := int(f.Alignment().Offset)
+	a := int(dio.AlignForTest(f).Offset)
 	pad := (len(rec) + a - 1) / a * a
 	if len(disk) != len(old) || !bytes.Equal(disk[:len(rec)], rec) || !bytes.Equal(disk[len(rec):pad], make([]byte, pad-len(rec))) ||
 		!bytes.Equal(disk[pad:], old[pad:]) {

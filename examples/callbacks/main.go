@@ -197,7 +197,7 @@ func readAll(ctx context.Context, f *dio.File, p completion.Policy, cfg config) 
 	}
 	slots := make([]*slot, n)
 	for i := range slots {
-		s := &slot{st: st, req: dio.NewRequest(), rng: rand.New(rand.NewPCG(uint64(i), uint64(p)))}
+		s := &slot{st: st, req: new(dio.Request), rng: rand.New(rand.NewPCG(uint64(i), uint64(p)))}
 		s.req.Op = dio.Read
 		s.req.Buf = mem[i*blockSize : (i+1)*blockSize : (i+1)*blockSize]
 		s.req.Policy = p

@@ -276,8 +276,15 @@ func alignedBuf(n int) []byte {
 
 // Fd implements vfs.File: the O_DIRECT descriptor. Pebble only fadvises
 // it (harmless) and checks it against InvalidFd to decide whether
-// SyncTo and Preallocate are worth calling; both are.
-func (fl *file) Fd() uintptr { return fl.f.Fd() }
+// SyncTo and Preallocate are worth calling; both are. It is valid until
+// Close, as os.File.Fd's is.
+func (fl *file) Fd() uintptr {
+	fd := vfs.InvalidFd
+	if rc, err := fl.f.SyscallConn(); err == nil {
+		rc.Control(func(d uintptr) { fd = d })
+	}
+	return fd
+}
 
 // window is a read-ahead buffer: an aligned span of the file read at once
 // and served from memory.

@@ -127,7 +127,11 @@ func TestReuseForWriteKeepsTheOldFile(t *testing.T) {
 	if !bytes.Equal(disk[:300], rec) {
 		t.Error("the record is not at the start of the reused file")
 	}
-	a := int(f.(*file).f.Alignment().Offset)
+	caps, err := f.(*file).f.Capabilities()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := int(caps.OffsetAlignment)
 	if !bytes.Equal(disk[300:a], make([]byte, a-300)) {
 		t.Errorf("the synced sector is not padded with zeroes past the record (alignment %d)", a)
 	}

@@ -173,6 +173,7 @@ type reader struct {
 	mem    []byte
 	stop   bool
 	err    error
+	out    int // requests submitted and not yet completed
 }
 
 func newReader(f *dio.File, cfg config) (*reader, error) {
@@ -193,7 +194,7 @@ func newReader(f *dio.File, cfg config) (*reader, error) {
 		return nil, fmt.Errorf("%s: smaller than one block", f.Name())
 	}
 	for i := range cfg.QD {
-		q := dio.NewRequest()
+		q := new(dio.Request)
 		q.Op, q.Buf, q.Tag = dio.Read, mem[i*blockSize:(i+1)*blockSize:(i+1)*blockSize], uint64(i)
 		q.Policy, q.Queue, q.Callback = completion.Caller, &r.q, r.complete
 		r.reqs = append(r.reqs, q)
@@ -204,14 +205,19 @@ func newReader(f *dio.File, cfg config) (*reader, error) {
 func (r *reader) submit(q *dio.Request) {
 	q.Off = r.rng.Int64N(r.blocks) * blockSize
 	r.start[q.Tag] = time.Now()
-	if err := r.f.Submit(q); err != nil && r.err == nil {
-		r.err = err
+	if err := r.f.Submit(q); err != nil {
+		if r.err == nil {
+			r.err = err
+		}
+		return
 	}
+	r.out++
 }
 
 // complete is the completion, run by Queue.Poll/Wait on the loop's
 // goroutine (Caller): only that goroutine touches the reader.
 func (r *reader) complete(q *dio.Request) {
+	r.out--
 	if len(r.lat) < cap(r.lat) {
 		r.lat = append(r.lat, time.Since(r.start[q.Tag]))
 	}
@@ -224,15 +230,7 @@ func (r *reader) complete(q *dio.Request) {
 }
 
 // outstanding reports how many requests have not completed.
-func (r *reader) outstanding() int {
-	n := 0
-	for _, q := range r.reqs {
-		if !q.Done() {
-			n++
-		}
-	}
-	return n
-}
+func (r *reader) outstanding() int { return r.out }
 
 // readSpin runs the reads with this goroutine spinning on its Queue: the
 // engine's owner reaps, and Queue.Poll runs each completion here as soon

@@ -231,7 +231,15 @@ func copySparse(ctx context.Context, src, dst string, cfg config) (*copyStats, e
 	}
 	defer outf.Close()
 
-	c := &copier{src: in, dst: outf, align: max(in.Alignment().Offset, outf.Alignment().Offset), free: make(chan *chunk, cfg.Inflight)}
+	inCaps, err := in.Capabilities()
+	if err != nil {
+		return nil, err
+	}
+	outCaps, err := outf.Capabilities()
+	if err != nil {
+		return nil, err
+	}
+	c := &copier{src: in, dst: outf, align: max(inCaps.OffsetAlignment, outCaps.OffsetAlignment), free: make(chan *chunk, cfg.Inflight)}
 	if int64(cfg.Chunk)%c.align != 0 {
 		return nil, fmt.Errorf("chunk size %d is not a multiple of the direct-I/O alignment %d", cfg.Chunk, c.align)
 	}
@@ -241,7 +249,7 @@ func copySparse(ctx context.Context, src, dst string, cfg config) (*copyStats, e
 	}
 	defer ring.Free(mem) // after wg.Wait: every request is back
 	for i := range cfg.Inflight {
-		k := &chunk{c: c, buf: mem[i*cfg.Chunk : (i+1)*cfg.Chunk : (i+1)*cfg.Chunk], read: dio.NewRequest(), write: dio.NewRequest()}
+		k := &chunk{c: c, buf: mem[i*cfg.Chunk : (i+1)*cfg.Chunk : (i+1)*cfg.Chunk], read: new(dio.Request), write: new(dio.Request)}
 		k.read.Op, k.read.Policy, k.read.Callback = dio.Read, completion.Inline, k.readDone
 		k.write.Op, k.write.Callback = dio.Write, k.writeDone
 		c.free <- k

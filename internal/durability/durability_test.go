@@ -27,7 +27,7 @@ const size = 64 << 10
 func dsyncWrite(t *testing.T, f *dio.File, buf []byte, off int64) completion.Policy {
 	t.Helper()
 	done := make(chan struct{})
-	r := dio.NewRequest()
+	r := new(dio.Request)
 	r.Op, r.Off, r.Buf, r.Flags, r.Policy = dio.Write, off, buf, dio.DSync, completion.Caller
 	r.Callback = func(*dio.Request) { close(done) }
 	if err := f.Submit(r); err != nil {

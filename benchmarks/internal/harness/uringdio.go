@@ -90,7 +90,7 @@ func openUringdio(j *Job) (JobRunner, error) {
 	}
 	cb := u.complete // one method value for every request: no allocation per I/O
 	for i := range cfg.QD {
-		r := dio.NewRequest()
+		r := new(dio.Request)
 		r.Buf, r.Tag, r.Policy, r.Callback, r.Queue = u.bufs[i], uint64(i), policy, cb, u.q
 		u.reqs = append(u.reqs, r)
 	}
