@@ -420,7 +420,7 @@ func (lm *logModel) ack(size int64) {
 }
 
 // write appends one record holding payload through w.
-func (lm *logModel) write(w *dio.Writer, payload []byte) error {
+func (lm *logModel) write(w dio.Appender, payload []byte) error {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
 	rec := logRecord(lm.gen, lm.seq, payload)
@@ -437,7 +437,7 @@ func (lm *logModel) write(w *dio.Writer, payload []byte) error {
 // logWorker appends records through w and, after about a third of them,
 // syncs (SyncData, some Sync): the Size it read before a sync that
 // returned nil is acknowledged.
-func logWorker(w *dio.Writer, lm *logModel, seed uint64, ops int, stop <-chan struct{}) error {
+func logWorker(w dio.Appender, lm *logModel, seed uint64, ops int, stop <-chan struct{}) error {
 	rng := newRand(seed)
 	payload := make([]byte, 200000)
 	for range ops {
@@ -621,8 +621,8 @@ func (lr *logRun) round(rng *rand.Rand) error {
 			t.Fatal(err)
 		}
 	}
-	opts := dio.WriterOptions{ChunkSize: []int{4 << 10, 16 << 10, 64 << 10, 0}[rng.IntN(4)], MaxInflight: 1 + rng.IntN(4)}
-	w, err := dio.NewWriter(f, start, opts)
+	chunk, inflight := []int{4 << 10, 16 << 10, 64 << 10, 0}[rng.IntN(4)], 1+rng.IntN(4)
+	w, err := f.Appender(start, chunk, inflight)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -651,7 +651,7 @@ func (lr *logRun) round(rng *rand.Rand) error {
 	if closed < 0 {
 		w.Close() // after the crash: it fails, and gives its buffers back
 	}
-	where := fmt.Sprintf("%s, %s log %s from %d (chunk %d, %d in flight)", what, mode, filepath.Base(lg.path), start, opts.ChunkSize, opts.MaxInflight)
+	where := fmt.Sprintf("%s, %s log %s from %d (chunk %d, %d in flight)", what, mode, filepath.Base(lg.path), start, chunk, inflight)
 	if err != nil {
 		return fmt.Errorf("%s: %w", where, err)
 	}

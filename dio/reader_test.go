@@ -27,8 +27,8 @@ func TestReaderReadsSequentially(t *testing.T) {
 	defer f.Close()
 	rnd := newRand(10)
 	for _, off := range []int64{0, 1, 4095, 1 << 20, int64(len(data)) - 5, int64(len(data)), int64(len(data)) + 9000} {
-		for _, o := range []dio.ReaderOptions{{}, {ChunkSize: 4096, Window: 1}, {ChunkSize: 64 << 10, Window: 8}} {
-			r, err := dio.NewReader(f, off, o)
+		for _, o := range []struct{ chunk, window int }{{0, 0}, {4096, 1}, {64 << 10, 8}} {
+			r, err := f.ReadAhead(off, o.chunk, o.window)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -74,7 +74,7 @@ func TestReaderKeepsReadsInFlight(t *testing.T) {
 	}
 	defer f.Close()
 	before := f.Engine().Stats().Submitted
-	r, err := dio.NewReader(f, 0, dio.ReaderOptions{ChunkSize: 64 << 10, Window: 6})
+	r, err := f.ReadAhead(0, 64<<10, 6)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ func openRW(t *testing.T, path string, o *dio.Options) *dio.File {
 func TestWriterAppendsWritesOfAnySize(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log")
 	f := openRW(t, path, nil)
-	w, err := dio.NewWriter(f, 0, dio.WriterOptions{ChunkSize: 64 << 10, MaxInflight: 2})
+	w, err := f.Appender(0, 64<<10, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestWriterOnReusedPreallocatedFile(t *testing.T) {
 	var st unix.Stat_t
 	unix.Stat(path, &st)
 	blocks := st.Blocks
-	w, err := dio.NewWriter(f, 0, dio.WriterOptions{})
+	w, err := f.Appender(0, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestWriterAppendsFromAnUnalignedEnd(t *testing.T) {
 	head := bytes.Repeat([]byte("head"), 250) // 1000 bytes
 	writeSynced(t, path, head)
 	f := openRW(t, path, nil)
-	w, err := dio.NewWriter(f, int64(len(head)), dio.WriterOptions{})
+	w, err := f.Appender(int64(len(head)), 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestWriterAppendsFromAnUnalignedEnd(t *testing.T) {
 func TestWriterGroupCommit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "group")
 	f := openRW(t, path, nil)
-	w, err := dio.NewWriter(f, 0, dio.WriterOptions{ChunkSize: 16 << 10})
+	w, err := f.Appender(0, 16<<10, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestWriterErrorsAreSticky(t *testing.T) {
 			return faultring.None
 		}})
 	}))
-	w, err := dio.NewWriter(f, 0, dio.WriterOptions{ChunkSize: 4096})
+	w, err := f.Appender(0, 4096, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func TestWriterENOSPC(t *testing.T) {
 	fs := mountLoop(t, "ext4", 16<<20, 4096)
 	path := filepath.Join(fs.Dir, "full")
 	f := openRW(t, path, nil)
-	w, err := dio.NewWriter(f, 0, dio.WriterOptions{})
+	w, err := f.Appender(0, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

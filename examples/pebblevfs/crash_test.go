@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 
 // crashValue is the value the child writes to key id at sequence seq; the
 // parent recomputes it. Lengths vary up to ~1.5 KiB so that WAL records
-// and batches cross 32 KiB log blocks and the Writer's chunks.
+// and batches cross 32 KiB log blocks and the Appender's chunks.
 func crashValue(id int, seq uint64) []byte {
 	v := fmt.Appendf(nil, "%d:%d:", id, seq)
 	n := 20 + int(seq*7919%1500)

@@ -201,7 +201,7 @@ func pathErr(op, name string, err error) error {
 
 // Create implements vfs.FS: a data file is created anew (an existing file
 // is removed first, so the result is a new inode, as vfs.Default does) and
-// written through a dio.Writer.
+// written through a dio.Appender.
 func (f *FS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
 	if !isData(name) {
 		return f.base.Create(name, category)
@@ -247,12 +247,12 @@ func (f *FS) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCatego
 func (f *FS) newWriting(name string, df *dio.File) (vfs.File, error) {
 	wo := f.cfg.writer
 	if strings.HasSuffix(name, ".log") {
-		wo = dio.WriterOptions{ChunkSize: DefaultLogChunk}
+		wo = WriterOptions{ChunkSize: DefaultLogChunk}
 		if f.cfg.logWriter != nil {
 			wo = *f.cfg.logWriter
 		}
 	}
-	w, err := dio.NewWriter(df, 0, wo)
+	w, err := df.Appender(0, wo.ChunkSize, wo.MaxInflight)
 	if err != nil {
 		df.Close()
 		return nil, err

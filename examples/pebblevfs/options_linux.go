@@ -6,8 +6,17 @@ import "github.com/uringdio/uringdio/dio"
 
 type osConfig struct {
 	engineOpts *dio.EngineOptions
-	writer     dio.WriterOptions
-	logWriter  *dio.WriterOptions
+	writer     WriterOptions
+	logWriter  *WriterOptions
+}
+
+// WriterOptions tune the dio.Appender that a file Pebble creates is
+// written through (dio.File.Appender); the zero value is dio's default.
+type WriterOptions struct {
+	// ChunkSize is how much the Appender gathers before it writes.
+	ChunkSize int
+	// MaxInflight bounds the chunks written behind at once.
+	MaxInflight int
 }
 
 // WithEngineOptions sets the options of the FS's one engine
@@ -16,9 +25,9 @@ func WithEngineOptions(o dio.EngineOptions) Option {
 	return func(c *config) { c.engineOpts = &o }
 }
 
-// WithWriterOptions sets the options of the Writers that files Pebble
+// WithWriterOptions sets the options of the Appenders that files Pebble
 // creates are written through.
-func WithWriterOptions(o dio.WriterOptions) Option {
+func WithWriterOptions(o WriterOptions) Option {
 	return func(c *config) { c.writer = o }
 }
 
@@ -29,8 +38,8 @@ func WithWriterOptions(o dio.WriterOptions) Option {
 // 128 KiB on average).
 const DefaultLogChunk = 32 << 10
 
-// WithLogWriterOptions sets the options of the Writers of WALs (*.log);
+// WithLogWriterOptions sets the options of the Appenders of WALs (*.log);
 // the default is a DefaultLogChunk chunk and dio's other defaults.
-func WithLogWriterOptions(o dio.WriterOptions) Option {
+func WithLogWriterOptions(o WriterOptions) Option {
 	return func(c *config) { c.logWriter = &o }
 }
