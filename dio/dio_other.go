@@ -3,13 +3,9 @@
 package dio
 
 import (
-	"errors"
 	"fmt"
 	"os"
 )
-
-// ErrUnsupported is returned by Open on systems without io_uring.
-var ErrUnsupported = fmt.Errorf("dio: %w", errors.ErrUnsupported)
 
 // File is only available on Linux.
 type File struct{}

@@ -38,7 +38,8 @@ var _ overflowCounter = (*ring.Ring)(nil)
 // SQEs in flight, a completion worker pool, the bounce-buffer memory, and
 // the pread backend for files whose device completes synchronously (or
 // for every file, where no ring could be created). Files share an engine:
-// by default the process's (DefaultEngine). Safe for concurrent use.
+// by default the process's, shared by every File opened without one. Safe
+// for concurrent use.
 type Engine struct {
 	ring   ringhook.Ring
 	sw     submitWaiter    // nil if the ring cannot combine submit and wait
@@ -93,7 +94,7 @@ type Engine struct {
 	stats     counters
 
 	fixedArena []byte
-	fixedFree  []int // free buffer indices
+	fixedBufs  [][]byte // the arena cut in FixedBufferSize pieces
 	fixedSize  int
 	fixedMu    sync.Mutex
 	zero       []byte   // zeroes for sub-block zeroing
@@ -177,10 +178,11 @@ var defaultEngine struct {
 	err  error
 }
 
-// DefaultEngine returns the process's engine, created at its first use:
-// what Open gives every File opened without Options.Engine or Options.EngineOptions.
-// It lives as long as the process; its Close does nothing.
-func DefaultEngine() (*Engine, error) {
+// defaultEng returns the process's engine, created at its first use:
+// what Open gives every File opened without Options.Engine or
+// Options.EngineOptions. It lives as long as the process; its Close does
+// nothing.
+func defaultEng() (*Engine, error) {
 	defaultEngine.once.Do(func() {
 		c := engineConfig(nil)
 		c.allowPread = true // where io_uring is refused, the pread backend
@@ -366,36 +368,20 @@ func (e *Engine) setupFixed(count, size int) error {
 	if err := e.ring.RegisterBuffers([][]byte{arena}); err != nil {
 		return &OpError{Op: "register buffers", Len: int64(len(arena)), Err: err}
 	}
-	for i := count - 1; i >= 0; i-- {
-		e.fixedFree = append(e.fixedFree, i)
+	for i := range count {
+		e.fixedBufs = append(e.fixedBufs, arena[i*size:(i+1)*size:(i+1)*size])
 	}
 	return nil
 }
 
-// GetBuffer returns a registered buffer (nil if none is free or the engine
-// has none). I/O on it uses read_fixed/write_fixed. It is off-heap and page
-// aligned; give it back with PutBuffer once no request uses it.
-func (e *Engine) GetBuffer() []byte {
-	e.fixedMu.Lock()
-	defer e.fixedMu.Unlock()
-	if len(e.fixedFree) == 0 {
-		return nil
-	}
-	i := e.fixedFree[len(e.fixedFree)-1]
-	e.fixedFree = e.fixedFree[:len(e.fixedFree)-1]
-	return e.fixedArena[i*e.fixedSize : (i+1)*e.fixedSize : (i+1)*e.fixedSize]
-}
-
-// PutBuffer returns a buffer from GetBuffer.
-func (e *Engine) PutBuffer(b []byte) {
-	i, ok := e.fixedIndex(b)
-	if !ok {
-		panic("dio: PutBuffer of a buffer that GetBuffer did not return")
-	}
-	e.fixedMu.Lock()
-	e.fixedFree = append(e.fixedFree, int(i)/e.fixedSize)
-	e.fixedMu.Unlock()
-}
+// FixedBuffers returns the engine's registered buffers
+// (EngineOptions.FixedBuffers of FixedBufferSize bytes each; none without
+// them). A request whose memory lies in one goes out as read_fixed or
+// write_fixed. They are off-heap and page aligned, so every request on
+// them is zero-copy; they are the caller's to share out (each call returns
+// the same ones), and valid until the engine is closed. Safe for
+// concurrent use.
+func (e *Engine) FixedBuffers() [][]byte { return e.fixedBufs }
 
 // fixedIndex reports whether b lies in the registered arena, and its
 // offset there.

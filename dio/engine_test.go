@@ -44,7 +44,7 @@ func threads(t testing.TB) int {
 // each, and leaks nothing.
 func TestFilesOpenedByTheThousandShareOneEngine(t *testing.T) {
 	dir := t.TempDir()
-	e, err := dio.DefaultEngine()
+	e, err := dio.DefaultEngineForTest()
 	if err != nil {
 		t.Fatal(err)
 	}

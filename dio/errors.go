@@ -19,9 +19,6 @@ var (
 	// ErrUnaligned: a buffer address, offset or length is not a multiple of
 	// the file's direct-I/O alignment. It also matches syscall.EINVAL.
 	ErrUnaligned = errors.New("dio: unaligned direct I/O")
-	// ErrUnsupported: the kernel, the device or the mapping lacks something;
-	// the error it comes in names what. It matches errors.ErrUnsupported.
-	ErrUnsupported = fmt.Errorf("dio: %w", errors.ErrUnsupported)
 	// ErrReadOnly: a write to a File opened without write access. It
 	// matches syscall.EBADF, what the kernel would have said.
 	ErrReadOnly = errors.New("dio: file not opened for writing")

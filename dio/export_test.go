@@ -70,3 +70,7 @@ func FdForTest(f *File) uintptr {
 	}
 	return uintptr(f.fd)
 }
+
+// DefaultEngineForTest returns the process's engine (the one Files
+// opened without an engine share).
+func DefaultEngineForTest() (*Engine, error) { return defaultEng() }

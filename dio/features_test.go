@@ -85,12 +85,12 @@ func TestRingMatrix(t *testing.T) {
 					f, path := openTemp(t, o)
 					var w, r []byte
 					if fixed {
-						w, r = f.Engine().GetBuffer(), f.Engine().GetBuffer()
+						if bufs := f.Engine().FixedBuffers(); len(bufs) >= 2 {
+							w, r = bufs[0], bufs[1]
+						}
 						if w == nil || r == nil {
 							t.Fatal("no fixed buffer")
 						}
-						defer f.Engine().PutBuffer(w)
-						defer f.Engine().PutBuffer(r)
 					} else {
 						w, r = abuf(t, 64<<10), abuf(t, 64<<10)
 					}

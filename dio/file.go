@@ -155,7 +155,7 @@ func Open(path string, flag int, perm os.FileMode, o *Options) (*File, error) {
 		}
 		f.ownEng = true
 	default:
-		if f.eng, err = DefaultEngine(); err != nil {
+		if f.eng, err = defaultEng(); err != nil {
 			return fail("engine", err)
 		}
 	}

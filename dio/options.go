@@ -13,14 +13,14 @@ import (
 )
 
 // Options configure a File (Open). A nil *Options, like the zero value,
-// means: the process's engine (DefaultEngine), a kernel file (no mapper),
+// means: the process's engine (shared by every such File, never closed), a kernel file (no mapper),
 // the completion policy each request asks for, and unaligned I/O through
 // bounce buffers. Open reads the struct and keeps nothing of it but the
 // values: the caller may reuse it.
 type Options struct {
 	// Engine shares an engine (its ring, owner and pool) between Files.
-	// The File does not close it. Nil: DefaultEngine, unless EngineOptions
-	// is set.
+	// The File does not close it. Nil: the process's engine, unless
+	// EngineOptions is set.
 	Engine *Engine
 	// EngineOptions gives the File an engine of its own, made with them
 	// and closed with the File. Setting both Engine and EngineOptions is

@@ -246,7 +246,9 @@ func runFSX(t *testing.T, cfg fsxConfig, seed uint64) {
 	for i := 0; i <= cfg.qd; i++ {
 		r := &fsxReq{x: x, idx: i, req: new(dio.Request)}
 		if cfg.fixed {
-			r.buf = x.eng.GetBuffer()
+			if bufs := x.eng.FixedBuffers(); i < len(bufs) {
+				r.buf = bufs[i]
+			}
 			if r.buf == nil {
 				t.Fatal("no registered buffer")
 			}

@@ -77,7 +77,7 @@ func (f *File) start(r *Request, sync bool) error {
 		}
 		r.policy = completion.Wait
 		r.n = r.DoneBefore
-		r.once.Claim() // completed here, without the file's in-flight ref: no RunCompletion
+		r.once.Claim() // completed here, without the file's in-flight ref: no runCompletion
 		f.inflight.Add(-1)
 		r.state.Store(stateComplete)
 		return nil

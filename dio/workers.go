@@ -105,7 +105,7 @@ func (w *workers) do(r *Request) {
 	case jobPread:
 		w.e.pr.run(w.e, r)
 	default:
-		r.RunCompletion()
+		r.runCompletion()
 	}
 }
 

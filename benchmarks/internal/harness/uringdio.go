@@ -56,14 +56,15 @@ func openUringdio(j *Job) (JobRunner, error) {
 		return nil, err
 	}
 	u := &uringRunner{j: j, f: f, fixed: cfg.FixedBufs, pool: cfg.Completion == CompPool}
-	for range cfg.QD {
+	fixed := f.Engine().FixedBuffers()
+	for i := range cfg.QD {
 		var b []byte
 		if u.fixed {
-			if b = f.Engine().GetBuffer(); b == nil {
+			if i >= len(fixed) {
 				u.Close()
 				return nil, fmt.Errorf("uringdio: no registered buffer left (asked for %d of %d bytes)", cfg.QD, cfg.BS)
 			}
-			b = b[:cfg.BS]
+			b = fixed[i][:cfg.BS]
 			j.FillBuffer(b)
 		} else if b, err = j.AllocBuffer(); err != nil {
 			u.Close()
@@ -228,9 +229,7 @@ func (u *uringRunner) syncLoop(w *Worker, buf []byte) {
 
 func (u *uringRunner) Close() error {
 	for _, b := range u.bufs {
-		if u.fixed {
-			u.f.Engine().PutBuffer(b)
-		} else {
+		if !u.fixed { // registered buffers are the engine's, freed at its Close
 			ring.Free(b)
 		}
 	}
