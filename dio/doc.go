@@ -42,7 +42,7 @@
 // Inline (on the owner, right after its CQE; a callback that submits again
 // has its SQE in the owner's next enter), on the Caller's goroutine
 // (through its completion.Queue, or in Request.Wait), or on the engine's
-// workers (Pool); completion.Choose downgrades what a request asks for the
+// workers (Pool); the engine downgrades what a request asks for the
 // way the kernel's iomap code does: only reads and pure overwrites may
 // complete inline or deferred, everything that may block (fdatasync, size
 // extension, extent conversion, an end-of-I/O hook) goes to the workers.

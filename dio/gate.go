@@ -7,7 +7,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/internal/choose"
 )
 
 // writeGate serializes the writes of a File whose mapper allocates in
@@ -199,7 +199,7 @@ func (f *File) launchAdmitted(r *Request) {
 func (f *File) completeUnlaunched(r *Request, err error) {
 	r.pieces = r.pieces[:0]
 	r.errno, r.stopAt = err, r.Off
-	r.facts = completion.Facts{Write: r.Op == Write, PureOverwrite: true, SingleSQE: true, HasEndIO: f.endIO != nil}
+	r.facts = choose.Facts{Write: r.Op == Write, PureOverwrite: true, SingleSQE: true, HasEndIO: f.endIO != nil}
 	f.choosePolicy(r, false)
 	r.refs.Store(1)
 	r.state.Store(stateInflight)

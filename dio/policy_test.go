@@ -170,7 +170,7 @@ func testMappingCase(t *testing.T, si int, op Op, p completion.Policy, sync bool
 		t.Fatalf("%v: n=%d err=%v", op, n, err)
 	}
 
-	// The policy: what completion.Choose allows for these facts.
+	// The policy: what choose.Choose allows for these facts.
 	pure := s.typ == iomap.Mapped && s.flags == 0
 	wantPolicy := p
 	switch {

@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/internal/choose"
 )
 
 // Op says what a Request does.
@@ -118,7 +119,7 @@ type Request struct {
 	file    *File
 	state   atomic.Uint32
 	refs    atomic.Int32
-	once    completion.Once
+	once    choose.Once
 	wake    chan struct{}
 	pieces  []piece
 	next    int      // first piece not yet submitted
@@ -137,7 +138,7 @@ type Request struct {
 	job          uint8 // what a worker does with it (workers.go)
 	policy       completion.Policy
 	reason       completion.Reason
-	facts        completion.Facts
+	facts        choose.Facts
 	async        bool
 	fileDec      bool
 	cancelled    atomic.Bool

@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/internal/choose"
 	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
@@ -257,7 +258,7 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 			r.pieces[i].rwFlags |= ring.RWFAtomic
 		}
 	}
-	r.facts = completion.Facts{
+	r.facts = choose.Facts{
 		Sync:          sync,
 		Write:         r.Op == Write,
 		PureOverwrite: pure,
@@ -308,7 +309,7 @@ func (f *File) mapKernel(r *Request) {
 }
 
 // choosePolicy picks r's completion policy from what it asked for and
-// r.facts (completion.Choose), and whether it completes asynchronously.
+// r.facts (choose.Choose), and whether it completes asynchronously.
 func (f *File) choosePolicy(r *Request, sync bool) {
 	requested := r.Policy
 	if requested == completion.Default {
@@ -319,11 +320,11 @@ func (f *File) choosePolicy(r *Request, sync bool) {
 		// An asynchronous request that its caller will Wait for is deferred
 		// completion like Caller, under the same rules: its completion
 		// must do no I/O, since the caller may never come.
-		if p, why := completion.Choose(completion.Caller, r.facts); p != completion.Caller {
+		if p, why := choose.Choose(completion.Caller, r.facts); p != completion.Caller {
 			requested, deferredWhy = p, why
 		}
 	}
-	r.policy, r.reason = completion.Choose(requested, r.facts)
+	r.policy, r.reason = choose.Choose(requested, r.facts)
 	if deferredWhy != completion.NoDowngrade {
 		r.reason = deferredWhy
 	}
