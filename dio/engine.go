@@ -169,7 +169,11 @@ type counters struct {
 // engine after every File that uses it.
 func NewEngine(o *EngineOptions) (*Engine, error) {
 	c := engineConfig(o)
-	return newEngine(&c)
+	e, err := newEngine(&c)
+	if err != nil {
+		return nil, &OpError{Op: "engine", Err: err}
+	}
+	return e, nil
 }
 
 var defaultEngine struct {
@@ -202,7 +206,7 @@ const unhonoured = ring.SetupRDisabled | ring.SetupAttachWQ | ring.SetupCoopTask
 
 func newEngine(c *config) (*Engine, error) {
 	if bad := c.ringFlags & unhonoured; bad != 0 {
-		return nil, &OpError{Op: "engine", Err: fmt.Errorf("dio: setup flags %v: the engine's owner cannot honour them (it picks SINGLE_ISSUER|DEFER_TASKRUN itself): %w", bad, syscall.EINVAL)}
+		return nil, fmt.Errorf("setup flags %v: the engine's owner cannot honour them (it picks SINGLE_ISSUER|DEFER_TASKRUN itself): %w", bad, syscall.EINVAL)
 	}
 	e := &Engine{
 		bufs:      newBufPool(c.bufMemory),
@@ -224,7 +228,7 @@ func newEngine(c *config) (*Engine, error) {
 	if c.allowPread && refusedRing(err) {
 		return newPreadEngine(c, err), nil
 	}
-	return nil, &OpError{Op: "engine", Err: err}
+	return nil, err
 }
 
 // setupRing creates and sets up the ring; the owner calls it on its
@@ -270,7 +274,7 @@ func (e *Engine) setupRing(c *config) error {
 			e.fileSlots[i] = -1
 		}
 		if err := e.ring.RegisterFiles(e.fileSlots); err != nil {
-			return &OpError{Op: "register files", Err: err}
+			return fmt.Errorf("register files: %w", err)
 		}
 	}
 	return nil
@@ -362,11 +366,11 @@ func (e *Engine) setupFixed(count, size int) error {
 	}
 	arena, err := ring.Alloc(count * size)
 	if err != nil {
-		return &OpError{Op: "fixed buffers", Len: int64(count * size), Err: err}
+		return fmt.Errorf("fixed buffers of %d bytes: %w", count*size, err)
 	}
 	e.fixedArena, e.fixedSize = arena, size
 	if err := e.ring.RegisterBuffers([][]byte{arena}); err != nil {
-		return &OpError{Op: "register buffers", Len: int64(len(arena)), Err: err}
+		return fmt.Errorf("register buffers of %d bytes: %w", len(arena), err)
 	}
 	for i := range count {
 		e.fixedBufs = append(e.fixedBufs, arena[i*size:(i+1)*size:(i+1)*size])

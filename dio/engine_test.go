@@ -148,3 +148,49 @@ func TestCallbackPanicOnOwnerCrashesTheProgram(t *testing.T) {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
 }
+
+// TestOpenErrorIsWrappedOnce: an Open whose engine could not be made read
+// "dio: engine /path at offset 0 length 0: dio: engine  at offset 0
+// length 0: ring: setup: ..." (the engine's OpError wrapped in Open's, and
+// an empty range printed). Each error now names its op and path once, and
+// a range only where there is one.
+func TestOpenErrorIsWrappedOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	for _, tc := range []struct {
+		name string
+		open func() error
+		want string // the whole message after the path
+	}{
+		{"ring setup fails", func() error {
+			_, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, &dio.Options{EngineOptions: &dio.EngineOptions{QueueDepth: 1 << 20}})
+			return err
+		}, "dio: engine " + path + ": ring: setup: "},
+		{"flags refused", func() error {
+			_, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, &dio.Options{EngineOptions: &dio.EngineOptions{RingFlags: ring.SetupRDisabled}})
+			return err
+		}, "dio: engine " + path + ": setup flags R_DISABLED: "},
+		{"no such file", func() error {
+			_, err := dio.Open(path+".missing", os.O_RDWR, 0, nil)
+			return err
+		}, "dio: open " + path + ".missing: no such file or directory"},
+		{"NewEngine", func() error {
+			_, err := dio.NewEngine(&dio.EngineOptions{QueueDepth: 1 << 20})
+			return err
+		}, "dio: engine: ring: setup: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.open()
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			var oe *dio.OpError
+			if !errors.As(err, &oe) || errors.As(oe.Err, new(*dio.OpError)) {
+				t.Errorf("%q: want one *OpError, not nested", msg)
+			}
+			if !strings.HasPrefix(msg, tc.want) || strings.Count(msg, "dio: ") != 1 || strings.Contains(msg, "at offset") {
+				t.Errorf("error %q, want it to start %q, say dio: once and print no range", msg, tc.want)
+			}
+		})
+	}
+}

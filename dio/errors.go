@@ -41,7 +41,8 @@ var (
 	errLostCompletion error = lostError{}
 )
 
-// OpError is the error of one operation on one File.
+// OpError is the error of one operation on one File (or, with no Path,
+// of making an Engine). It is returned once, never wrapped in another.
 type OpError struct {
 	Op   string // "read", "write", "sync", "open", ...
 	Path string
@@ -50,8 +51,18 @@ type OpError struct {
 	Err  error
 }
 
+// Error says "dio: op path at offset N length M: err", leaving out the
+// path when there is none (an engine's error) and the range when it is
+// empty (open, close, sync).
 func (e *OpError) Error() string {
-	return fmt.Sprintf("dio: %s %s at offset %d length %d: %v", e.Op, e.Path, e.Off, e.Len, e.Err)
+	s := "dio: " + e.Op
+	if e.Path != "" {
+		s += " " + e.Path
+	}
+	if e.Off != 0 || e.Len != 0 {
+		s += fmt.Sprintf(" at offset %d length %d", e.Off, e.Len)
+	}
+	return s + ": " + fmt.Sprint(e.Err)
 }
 
 // Unwrap returns the underlying error.

@@ -4,6 +4,7 @@ package dio
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -86,10 +87,14 @@ type alignment struct {
 func Open(path string, flag int, perm os.FileMode, o *Options) (*File, error) {
 	c := fileConfig(o)
 	if c.sizeSet && c.mapper == nil {
-		return nil, &OpError{Op: "open", Path: path, Err: fmt.Errorf("dio: Options.Size needs Options.Mapper: a kernel file's size is the kernel's: %w", syscall.EINVAL)}
+		return nil, &OpError{Op: "open", Path: path, Err: fmt.Errorf("Options.Size needs Options.Mapper: a kernel file's size is the kernel's: %w", syscall.EINVAL)}
 	}
 	osf, err := os.OpenFile(path, flag|syscall.O_DIRECT|syscall.O_CLOEXEC, perm)
 	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the OpError names the op and the path
+		}
 		return nil, &OpError{Op: "open", Path: path, Err: err}
 	}
 	f := &File{
@@ -145,7 +150,7 @@ func Open(path string, flag int, perm os.FileMode, o *Options) (*File, error) {
 	}
 	switch {
 	case c.engine != nil && c.engineSet:
-		return fail("open", fmt.Errorf("dio: Options.EngineOptions given with Options.Engine: they configure a new engine: %w", syscall.EINVAL))
+		return fail("open", fmt.Errorf("Options.EngineOptions given with Options.Engine: they configure a new engine: %w", syscall.EINVAL))
 	case c.engine != nil:
 		f.eng = c.engine
 	case c.engineSet:
@@ -346,7 +351,7 @@ func (f *File) Submit(r *Request) error {
 	// Idle, complete, or in its own callback (stateResult): the callback
 	// may resubmit the request it was given.
 	if s := r.state.Load(); s != stateIdle && s != stateComplete && s != stateResult {
-		return &OpError{Op: r.Op.String(), Path: f.path, Off: r.Off, Err: fmt.Errorf("dio: request resubmitted while in flight")}
+		return &OpError{Op: r.Op.String(), Path: f.path, Off: r.Off, Err: errors.New("request resubmitted while in flight")}
 	}
 	return f.start(r, false)
 }

@@ -59,7 +59,7 @@ func openVolume(m iomap.Mapper, fileSize int64, c *config, align int64) (*volume
 	if shared {
 		if v := volumes.m[m]; v != nil {
 			if c.sizeSet && c.size != v.size.Load() {
-				return nil, fmt.Errorf("dio: the mapper is open with size %d, Options.Size asks for %d: %w", v.size.Load(), c.size, syscall.EINVAL)
+				return nil, fmt.Errorf("the mapper is open with size %d, Options.Size asks for %d: %w", v.size.Load(), c.size, syscall.EINVAL)
 			}
 			v.refs++
 			return v, nil
@@ -71,7 +71,7 @@ func openVolume(m iomap.Mapper, fileSize int64, c *config, align int64) (*volume
 		size = c.size
 	}
 	if size < 0 {
-		return nil, fmt.Errorf("dio: size %d: %w", size, syscall.EINVAL)
+		return nil, fmt.Errorf("size %d: %w", size, syscall.EINVAL)
 	}
 	v.size.Store(size)
 	if ops, ok := m.(volumeMapper); ok {
