@@ -258,6 +258,27 @@ func TestNoWaitAndOverwriteOnly(t *testing.T) {
 	if !bytes.Equal(disk[:blk], b[:blk]) {
 		t.Fatal("refused NoWait write changed data")
 	}
+	// With Partial it goes out, every SQE of it (it used to be refused
+	// whatever the caller asked: a trap for anyone with several buffers),
+	// and its result says how far it got.
+	var sqes atomic.Int32
+	counted, err := Open(path, os.O_RDWR, 0, &Options{submitHook: func(*Request, *ring.SQE) { sqes.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer counted.Close()
+	fill(big, 6)
+	n, err := counted.WriteAtContext(context.Background(), big, 0, NoWait|Partial)
+	if got := sqes.Load(); got < 2 {
+		t.Fatalf("NoWait|Partial write of %d bytes (max I/O %d) sent %d SQEs, want every piece", len(big), small, got)
+	}
+	if err != nil && !errors.Is(err, syscall.EAGAIN) || n < 0 || n > len(big) || err == nil && n != len(big) {
+		t.Fatalf("NoWait|Partial write = %d, %v; want all of it, or a prefix and EAGAIN", n, err)
+	}
+	disk, _ = os.ReadFile(path)
+	if !bytes.Equal(disk[:n], big[:n]) {
+		t.Fatal("the bytes a NoWait|Partial write reported written are not in the file")
+	}
 	// A NoWait read either succeeds or says EAGAIN (retryable), nothing else.
 	r := abuf(t, blk)
 	if _, err := f.ReadAtContext(context.Background(), r, 0, NoWait); err != nil && !errors.Is(err, syscall.EAGAIN) {

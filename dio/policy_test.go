@@ -334,7 +334,9 @@ func TestDSyncOnMappedFile(t *testing.T) {
 }
 
 // TestDowngrades shows each downgrade the engine makes, with its reason,
-// on real requests.
+// on real requests, and that EffectivePolicy says so as soon as Submit
+// returns (a caller that asked for Caller and got Pool must learn it
+// there: its Queue will never see the request).
 func TestDowngrades(t *testing.T) {
 	lm := &layoutMapper{segs: []seg{
 		{off: 0, n: 8 * blk, typ: iomap.Mapped},
@@ -366,10 +368,14 @@ func TestDowngrades(t *testing.T) {
 			if err := f.Submit(r); err != nil {
 				t.Fatal(err)
 			}
+			early, earlyWhy := r.EffectivePolicy()
 			if _, err := r.Wait(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			got, why := r.EffectivePolicy()
+			if early != got || earlyWhy != why {
+				t.Errorf("after Submit: %v (%v); after Wait: %v (%v)", early, earlyWhy, got, why)
+			}
 			if got != tc.want || (tc.wantReason != completion.NoDowngrade && why != tc.wantReason) {
 				t.Errorf("ran under %v (%v), want %v (%v)", got, why, tc.want, tc.wantReason)
 			}

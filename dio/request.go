@@ -50,16 +50,21 @@ type Flags uint32
 // Request flags.
 const (
 	// NoWait fails the request with EAGAIN instead of blocking (RWF_NOWAIT
-	// on the SQEs, and a mapper that must not block). A NoWait write that
-	// would need more than one SQE fails with EAGAIN before anything is
-	// submitted, so nothing is ever half done.
+	// on the SQEs, and a mapper that must not block). A write goes out as
+	// one SQE per buffer and per MaxIOSize (Capabilities); a NoWait write
+	// that needs more than one fails with EAGAIN before anything is
+	// submitted, so nothing is ever half done, unless it also has Partial:
+	// then every SQE goes out, and the result counts the bytes before the
+	// first one that would have blocked (with EAGAIN), so the caller can
+	// resume there.
 	NoWait Flags = 1 << iota
 	// OverwriteOnly fails a write with EAGAIN if it would allocate space or
 	// extend the file.
 	OverwriteOnly
 	// Partial submits what could be mapped when the mapper fails part way
-	// (instead of nothing) and counts DoneBefore in the result, so a caller
-	// can resume where a request stopped.
+	// (instead of nothing), lets a NoWait write span several SQEs, and
+	// counts DoneBefore in the result, so a caller can resume where a
+	// request stopped.
 	Partial
 	// DSync makes the data durable before completion: RWF_DSYNC on every
 	// SQE when every extent is a pure overwrite (write-through), otherwise
@@ -197,8 +202,16 @@ func (r *Request) Result() (int, error) {
 // returned, and the request and its buffers are the caller's again.
 func (r *Request) done() bool { return r.state.Load() == stateComplete }
 
-// Policy returns the completion policy the request ran under and, if that
-// was a downgrade from what it asked for, why.
+// EffectivePolicy returns the completion policy the request runs under
+// and, if that is a downgrade from what it asked for, why. It is decided
+// before Submit returns, so a caller can look right after Submit: a
+// request that asked for Caller and was given Pool (a write whose
+// completion must do I/O: it fills a hole, extends the file, or needs an
+// fdatasync) will not reach its Queue; its Callback runs on an engine
+// worker. The one exception is an asynchronous write to a mapped file that
+// waits at the volume's write gate (an unaligned write ahead of it): its
+// policy is decided when the gate admits it, so read it in the Callback or
+// after Wait. Safe to call from any goroutine once decided.
 func (r *Request) EffectivePolicy() (completion.Policy, completion.Reason) {
 	return r.policy, r.reason
 }

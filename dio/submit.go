@@ -219,8 +219,9 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 			r.setErr(err, r.Off+r.submitted)
 		}
 	}
-	if r.Op == Write && r.Flags&NoWait != 0 && len(r.pieces) > 1 {
-		// More than one SQE could half-complete: refuse up front.
+	if r.Op == Write && r.Flags&(NoWait|Partial) == NoWait && len(r.pieces) > 1 {
+		// More than one SQE could half-complete: refuse up front, unless
+		// the caller takes a partial result (Partial).
 		return bad(syscall.EAGAIN)
 	}
 
