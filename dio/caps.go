@@ -48,7 +48,8 @@ func (c Capabilities) String() string {
 }
 
 // Capabilities returns the file's record, gathered at the first call
-// (statx, statfs, sysfs facts cached per device) and kept.
+// (statx, statfs, sysfs facts cached per device) and kept. Safe for
+// concurrent use.
 func (f *File) Capabilities() (Capabilities, error) {
 	if !f.acquire() {
 		return Capabilities{}, f.opErr("capabilities", 0, 0, ErrClosed)

@@ -81,16 +81,22 @@
 // reports ErrRingBroken once its own CQEs are in. A CQE the kernel drops
 // (it counts them) breaks the engine too, and an audit, a NOP with
 // IOSQE_IO_DRAIN that completes only after every earlier SQE has, finds
-// whose it was: that request fails with errLostCompletion. Audits for CQEs
+// whose it was: that request fails with an error that matches
+// ErrRingBroken and says its completion was lost. Audits for CQEs
 // lost without the kernel's knowledge are off (tests turn them on):
 // while one waits for a request stuck in a device, the kernel holds back
 // every later SQE.
 //
 // # Memory
 //
-// Buffers must stay untouched from Submit until the request completes.
-// Page-aligned off-heap memory from ring.Alloc, or registered buffers from
-// Engine.GetBuffer (EngineOptions.FixedBuffers), satisfy every alignment; Go heap
+// A buffer passed to ReadAt, WriteAt or their Context forms is the File's
+// until the call returns; Appender.Write and ReadAhead's Read copy, so
+// their slices are the caller's again when they return. A Request and its
+// buffers are the engine's from a successful Submit until the request
+// completes (its Callback has returned, or Wait has): untouched and not
+// freed before. Page-aligned off-heap memory from ring.Alloc, or
+// registered buffers from Engine.FixedBuffers
+// (EngineOptions.FixedBuffers), satisfy every alignment; Go heap
 // memory works where it is aligned, since the garbage collector does not
 // move heap objects and the engine keeps the request (and so the buffer)
 // reachable until its last CQE.

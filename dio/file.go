@@ -225,7 +225,8 @@ func (f *File) opErr(op string, off, n int64, err error) error {
 	return &OpError{Op: op, Path: f.path, Off: off, Len: n, Err: err}
 }
 
-// Engine returns the engine the file submits to.
+// Engine returns the engine the file submits to (for its Stats and
+// FixedBuffers); the File's own engine is closed with the File.
 func (f *File) Engine() *Engine { return f.eng }
 
 // Size returns the file's size. For a kernel file it is the kernel's, asked
@@ -279,17 +280,23 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 // write that starts past the end of the file leaves zeroes in the gap, as
 // os.File does: it first zeroes the rest of the old last block, where ext4
 // may keep bytes of a write whose size change a crash lost (an
-// asynchronous Submit does not: it goes to the kernel as it is).
+// asynchronous Submit does not: it goes to the kernel as it is). p is the
+// File's until WriteAt returns. Safe for concurrent use.
 func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	return f.syncIO(context.Background(), Write, p, off, 0)
 }
 
-// ReadAtContext is ReadAt with a context and request flags.
+// ReadAtContext is ReadAt with a context and request flags. If ctx ends
+// first, the read is cancelled and the call still waits until the kernel
+// has let go of p; p is the caller's again when it returns.
 func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
 	return f.syncIO(ctx, Read, p, off, fl)
 }
 
 // WriteAtContext is WriteAt with a context and request flags (DSync, ...).
+// If ctx ends first, the write is cancelled (some of it may be written)
+// and the call still waits until the kernel has let go of p; p is the
+// caller's again when it returns.
 func (f *File) WriteAtContext(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
 	return f.syncIO(ctx, Write, p, off, fl)
 }
@@ -340,10 +347,13 @@ func (f *File) directIO(ctx context.Context, op Op, p []byte, off int64, fl Flag
 }
 
 // Submit starts an asynchronous request. An error means nothing was
-// submitted (closed file, bad alignment, ...). Otherwise the request
-// completes through its policy: Callback, Queue, or r.Wait; never on the
-// stack of this call, so a callback that submits again runs in constant
-// stack whatever the chain's length.
+// submitted (closed file, bad alignment, ...) and r is the caller's again.
+// Otherwise r and its buffers are the engine's until r completes through
+// its policy (EffectivePolicy, set when Submit returns): its Callback, its
+// Queue, or r.Wait; never on the stack of this call, so a callback that
+// submits again runs in constant stack whatever the chain's length. Safe
+// for concurrent use with other requests; one Request is submitted by one
+// goroutine at a time.
 func (f *File) Submit(r *Request) error {
 	if r.wake == nil {
 		r.wake = make(chan struct{}, 1)

@@ -95,8 +95,13 @@ const (
 // Request is one direct-I/O operation: a read or write of one or many
 // buffers at one file offset. Fill the exported fields and pass it to
 // File.Submit; it comes back through its completion policy. A Request may
-// be reused once it has completed. The buffers belong to the engine from
-// Submit until completion: do not touch or free them before.
+// be reused once it has completed; the zero Request is ready to fill. The
+// Request and its buffers belong to the engine from a successful Submit
+// until completion (the Callback has returned, or Wait has): do not touch,
+// resubmit or free them before (a Callback may resubmit the request it is
+// given). A Request is not safe for concurrent
+// use: one goroutine submits it, and Wait or Result are called by the
+// goroutine that owns its completion.
 type Request struct {
 	Op   Op
 	Off  int64
