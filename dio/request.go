@@ -99,9 +99,9 @@ const (
 // Request and its buffers belong to the engine from a successful Submit
 // until completion (the Callback has returned, or Wait has): do not touch,
 // resubmit or free them before (a Callback may resubmit the request it is
-// given). A Request is not safe for concurrent
-// use: one goroutine submits it, and Wait or Result are called by the
-// goroutine that owns its completion.
+// given). A Request is not safe for concurrent use: one goroutine submits
+// it, and Wait or Result are called by the goroutine that owns its
+// completion.
 type Request struct {
 	Op   Op
 	Off  int64
