@@ -46,7 +46,7 @@ func (f *File) start(r *Request, sync bool) error {
 		return bad(syscall.EINVAL)
 	}
 	if r.Flags&OverwriteOnly != 0 && f.vol == nil {
-		return bad(unsupported("OverwriteOnly on a kernel file: whether a write allocates is the file system's to know (open with WithMapper to answer from a mapper)"))
+		return bad(unsupported("OverwriteOnly on a kernel file: whether a write allocates is the file system's to know (open with Options.Mapper to answer from a mapper)"))
 	}
 	if err := f.checkAlign(r); err != nil {
 		return bad(err)

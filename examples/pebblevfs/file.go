@@ -241,7 +241,7 @@ func (fl *file) SyncTo(length int64) (bool, error) {
 // replaces it, or until spans prefetched later on other files push it out
 // (the FS keeps the last maxPrefetchSpans: Pebble keeps thousands of files
 // open, and a span kept per file would hold memory no cgroup can reclaim). The read is synchronous: dio has no asynchronous
-// read-ahead yet (dio.Reader); with it, Prefetch would start the read and
+// read-ahead yet (dio.File.ReadAhead); with it, Prefetch would start the read and
 // return. It is advisory: errors are dropped (the ReadAt that follows
 // reads the device itself and reports its own).
 func (fl *file) Prefetch(off, n int64) error {
