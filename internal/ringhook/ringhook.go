@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package ringhook holds the test hooks of package dio's engine: a wrapper
 // around the engine's ring (fault injection, see internal/faultring) and
 // the lost-completion audit interval. They are not public API: a test
