@@ -62,7 +62,7 @@ func (f *File) newReadAhead(off int64, chunkSize, window int) (*readAhead, error
 		chunk = 256 << 10
 	}
 	if chunk%a != 0 || chunk > maxBounce || off < 0 {
-		return nil, f.opErr("reader", off, chunk, syscall.EINVAL)
+		return nil, f.opErr("readahead", off, chunk, syscall.EINVAL)
 	}
 	if window <= 0 {
 		window = 4
@@ -72,7 +72,7 @@ func (f *File) newReadAhead(off int64, chunkSize, window int) (*readAhead, error
 		buf, err := f.eng.bufs.get(chunk)
 		if err != nil {
 			r.Close()
-			return nil, f.opErr("reader", off, chunk, err)
+			return nil, f.opErr("readahead", off, chunk, err)
 		}
 		q := newRequest()
 		q.Op, q.Policy = Read, completion.Wait

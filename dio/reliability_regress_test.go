@@ -517,3 +517,32 @@ func TestPoolOverflowCallbacksRunOnPoolBeforeClose(t *testing.T) {
 		t.Fatalf("%d callbacks ran at once on a pool of one worker", m)
 	}
 }
+
+// TestUnalignedWriteErrorSaysWrite: a WriteAt whose read-modify-write read
+// of a partly covered sector failed returned an OpError whose Op was
+// "read" (TestFSX's qd32-mixed-faults caught one, ECANCELED on the read of
+// a write that started past the end of file). The error is the write's.
+func TestUnalignedWriteErrorSaysWrite(t *testing.T) {
+	f, path := openRel(t, nil)
+	if err := os.WriteFile(path, make([]byte, 8192), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	f, err := dio.Open(path, os.O_RDWR, 0, wrapped(func(r ringhook.Ring) ringhook.Ring {
+		return faultring.New(r, faultring.Config{Decide: func(c faultring.CQE) faultring.Fault {
+			if c.SQE.Op == ring.OpRead {
+				return faultring.EIO // the read of the sector the write covers in part
+			}
+			return faultring.None
+		}})
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeWithin(t, f, 5*time.Second)
+	n, err := f.WriteAt([]byte("not a whole sector"), 100)
+	var oe *dio.OpError
+	if n != 0 || !errors.Is(err, syscall.EIO) || !errors.As(err, &oe) || oe.Op != "write" || oe.Off != 100 || oe.Len != 18 {
+		t.Fatalf("WriteAt with its read failing = %d, %v; want 0 and the write's EIO at offset 100 length 18", n, err)
+	}
+}

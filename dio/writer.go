@@ -109,10 +109,10 @@ func (f *File) newAppender(off int64, chunkSize, inflight int) (*appender, error
 		chunk = 256 << 10
 	}
 	if chunk%a != 0 || chunk > maxBounce || off < 0 {
-		return nil, f.opErr("writer", off, chunk, syscall.EINVAL)
+		return nil, f.opErr("appender", off, chunk, syscall.EINVAL)
 	}
 	if !f.writable {
-		return nil, f.opErr("writer", off, 0, readOnlyErr{})
+		return nil, f.opErr("appender", off, 0, readOnlyErr{})
 	}
 	w := &appender{f: f, chunk: chunk, max: inflight, synced: off}
 	if w.max <= 0 {
@@ -121,13 +121,13 @@ func (f *File) newAppender(off int64, chunkSize, inflight int) (*appender, error
 	w.ccond.L, w.scond.L = &w.cmu, &w.smu
 	buf, err := f.eng.bufs.get(chunk)
 	if err != nil {
-		return nil, f.opErr("writer", off, chunk, err)
+		return nil, f.opErr("appender", off, chunk, err)
 	}
 	w.buf, w.bufOff, w.n = buf[:chunk], off&^(a-1), off%a
 	if w.n > 0 {
 		if err := f.readSector(context.Background(), w.buf[:a], w.bufOff); err != nil {
 			f.eng.bufs.put(buf)
-			return nil, reframe(err, off, 0)
+			return nil, reframe(err, "appender", off, 0)
 		}
 	}
 	for range w.max {
