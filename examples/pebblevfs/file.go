@@ -240,10 +240,11 @@ func (fl *file) SyncTo(length int64) (bool, error) {
 // and ReadAts within it are served from memory until the next Prefetch
 // replaces it, or until spans prefetched later on other files push it out
 // (the FS keeps the last maxPrefetchSpans: Pebble keeps thousands of files
-// open, and a span kept per file would hold memory no cgroup can reclaim). The read is synchronous: dio has no asynchronous
-// read-ahead yet (dio.File.ReadAhead); with it, Prefetch would start the read and
-// return. It is advisory: errors are dropped (the ReadAt that follows
-// reads the device itself and reports its own).
+// open, and a span kept per file would hold memory no cgroup can
+// reclaim). The read is synchronous; Prefetch could instead start it (a
+// dio.Request, or dio.File.ReadAhead for a scan) and return, and does not
+// yet. It is advisory: errors are dropped (the ReadAt that follows reads
+// the device itself and reports its own).
 func (fl *file) Prefetch(off, n int64) error {
 	if fl.rw || fl.writer() != nil || n <= 0 || off < 0 {
 		return nil
