@@ -11,7 +11,7 @@ import (
 type Policy uint8
 
 const (
-	// Default lets the engine choose; see Choose.
+	// Default lets the engine choose (Request.EffectivePolicy says what it chose).
 	Default Policy = iota
 	// Wait is synchronous completion: the caller blocks and completes the
 	// request on its own goroutine.
@@ -23,7 +23,7 @@ const (
 	// caller's Queue, and the caller's goroutine runs the work when it calls
 	// Queue.Poll or Queue.Wait. Only pure overwrites may use it for writes.
 	Caller
-	// Pool runs completion on the bounded worker pool: for work that may
+	// Pool runs completion on the engine's worker goroutines: for work that may
 	// block (fdatasync, size extension, unwritten extent conversion, hooks).
 	Pool
 	// Polled is for rings set up with IOPOLL: the waiter polls the ring
@@ -92,7 +92,7 @@ func (p *Policy) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// Reason says why Choose did not give a request the policy it asked for
+// Reason says why the engine did not give a request the policy it asked for
 // (for tests, logs and metrics). The zero value is NoDowngrade.
 type Reason uint8
 

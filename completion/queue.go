@@ -5,6 +5,11 @@ import (
 	"sync"
 )
 
+// Task is completion work that a Queue holds until its owner runs it. The
+// engine pushes its requests as Tasks of one pointer, which allocates
+// nothing per I/O; a caller may push its own.
+type Task interface{ RunCompletion() }
+
 // minQueueCap is the ring size a Queue starts with on its first Push.
 const minQueueCap = 16
 

@@ -334,10 +334,10 @@ func TestQueuePanicKeepsRest(t *testing.T) {
 }
 
 // callerTask is one request in the stress test: a reaper finishes it, or a
-// canceller does, and whichever wins its Once pushes it to the owner's
+// canceller does, and whichever claims it first pushes it to the owner's
 // queue. When it runs it records where.
 type callerTask struct {
-	once  Once
+	once  atomic.Bool // claimed by the path that finishes it
 	runs  atomic.Int32
 	ranOn atomic.Uint64 // goroutine id
 	bad   atomic.Bool   // ran on a goroutine that was not inside Poll/Wait
@@ -355,7 +355,7 @@ type consumer struct {
 
 // TestQueueCallerDeferredStress is the hardest test of caller-deferred
 // completion. Reapers and cancellers race to finish each request (exactly
-// one wins its Once and pushes it); consumers mixing Poll and Wait with
+// one claims it and pushes it); consumers mixing Poll and Wait with
 // varied n and short deadlines run them. Every request must run exactly
 // once, on a consumer goroutine, while that consumer is inside Poll or
 // Wait; none may be left queued.
@@ -424,7 +424,7 @@ func TestQueueCallerDeferredStress(t *testing.T) {
 		tasks[i].run = run
 	}
 	finish := func(i int) {
-		if tasks[i].once.Claim() {
+		if tasks[i].once.CompareAndSwap(false, true) {
 			q.Push(&tasks[i])
 		}
 	}
@@ -432,7 +432,7 @@ func TestQueueCallerDeferredStress(t *testing.T) {
 	var producers sync.WaitGroup
 	for r := range reapers {
 		// The reaper and its canceller walk the same requests in opposite
-		// directions, so they race on every Once in the middle.
+		// directions, so they race on every claim in the middle.
 		lo, hi := r*perReaper, (r+1)*perReaper
 		producers.Go(func() {
 			for i := lo; i < hi; i++ {
@@ -533,3 +533,8 @@ func BenchmarkQueueReapersToOwner(b *testing.B) {
 	})
 	<-owner
 }
+
+// countTask counts its runs; tasks[i] is task i.
+type countTask struct{ runs atomic.Int32 }
+
+func (c *countTask) RunCompletion() { c.runs.Add(1) }

@@ -22,7 +22,7 @@ import (
 // request (the NOP waits for it), but while it waits the kernel holds back
 // every later SQE. So audits run by themselves only when the kernel
 // reports dropped CQEs (the ring is broken then anyway), and otherwise
-// only with WithLostCompletionCheck: from the owner when no completion came
+// only with lost-completion audits on: from the owner when no completion came
 // for its interval while SQEs were in flight.
 
 // checkDropped declares the engine broken when the kernel reports CQEs it
@@ -71,7 +71,7 @@ func (e *Engine) audit() bool {
 
 // auditDone processes an audit's CQE: every SQE submitted before the audit
 // has completed in the kernel, so a slot from before it that is still busy
-// lost its CQE. Its request fails with ErrLostCompletion (the kernel is
+// lost its CQE. Its request fails with errLostCompletion (the kernel is
 // done with its buffer), and the engine is broken: requests still in
 // flight report ErrRingBroken when their own CQEs are in.
 func (e *Engine) auditDone(res int32) {
@@ -90,18 +90,18 @@ func (e *Engine) auditDone(res int32) {
 		e.stats.LostCQEs.Add(1)
 		e.broken.Store(true)
 		r := s.req
-		r.setErr(ErrLostCompletion, s.dataOff())
+		r.setErr(errLostCompletion, s.dataOff())
 		e.freeSlot(uint32(i))
 		e.put(r, true)
 	}
 }
 
 // cancelAudit is how long a cancelled request may stay in flight before the
-// owner audits the ring (with WithLostCompletionCheck).
+// owner audits the ring (with lost-completion audits on).
 const cancelAudit = 100 * time.Millisecond
 
 // watch is the owner's check for completions that stopped coming (with
-// WithLostCompletionCheck): SQEs in flight and no completion for the
+// audits on): SQEs in flight and no completion for the
 // check's interval start an audit.
 func (e *Engine) watch() {
 	c := e.stats.Completed.Load()

@@ -93,20 +93,20 @@ func exercise(t *testing.T, f *dio.File) {
 // disk is served by the ring.
 func TestSynchronousDeviceUsesPread(t *testing.T) {
 	dir := fsDirs(t)["tmpfs"](t)
-	f := openRW(t, filepath.Join(dir, "sync-device"))
+	f := openRW(t, filepath.Join(dir, "sync-device"), nil)
 	c, err := f.Capabilities()
 	if err != nil {
 		t.Fatal(err)
 	}
 	exercise(t, f) // the file holds data now; a new File probes it
-	g := openRW(t, filepath.Join(dir, "sync-device"))
+	g := openRW(t, filepath.Join(dir, "sync-device"), nil)
 	if c, _ = g.Capabilities(); c.Backend != "pread" {
 		t.Fatalf("a tmpfs file is served by %q (%s), want pread", c.Backend, c.BackendWhy)
 	}
 	exercise(t, g)
-	h := openRW(t, filepath.Join(t.TempDir(), "disk"))
+	h := openRW(t, filepath.Join(t.TempDir(), "disk"), nil)
 	h.WriteAt(relBuf(t, 4096), 0)
-	h2 := openRW(t, filepath.Join(filepath.Dir(h.Name()), "disk"))
+	h2 := openRW(t, filepath.Join(filepath.Dir(h.Name()), "disk"), nil)
 	if c, _ := h2.Capabilities(); c.Backend != "io_uring" {
 		t.Fatalf("a file on the disk is served by %q (%s), want io_uring", c.Backend, c.BackendWhy)
 	}
@@ -122,7 +122,7 @@ func TestRefusedRingFallsBackToPread(t *testing.T) {
 		t.Fatalf("engine without a ring: %v", err)
 	}
 	defer e.Close()
-	f := openRW(t, filepath.Join(t.TempDir(), "no-ring"), dio.WithEngine(e))
+	f := openRW(t, filepath.Join(t.TempDir(), "no-ring"), &dio.Options{Engine: e})
 	c, _ := f.Capabilities()
 	if c.Backend != "pread" || !strings.Contains(c.BackendWhy, "no io_uring") {
 		t.Fatalf("backend %q (%s)", c.Backend, c.BackendWhy)
@@ -142,7 +142,7 @@ func TestSeccompBlockedIOUringFallsBackToPread(t *testing.T) {
 			fmt.Println("seccomp:", err)
 			os.Exit(3)
 		}
-		f, err := dio.Open(filepath.Join(os.Getenv("UIRINGDIO_DIR"), "blocked"), os.O_RDWR|os.O_CREATE, 0o600)
+		f, err := dio.Open(filepath.Join(os.Getenv("UIRINGDIO_DIR"), "blocked"), os.O_RDWR|os.O_CREATE, 0o600, nil)
 		if err != nil {
 			fmt.Println("open:", err)
 			os.Exit(1)

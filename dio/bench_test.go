@@ -16,7 +16,7 @@ import (
 
 // benchFile opens the file the benchmarks read: $UIRINGDIO_BENCH_FILE (a
 // file or block device, read only) or a 64 MiB scratch file.
-func benchFile(b *testing.B, opts ...Option) *File {
+func benchFile(b *testing.B, o Options) *File {
 	if p := os.Getenv("UIRINGDIO_BENCH_FILE"); p != "" {
 		st, err := os.Stat(p)
 		if err != nil {
@@ -27,9 +27,9 @@ func benchFile(b *testing.B, opts ...Option) *File {
 			fd, _ := os.Open(p)
 			size, _ = fd.Seek(0, 2)
 			fd.Close()
-			opts = append(opts, WithMapper(iomap.NewWholeFile(size)), WithSize(size))
+			o.Mapper, o.Size = iomap.NewWholeFile(size), size
 		}
-		f, err := Open(p, os.O_RDONLY, 0, opts...)
+		f, err := Open(p, os.O_RDONLY, 0, &o)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -37,7 +37,7 @@ func benchFile(b *testing.B, opts ...Option) *File {
 		return f
 	}
 	path := filepath.Join(b.TempDir(), "bench")
-	f, err := Open(path, os.O_RDWR|os.O_CREATE, 0o600, opts...)
+	f, err := Open(path, os.O_RDWR|os.O_CREATE, 0o600, &o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func randOff(x *uint64, size int64) int64 {
 }
 
 func BenchmarkReadAt4K(b *testing.B) {
-	f := benchFile(b)
+	f := benchFile(b, Options{})
 	buf, _ := ring.Alloc(blk)
 	defer ring.Free(buf)
 	x := uint64(88172645463325252)
@@ -78,7 +78,7 @@ func BenchmarkWriteAt4K(b *testing.B) {
 	if os.Getenv("UIRINGDIO_BENCH_FILE") != "" {
 		b.Skip("never writes to a given file")
 	}
-	f := benchFile(b)
+	f := benchFile(b, Options{})
 	buf, _ := ring.Alloc(blk)
 	defer ring.Free(buf)
 	x := uint64(88172645463325252)
@@ -95,7 +95,7 @@ func BenchmarkWriteAt4K(b *testing.B) {
 // BenchmarkReadAt4KParallel: 32 goroutines calling ReadAt (the Wait policy,
 // leader/follower reaping).
 func BenchmarkReadAt4KParallel(b *testing.B) {
-	f := benchFile(b)
+	f := benchFile(b, Options{})
 	size := SizeForTest(b, f)
 	var seed atomic.Uint64
 	b.SetBytes(blk)
@@ -117,7 +117,7 @@ func BenchmarkReadAt4KParallel(b *testing.B) {
 // BenchmarkAsyncRead4KQD32: one goroutine keeps 32 reads in flight; Inline
 // callbacks resubmit (the loop fio runs).
 func BenchmarkAsyncRead4KQD32(b *testing.B) {
-	f := benchFile(b)
+	f := benchFile(b, Options{})
 	size := SizeForTest(b, f)
 	const qd = 32
 	mem, _ := ring.Alloc(qd * blk)

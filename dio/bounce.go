@@ -31,9 +31,9 @@ const (
 	nBounceClasses = maxBounceShift - minBounceShift + 1
 )
 
-// DefaultBufferMemory is the default bound on the memory an engine keeps
-// for bounce buffers (WithBufferMemory).
-const DefaultBufferMemory = 64 << 20
+// defaultBufferMemory is the default bound on the memory an engine keeps
+// for bounce buffers (EngineOptions.BufferMemory).
+const defaultBufferMemory = 64 << 20
 
 // bufPool hands out page-aligned off-heap buffers within one byte bound
 // per engine: bounce buffers, and the buffers of writers and read-ahead
@@ -52,7 +52,7 @@ type bufPool struct {
 
 func newBufPool(limit int64) *bufPool {
 	if limit <= 0 {
-		limit = DefaultBufferMemory
+		limit = defaultBufferMemory
 	}
 	p := &bufPool{limit: max(limit, maxBounce)}
 	p.cond.L = &p.mu
@@ -181,7 +181,7 @@ func (f *File) bounceRead(ctx context.Context, p []byte, off int64, fl Flags) (i
 		f.eng.bufs.put(buf)
 		done += int(got)
 		if err != nil && err != io.EOF {
-			return done, reframe(err, off, int64(len(p)))
+			return done, reframe(err, "read", off, int64(len(p)))
 		}
 		if got < want {
 			return done, io.EOF
@@ -234,7 +234,7 @@ func (f *File) patchWrite(ctx context.Context, p []byte, off int64, fl Flags) (i
 		// first, as a buffered write or a truncate would.
 		if gapEnd := min(off, alignUp(size, blk)); off > size && gapEnd > size && !f.blockDev {
 			if err := f.zeroRange(size, gapEnd-size); err != nil {
-				return 0, reframe(err, off, int64(len(p)))
+				return 0, reframe(err, "write", off, int64(len(p)))
 			}
 		}
 	}
@@ -295,7 +295,7 @@ func (f *File) patchWrite(ctx context.Context, p []byte, off int64, fl Flags) (i
 		f.vol.extendSize(newSize)
 	}
 	if werr != nil {
-		return done, reframe(werr, off, int64(len(p)))
+		return done, reframe(werr, "write", off, int64(len(p)))
 	}
 	return done, nil
 }
@@ -330,11 +330,12 @@ func (f *File) kernelStatRef() (size, blk int64, err error) {
 }
 
 // reframe makes an error of a bounce buffer's aligned I/O speak of the
-// caller's range.
-func reframe(err error, off, n int64) error {
+// caller's operation and range (a write's read-modify-write read that
+// failed is the write's error).
+func reframe(err error, op string, off, n int64) error {
 	if oe, ok := err.(*OpError); ok {
 		c := *oe
-		c.Off, c.Len = off, n
+		c.Op, c.Off, c.Len = op, off, n
 		return &c
 	}
 	return err

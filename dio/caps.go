@@ -26,6 +26,17 @@ import (
 // facts each say where they came from.
 type Capabilities struct {
 	devinfo.Info
+	// MemAlignment and OffsetAlignment are the alignments the File holds
+	// requests to: ReadAt, WriteAt and Submit go to the kernel zero-copy
+	// when buffer addresses are multiples of MemAlignment and offsets and
+	// lengths multiples of OffsetAlignment. They come from statx
+	// (STATX_DIOALIGN), or the device's logical block size where statx
+	// lacks them; never unknown.
+	MemAlignment, OffsetAlignment int64
+	// MaxIOSize is the largest single SQE the engine issues for the file
+	// (the device's max_sectors_kb, or 1 MiB if unknown); an untorn write
+	// must fit in one.
+	MaxIOSize int64
 	// Backend is the engine path that serves the file's I/O ("io_uring").
 	Backend string
 	// BackendWhy says why that path was chosen.
@@ -38,18 +49,20 @@ func (c Capabilities) String() string {
 	if strings.HasPrefix(c.BackendWhy, c.Backend+" ") {
 		b = c.BackendWhy // it names the backend itself
 	}
-	return c.Info.String() + fmt.Sprintf("%-24s%s\n", "backend:", b)
+	return c.Info.String() + fmt.Sprintf("%-24s%d bytes\n%-24s%s\n", "largest I/O:", c.MaxIOSize, "backend:", b)
 }
 
 // Capabilities returns the file's record, gathered at the first call
-// (statx, statfs, sysfs facts cached per device) and kept.
+// (statx, statfs, sysfs facts cached per device) and kept. Safe for
+// concurrent use.
 func (f *File) Capabilities() (Capabilities, error) {
 	if !f.acquire() {
 		return Capabilities{}, f.opErr("capabilities", 0, 0, ErrClosed)
 	}
 	defer f.release()
 	f.capsOnce.Do(func() {
-		f.caps = Capabilities{Info: devinfo.Gather(int(f.fd)), Backend: "io_uring", BackendWhy: f.backend}
+		f.caps = Capabilities{Info: devinfo.Gather(int(f.fd)), Backend: "io_uring", BackendWhy: f.backend,
+			MemAlignment: f.align.Memory, OffsetAlignment: f.align.Offset, MaxIOSize: f.maxIO}
 		if f.pread {
 			f.caps.Backend = "pread"
 		}
@@ -101,13 +114,13 @@ func (f *File) checkAtomic(r *Request, length int64) error {
 	return nil
 }
 
-// AtomicError says why an untorn write (Atomic) was refused before it was
+// atomicError says why an untorn write (Atomic) was refused before it was
 // submitted. It matches syscall.EINVAL, what the kernel would say.
-type AtomicError struct{ Why string }
+type atomicError struct{ Why string }
 
-func (e *AtomicError) Error() string { return "dio: untorn write refused: " + e.Why }
+func (e *atomicError) Error() string { return "dio: untorn write refused: " + e.Why }
 
-// Is makes an AtomicError match syscall.EINVAL.
-func (e *AtomicError) Is(target error) bool { return target == syscall.EINVAL }
+// Is makes an atomicError match syscall.EINVAL.
+func (e *atomicError) Is(target error) bool { return target == syscall.EINVAL }
 
-func atomicErr(why string) error { return &AtomicError{Why: why} }
+func atomicErr(why string) error { return &atomicError{Why: why} }

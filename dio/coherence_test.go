@@ -45,14 +45,14 @@ func newCoherentFile(t *testing.T, dir string) *coherentFile {
 	}
 	t.Cleanup(func() { c.o.Close() })
 	for _, h := range []**dio.File{&c.a, &c.b} {
-		f, err := dio.Open(c.path, os.O_RDWR, 0)
+		f, err := dio.Open(c.path, os.O_RDWR, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { f.Close() })
 		*h = f
 	}
-	c.align = c.a.Alignment().Offset
+	c.align = dio.AlignForTest(c.a).Offset
 	return c
 }
 
@@ -314,9 +314,9 @@ func newVolumeEnv(t *testing.T) *volumeEnv {
 	return v
 }
 
-func (v *volumeEnv) open(opts ...dio.Option) *dio.File {
+func (v *volumeEnv) open(size int64) *dio.File {
 	v.t.Helper()
-	f, err := dio.Open(v.container, os.O_RDWR, 0, append([]dio.Option{dio.WithMapper(v.em)}, opts...)...)
+	f, err := dio.Open(v.container, os.O_RDWR, 0, &dio.Options{Mapper: v.em, Size: size})
 	if err != nil {
 		v.t.Fatal(err)
 	}
@@ -344,12 +344,12 @@ func (v *volumeEnv) containerSize() int64 {
 // and a second Open that disagrees about the size is refused.
 func TestVolumeFilesShareSizeAndData(t *testing.T) {
 	v := newVolumeEnv(t)
-	f1 := v.open(dio.WithSize(1 << 20))
-	f2 := v.open() // adopts the volume's size
+	f1 := v.open(1 << 20)
+	f2 := v.open(0) // adopts the volume's size
 	if s := dio.SizeForTest(t, f2); s != 1<<20 {
 		t.Fatalf("second File's size %d, want the volume's %d", s, 1<<20)
 	}
-	if _, err := dio.Open(v.container, os.O_RDWR, 0, dio.WithMapper(v.em), dio.WithSize(512<<10)); !errors.Is(err, syscall.EINVAL) {
+	if _, err := dio.Open(v.container, os.O_RDWR, 0, &dio.Options{Mapper: v.em, Size: 512 << 10}); !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("Open with another size: %v, want EINVAL", err)
 	}
 	p := relBuf(t, 64<<10)
@@ -371,8 +371,8 @@ func TestVolumeFilesShareSizeAndData(t *testing.T) {
 // write's zeroing never lands on the other's data.
 func TestVolumeSubBlockWritesFromTwoFilesBothSurvive(t *testing.T) {
 	v := newVolumeEnv(t)
-	files := []*dio.File{v.open(dio.WithSize(2 << 20)), v.open()}
-	align := files[0].Alignment().Offset
+	files := []*dio.File{v.open(2 << 20), v.open(0)}
+	align := dio.AlignForTest(files[0]).Offset
 	sectors := v.bs / align
 	rounds := 100
 	for round := range rounds {
@@ -414,8 +414,11 @@ func TestVolumeSubBlockWritesFromTwoFilesBothSurvive(t *testing.T) {
 // keeps its size.
 func TestVolumePunchTruncatePreallocateActOnTheMap(t *testing.T) {
 	v := newVolumeEnv(t)
-	f := v.open(dio.WithSize(0))
-	g := v.open()
+	f := v.open(0)
+	if err := f.Truncate(0); err != nil { // an empty volume
+		t.Fatal(err)
+	}
+	g := v.open(0)
 	p := relBuf(t, 512<<10)
 	fillRand(newRand(5), p)
 	if _, err := f.WriteAt(p, 0); err != nil {
@@ -521,10 +524,10 @@ func TestVolumePunchTruncatePreallocateActOnTheMap(t *testing.T) {
 // overflowed an 8 MiB stack. Completions now run on the reaper, in a loop.
 func TestChainedCallbacksOverHolesRunInConstantStack(t *testing.T) {
 	v := newVolumeEnv(t)
-	f := v.open(dio.WithSize(256 << 20))
+	f := v.open(256 << 20)
 	const n = 65536
 	buf := relBuf(t, 4096)
-	r := dio.NewRequest()
+	r := new(dio.Request)
 	var count, maxDepth atomic.Int64
 	var mu sync.Mutex
 	var failed error
@@ -604,7 +607,7 @@ func TestCloseWaitsForDescriptorUsers(t *testing.T) {
 	}
 	eng := sharedEngine(t)
 	for round := range rounds {
-		f, err := dio.Open(filepath.Join(dir, "racing"), os.O_RDWR|os.O_CREATE, 0o600, dio.WithEngine(eng))
+		f, err := dio.Open(filepath.Join(dir, "racing"), os.O_RDWR|os.O_CREATE, 0o600, &dio.Options{Engine: eng})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -665,7 +668,7 @@ func TestCloseWaitsForDescriptorUsers(t *testing.T) {
 // sharedEngine returns an engine for the test, closed at its end.
 func sharedEngine(t *testing.T) *dio.Engine {
 	t.Helper()
-	e, err := dio.NewEngine()
+	e, err := dio.NewEngine(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

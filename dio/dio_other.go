@@ -3,21 +3,17 @@
 package dio
 
 import (
-	"errors"
 	"fmt"
 	"os"
 )
 
-// ErrUnsupported is returned by Open on systems without io_uring.
-var ErrUnsupported = fmt.Errorf("dio: %w", errors.ErrUnsupported)
-
 // File is only available on Linux.
 type File struct{}
 
-// Option configures Open (Linux only).
-type Option func()
+// Options configure Open (Linux only).
+type Options struct{}
 
 // Open fails: dio needs Linux's io_uring.
-func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error) {
+func Open(path string, flag int, perm os.FileMode, o *Options) (*File, error) {
 	return nil, fmt.Errorf("dio: open %s: io_uring needs Linux: %w", path, ErrUnsupported)
 }

@@ -9,7 +9,7 @@
 // STATX_DIOALIGN, or the device's logical block size) before anything is
 // submitted. What happens next depends on the kind of file.
 //
-// A kernel file (a regular file or block device opened without WithMapper)
+// A kernel file (a regular file or block device opened without Options.Mapper)
 // is the kernel's: the request goes to it at the same offsets, one SQE per
 // piece (split at the device's maximum I/O size and at buffer boundaries),
 // and the kernel maps, allocates, zeroes holes and unwritten space, and
@@ -20,7 +20,7 @@
 // returns: other handles, other processes and plain os.File writers may
 // change the file at any time. Size asks the kernel.
 //
-// A mapped file (WithMapper) runs iomap's iterator over the range: holes
+// A mapped file (Options.Mapper) runs iomap's iterator over the range: holes
 // and unwritten extents read as zeroes without I/O, mapped extents become
 // SQEs, new blocks of a mapper that allocates in blocks larger than the
 // I/O alignment get their head and tail zeroed, and delayed-allocation
@@ -42,7 +42,7 @@
 // Inline (on the owner, right after its CQE; a callback that submits again
 // has its SQE in the owner's next enter), on the Caller's goroutine
 // (through its completion.Queue, or in Request.Wait), or on the engine's
-// workers (Pool); completion.Choose downgrades what a request asks for the
+// workers (Pool); the engine downgrades what a request asks for the
 // way the kernel's iomap code does: only reads and pure overwrites may
 // complete inline or deferred, everything that may block (fdatasync, size
 // extension, extent conversion, an end-of-I/O hook) goes to the workers.
@@ -81,16 +81,22 @@
 // reports ErrRingBroken once its own CQEs are in. A CQE the kernel drops
 // (it counts them) breaks the engine too, and an audit, a NOP with
 // IOSQE_IO_DRAIN that completes only after every earlier SQE has, finds
-// whose it was: that request fails with ErrLostCompletion. Audits for CQEs
-// lost without the kernel's knowledge are opt-in (WithLostCompletionCheck):
+// whose it was: that request fails with an error that matches
+// ErrRingBroken and says its completion was lost. Audits for CQEs
+// lost without the kernel's knowledge are off (tests turn them on):
 // while one waits for a request stuck in a device, the kernel holds back
 // every later SQE.
 //
 // # Memory
 //
-// Buffers must stay untouched from Submit until the request completes.
-// Page-aligned off-heap memory from ring.Alloc, or registered buffers from
-// Engine.GetBuffer (WithFixedBuffers), satisfy every alignment; Go heap
+// A buffer passed to ReadAt, WriteAt or their Context forms is the File's
+// until the call returns; Appender.Write and ReadAhead's Read copy, so
+// their slices are the caller's again when they return. A Request and its
+// buffers are the engine's from a successful Submit until the request
+// completes (its Callback has returned, or Wait has): untouched and not
+// freed before. Page-aligned off-heap memory from ring.Alloc, or
+// registered buffers from Engine.FixedBuffers
+// (EngineOptions.FixedBuffers), satisfy every alignment; Go heap
 // memory works where it is aligned, since the garbage collector does not
 // move heap objects and the engine keeps the request (and so the buffer)
 // reachable until its last CQE.

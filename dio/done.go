@@ -25,11 +25,11 @@ func (r *Request) finishResult() {
 	r.err = r.errno
 }
 
-// RunCompletion runs the request's completion work exactly once: size
+// runCompletion runs the request's completion work exactly once: size
 // extension, extent conversion, the sync a DSYNC write still needs, the
 // end-of-I/O hook, then the callback. Where it runs is the policy's
-// choice (completion.Task).
-func (r *Request) RunCompletion() {
+// choice.
+func (r *Request) runCompletion() {
 	if !r.once.Claim() {
 		return
 	}

@@ -12,28 +12,9 @@ import (
 	"time"
 
 	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
 )
-
-// Ring is the part of *ring.Ring the engine uses. A wrapper can stand in
-// for it (WithRingWrapper) to inject faults: rewrite CQE results, refuse
-// submissions, drop or duplicate completions.
-type Ring interface {
-	GetSQE() *ring.SQE
-	Submit() (int, error)
-	Pending() uint32
-	Peek(dst []ring.CQE) (int, error)
-	WaitCQ(n uint32) (uint32, error)
-	WaitCQTimeout(n uint32, d time.Duration) (uint32, error)
-	Err(res int32) error
-	Flags() ring.SetupFlags
-	RegisterBuffers(bufs [][]byte) error
-	RegisterFiles(fds []int32) error
-	UpdateFiles(off uint32, fds []int32) error
-	Close() error
-}
-
-var _ Ring = (*ring.Ring)(nil)
 
 // submitWaiter is the optional part of a Ring that publishes SQEs and then
 // submits and waits in one system call (*ring.Ring has it; a wrapper that
@@ -57,9 +38,10 @@ var _ overflowCounter = (*ring.Ring)(nil)
 // SQEs in flight, a completion worker pool, the bounce-buffer memory, and
 // the pread backend for files whose device completes synchronously (or
 // for every file, where no ring could be created). Files share an engine:
-// by default the process's (DefaultEngine). Safe for concurrent use.
+// by default the process's, shared by every File opened without one. Safe
+// for concurrent use.
 type Engine struct {
-	ring   Ring
+	ring   ringhook.Ring
 	sw     submitWaiter    // nil if the ring cannot combine submit and wait
 	ovf    overflowCounter // the kernel's dropped-CQE count
 	iopoll bool
@@ -109,10 +91,10 @@ type Engine struct {
 	closed    atomic.Bool
 	broken    atomic.Bool
 	permanent bool // the default engine: Close does nothing
-	stats     Stats
+	stats     counters
 
 	fixedArena []byte
-	fixedFree  []int // free buffer indices
+	fixedBufs  [][]byte // the arena cut in FixedBufferSize pieces
 	fixedSize  int
 	fixedMu    sync.Mutex
 	zero       []byte   // zeroes for sub-block zeroing
@@ -153,34 +135,45 @@ const (
 	wakeTag   = ^uint64(0) - 2 // the owner's eventfd poll (owner.go)
 )
 
-// Stats are engine counters, read with Engine.Stats.
+// Stats is a snapshot of an engine's counters (Engine.Stats): counts since
+// the engine was made, and what was in flight when it was taken.
 type Stats struct {
-	Submitted   atomic.Uint64 // SQEs submitted (pread backend: system calls)
-	Completed   atomic.Uint64 // CQEs processed (pread backend: pieces done)
-	Resubmits   atomic.Uint64 // short completions resubmitted
-	Backlogged  atomic.Uint64 // requests that waited for SQ room or slots
-	StrayCQEs   atomic.Uint64 // CQEs that matched nothing
-	Audits      atomic.Uint64 // lost-completion audits completed
-	LostCQEs    atomic.Uint64 // requests' SQEs whose completion an audit found lost
-	DroppedCQEs atomic.Uint64 // CQEs the kernel reported dropping (CQ overflow)
-	Wakes       atomic.Uint64 // times a submitter woke the sleeping owner
-	// Syncs counts the fsyncs and fdatasyncs that Writers' syncs issued
+	Submitted   uint64 // SQEs submitted (pread backend: system calls)
+	Completed   uint64 // CQEs processed (pread backend: pieces done)
+	Resubmits   uint64 // short completions resubmitted
+	Backlogged  uint64 // requests that waited for SQ room or slots
+	StrayCQEs   uint64 // CQEs that matched nothing
+	Audits      uint64 // lost-completion audits completed
+	LostCQEs    uint64 // requests' SQEs whose completion an audit found lost
+	DroppedCQEs uint64 // CQEs the kernel reported dropping (CQ overflow)
+	Wakes       uint64 // times a submitter woke the sleeping owner
+	// Syncs counts the fsyncs and fdatasyncs that appenders' syncs issued
 	// (a group commit issues one for all its callers).
-	Syncs atomic.Uint64
+	Syncs uint64
 	// Bounced counts ReadAt and WriteAt calls that were not aligned and went
 	// through bounce buffers.
-	Bounced atomic.Uint64
+	Bounced uint64
+	// Inflight is the number of SQEs in flight.
+	Inflight uint64
+}
+
+// counters are the engine's live counters (Stats has their meanings).
+type counters struct {
+	Submitted, Completed, Resubmits, Backlogged, StrayCQEs, Audits atomic.Uint64
+	LostCQEs, DroppedCQEs, Wakes, Syncs, Bounced                   atomic.Uint64
 }
 
 // NewEngine creates an engine: a ring owned by a goroutine locked to its
-// own OS thread, and a completion worker pool. It takes engine options
-// only: a File option is an error.
-func NewEngine(opts ...Option) (*Engine, error) {
-	c := newConfig(opts)
-	if c.fileSet {
-		return nil, &OpError{Op: "engine", Err: fmt.Errorf("dio: a File option given to NewEngine: %w", syscall.EINVAL)}
+// own OS thread, and a completion worker pool. A nil o means the defaults
+// (EngineOptions). NewEngine keeps nothing of o but its values. Close the
+// engine after every File that uses it.
+func NewEngine(o *EngineOptions) (*Engine, error) {
+	c := engineConfig(o)
+	e, err := newEngine(&c)
+	if err != nil {
+		return nil, &OpError{Op: "engine", Err: err}
 	}
-	return newEngine(&c)
+	return e, nil
 }
 
 var defaultEngine struct {
@@ -189,12 +182,13 @@ var defaultEngine struct {
 	err  error
 }
 
-// DefaultEngine returns the process's engine, created at its first use:
-// what Open gives every File opened without WithEngine or engine options.
-// It lives as long as the process; its Close does nothing.
-func DefaultEngine() (*Engine, error) {
+// defaultEng returns the process's engine, created at its first use:
+// what Open gives every File opened without Options.Engine or
+// Options.EngineOptions. It lives as long as the process; its Close does
+// nothing.
+func defaultEng() (*Engine, error) {
 	defaultEngine.once.Do(func() {
-		c := newConfig(nil)
+		c := engineConfig(nil)
 		c.allowPread = true // where io_uring is refused, the pread backend
 		defaultEngine.e, defaultEngine.err = newEngine(&c)
 		if defaultEngine.e != nil {
@@ -212,7 +206,7 @@ const unhonoured = ring.SetupRDisabled | ring.SetupAttachWQ | ring.SetupCoopTask
 
 func newEngine(c *config) (*Engine, error) {
 	if bad := c.ringFlags & unhonoured; bad != 0 {
-		return nil, &OpError{Op: "engine", Err: fmt.Errorf("dio: setup flags %v: the engine's owner cannot honour them (it picks SINGLE_ISSUER|DEFER_TASKRUN itself): %w", bad, syscall.EINVAL)}
+		return nil, fmt.Errorf("setup flags %v: the engine's owner cannot honour them (it picks SINGLE_ISSUER|DEFER_TASKRUN itself): %w", bad, syscall.EINVAL)
 	}
 	e := &Engine{
 		bufs:      newBufPool(c.bufMemory),
@@ -234,7 +228,7 @@ func newEngine(c *config) (*Engine, error) {
 	if c.allowPread && refusedRing(err) {
 		return newPreadEngine(c, err), nil
 	}
-	return nil, &OpError{Op: "engine", Err: err}
+	return nil, err
 }
 
 // setupRing creates and sets up the ring; the owner calls it on its
@@ -244,7 +238,7 @@ func (e *Engine) setupRing(c *config) error {
 	if err != nil {
 		return err
 	}
-	var rr Ring = r
+	var rr ringhook.Ring = r
 	if c.wrapRing != nil {
 		rr = c.wrapRing(r)
 	}
@@ -280,7 +274,7 @@ func (e *Engine) setupRing(c *config) error {
 			e.fileSlots[i] = -1
 		}
 		if err := e.ring.RegisterFiles(e.fileSlots); err != nil {
-			return &OpError{Op: "register files", Err: err}
+			return fmt.Errorf("register files: %w", err)
 		}
 	}
 	return nil
@@ -352,11 +346,17 @@ func (e *Engine) Close() error {
 	return err
 }
 
-// Stats returns the engine's counters.
-func (e *Engine) Stats() *Stats { return &e.stats }
-
-// Inflight returns the number of SQEs in flight.
-func (e *Engine) Inflight() int { return int(e.inflight.Load()) }
+// Stats returns a snapshot of the engine's counters. Each is read
+// atomically, not all at one instant. Safe for concurrent use.
+func (e *Engine) Stats() Stats {
+	c := &e.stats
+	return Stats{
+		Submitted: c.Submitted.Load(), Completed: c.Completed.Load(), Resubmits: c.Resubmits.Load(),
+		Backlogged: c.Backlogged.Load(), StrayCQEs: c.StrayCQEs.Load(), Audits: c.Audits.Load(),
+		LostCQEs: c.LostCQEs.Load(), DroppedCQEs: c.DroppedCQEs.Load(), Wakes: c.Wakes.Load(),
+		Syncs: c.Syncs.Load(), Bounced: c.Bounced.Load(), Inflight: uint64(max(e.inflight.Load(), 0)),
+	}
+}
 
 // ---- fixed buffers ----
 
@@ -366,42 +366,26 @@ func (e *Engine) setupFixed(count, size int) error {
 	}
 	arena, err := ring.Alloc(count * size)
 	if err != nil {
-		return &OpError{Op: "fixed buffers", Len: int64(count * size), Err: err}
+		return fmt.Errorf("fixed buffers of %d bytes: %w", count*size, err)
 	}
 	e.fixedArena, e.fixedSize = arena, size
 	if err := e.ring.RegisterBuffers([][]byte{arena}); err != nil {
-		return &OpError{Op: "register buffers", Len: int64(len(arena)), Err: err}
+		return fmt.Errorf("register buffers of %d bytes: %w", len(arena), err)
 	}
-	for i := count - 1; i >= 0; i-- {
-		e.fixedFree = append(e.fixedFree, i)
+	for i := range count {
+		e.fixedBufs = append(e.fixedBufs, arena[i*size:(i+1)*size:(i+1)*size])
 	}
 	return nil
 }
 
-// GetBuffer returns a registered buffer (nil if none is free or the engine
-// has none). I/O on it uses read_fixed/write_fixed. It is off-heap and page
-// aligned; give it back with PutBuffer once no request uses it.
-func (e *Engine) GetBuffer() []byte {
-	e.fixedMu.Lock()
-	defer e.fixedMu.Unlock()
-	if len(e.fixedFree) == 0 {
-		return nil
-	}
-	i := e.fixedFree[len(e.fixedFree)-1]
-	e.fixedFree = e.fixedFree[:len(e.fixedFree)-1]
-	return e.fixedArena[i*e.fixedSize : (i+1)*e.fixedSize : (i+1)*e.fixedSize]
-}
-
-// PutBuffer returns a buffer from GetBuffer.
-func (e *Engine) PutBuffer(b []byte) {
-	i, ok := e.fixedIndex(b)
-	if !ok {
-		panic("dio: PutBuffer of a buffer that GetBuffer did not return")
-	}
-	e.fixedMu.Lock()
-	e.fixedFree = append(e.fixedFree, int(i)/e.fixedSize)
-	e.fixedMu.Unlock()
-}
+// FixedBuffers returns the engine's registered buffers
+// (EngineOptions.FixedBuffers of FixedBufferSize bytes each; none without
+// them). A request whose memory lies in one goes out as read_fixed or
+// write_fixed. They are off-heap and page aligned, so every request on
+// them is zero-copy; they are the caller's to share out (each call returns
+// the same ones), and valid until the engine is closed. Safe for
+// concurrent use.
+func (e *Engine) FixedBuffers() [][]byte { return e.fixedBufs }
 
 // fixedIndex reports whether b lies in the registered arena, and its
 // offset there.
@@ -482,7 +466,7 @@ func (e *Engine) getReq() *Request {
 		return r
 	}
 	e.reqMu.Unlock()
-	return NewRequest()
+	return newRequest()
 }
 
 func (e *Engine) putReq(r *Request) {

@@ -39,18 +39,18 @@ func threads(t testing.TB) int {
 }
 
 // TestFilesOpenedByTheThousandShareOneEngine: Files opened without
-// WithEngine share the process's engine: opening and closing thousands of
+// Options.Engine share the process's engine: opening and closing thousands of
 // them (and holding hundreds open) costs no ring, thread or goroutine
 // each, and leaks nothing.
 func TestFilesOpenedByTheThousandShareOneEngine(t *testing.T) {
 	dir := t.TempDir()
-	e, err := dio.DefaultEngine()
+	e, err := dio.DefaultEngineForTest()
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := relBuf(t, 4096)
 	open := func(i int) *dio.File {
-		f, err := dio.Open(filepath.Join(dir, fmt.Sprint(i%50)), os.O_RDWR|os.O_CREATE, 0o600)
+		f, err := dio.Open(filepath.Join(dir, fmt.Sprint(i%50)), os.O_RDWR|os.O_CREATE, 0o600, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,20 +93,18 @@ func TestFilesOpenedByTheThousandShareOneEngine(t *testing.T) {
 	f.Close()
 }
 
-// TestEngineAndFileOptionsDoNotMix: engine options given with WithEngine,
-// and File options given to NewEngine, are errors, not ignored.
+// TestEngineAndFileOptionsDoNotMix: engine options given with a shared
+// engine are an error, not ignored. (File options given to NewEngine cannot
+// be written: they are another type.)
 func TestEngineAndFileOptionsDoNotMix(t *testing.T) {
 	e := sharedEngine(t)
 	path := filepath.Join(t.TempDir(), "opts")
-	if _, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, dio.WithEngine(e), dio.WithQueueDepth(8)); !errors.Is(err, syscall.EINVAL) {
-		t.Fatalf("Open with WithEngine and WithQueueDepth: %v, want EINVAL", err)
-	}
-	if _, err := dio.NewEngine(dio.WithStrictAlignment()); !errors.Is(err, syscall.EINVAL) {
-		t.Fatalf("NewEngine with a File option: %v, want EINVAL", err)
+	if _, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, &dio.Options{Engine: e, EngineOptions: &dio.EngineOptions{QueueDepth: 8}}); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("Open with Engine and EngineOptions: %v, want EINVAL", err)
 	}
 	// Setup flags the owner cannot honour are refused, saying which.
 	for _, fl := range []ring.SetupFlags{ring.SetupRDisabled, ring.SetupCoopTaskrun, ring.SetupAttachWQ} {
-		if _, err := dio.NewEngine(dio.WithRingFlags(fl)); !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), fl.String()) {
+		if _, err := dio.NewEngine(&dio.EngineOptions{RingFlags: fl}); !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), fl.String()) {
 			t.Fatalf("NewEngine with %v: %v, want EINVAL naming it", fl, err)
 		}
 	}
@@ -119,7 +117,7 @@ func TestEngineAndFileOptionsDoNotMix(t *testing.T) {
 // waiter hanging. Run in a child process.
 func TestCallbackPanicOnOwnerCrashesTheProgram(t *testing.T) {
 	if os.Getenv("UIRINGDIO_CHILD") == "panic" {
-		f, err := dio.Open(filepath.Join(os.Getenv("UIRINGDIO_DIR"), "p"), os.O_RDWR|os.O_CREATE, 0o600)
+		f, err := dio.Open(filepath.Join(os.Getenv("UIRINGDIO_DIR"), "p"), os.O_RDWR|os.O_CREATE, 0o600, nil)
 		if err != nil {
 			fmt.Println(err)
 			os.Exit(3)
@@ -148,5 +146,51 @@ func TestCallbackPanicOnOwnerCrashesTheProgram(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(string(out), "panic: callback panics on the owner") || !strings.Contains(string(out), "ownerMain") {
 		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+// TestOpenErrorIsWrappedOnce: an Open whose engine could not be made read
+// "dio: engine /path at offset 0 length 0: dio: engine  at offset 0
+// length 0: ring: setup: ..." (the engine's OpError wrapped in Open's, and
+// an empty range printed). Each error now names its op and path once, and
+// a range only where there is one.
+func TestOpenErrorIsWrappedOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	for _, tc := range []struct {
+		name string
+		open func() error
+		want string // the whole message after the path
+	}{
+		{"ring setup fails", func() error {
+			_, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, &dio.Options{EngineOptions: &dio.EngineOptions{QueueDepth: 1 << 20}})
+			return err
+		}, "dio: engine " + path + ": ring: setup: "},
+		{"flags refused", func() error {
+			_, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, &dio.Options{EngineOptions: &dio.EngineOptions{RingFlags: ring.SetupRDisabled}})
+			return err
+		}, "dio: engine " + path + ": setup flags R_DISABLED: "},
+		{"no such file", func() error {
+			_, err := dio.Open(path+".missing", os.O_RDWR, 0, nil)
+			return err
+		}, "dio: open " + path + ".missing: no such file or directory"},
+		{"NewEngine", func() error {
+			_, err := dio.NewEngine(&dio.EngineOptions{QueueDepth: 1 << 20})
+			return err
+		}, "dio: engine: ring: setup: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.open()
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			var oe *dio.OpError
+			if !errors.As(err, &oe) || errors.As(oe.Err, new(*dio.OpError)) {
+				t.Errorf("%q: want one *OpError, not nested", msg)
+			}
+			if !strings.HasPrefix(msg, tc.want) || strings.Count(msg, "dio: ") != 1 || strings.Contains(msg, "at offset") {
+				t.Errorf("error %q, want it to start %q, say dio: once and print no range", msg, tc.want)
+			}
+		})
 	}
 }

@@ -19,12 +19,6 @@ var (
 	// ErrUnaligned: a buffer address, offset or length is not a multiple of
 	// the file's direct-I/O alignment. It also matches syscall.EINVAL.
 	ErrUnaligned = errors.New("dio: unaligned direct I/O")
-	// ErrUnsupported: the kernel, the device or the mapping lacks something;
-	// the error it comes in names what. It matches errors.ErrUnsupported.
-	ErrUnsupported = fmt.Errorf("dio: %w", errors.ErrUnsupported)
-	// ErrDelalloc: the mapper returned a delayed-allocation extent, which
-	// direct I/O cannot address.
-	ErrDelalloc = errors.New("dio: delayed-allocation extent cannot be used for direct I/O")
 	// ErrReadOnly: a write to a File opened without write access. It
 	// matches syscall.EBADF, what the kernel would have said.
 	ErrReadOnly = errors.New("dio: file not opened for writing")
@@ -32,15 +26,23 @@ var (
 	// request in flight (lost, duplicated or late CQE). The engine refuses
 	// further I/O: a request's result can no longer be trusted.
 	ErrRingBroken = errors.New("dio: ring broken: completion matches no request in flight")
-	// ErrLostCompletion: the kernel finished the request, but its
-	// completion never arrived (found by an audit: WithLostCompletionCheck).
-	// It matches ErrRingBroken: the engine refuses further I/O.
-	ErrLostCompletion error = lostError{}
 	// ErrInProgress: Result was called on a request that has not completed.
 	ErrInProgress = errors.New("dio: request still in flight")
 )
 
-// OpError is the error of one operation on one File.
+// Errors that match an exported one.
+var (
+	// errDelalloc: the mapper returned a delayed-allocation extent, which
+	// direct I/O cannot address.
+	errDelalloc = errors.New("dio: delayed-allocation extent cannot be used for direct I/O")
+	// errLostCompletion: the kernel finished the request, but its
+	// completion never arrived (found by an audit, audit.go). It matches
+	// ErrRingBroken: the engine refuses further I/O.
+	errLostCompletion error = lostError{}
+)
+
+// OpError is the error of one operation on one File (or, with no Path,
+// of making an Engine). It is returned once, never wrapped in another.
 type OpError struct {
 	Op   string // "read", "write", "sync", "open", ...
 	Path string
@@ -49,27 +51,37 @@ type OpError struct {
 	Err  error
 }
 
+// Error says "dio: op path at offset N length M: err", leaving out the
+// path when there is none (an engine's error) and the range when it is
+// empty (open, close, sync).
 func (e *OpError) Error() string {
-	return fmt.Sprintf("dio: %s %s at offset %d length %d: %v", e.Op, e.Path, e.Off, e.Len, e.Err)
+	s := "dio: " + e.Op
+	if e.Path != "" {
+		s += " " + e.Path
+	}
+	if e.Off != 0 || e.Len != 0 {
+		s += fmt.Sprintf(" at offset %d length %d", e.Off, e.Len)
+	}
+	return s + ": " + fmt.Sprint(e.Err)
 }
 
 // Unwrap returns the underlying error.
 func (e *OpError) Unwrap() error { return e.Err }
 
-// AlignError says which of buffer, offset or length is misaligned. It
+// alignError says which of buffer, offset or length is misaligned. It
 // matches ErrUnaligned and syscall.EINVAL.
-type AlignError struct {
+type alignError struct {
 	What  string // "buffer address", "offset", "length", "buffer length"
 	Value int64
 	Align int64
 }
 
-func (e *AlignError) Error() string {
+func (e *alignError) Error() string {
 	return fmt.Sprintf("dio: %s %#x is not a multiple of the direct-I/O alignment %d", e.What, e.Value, e.Align)
 }
 
-// Is makes an AlignError match ErrUnaligned and EINVAL.
-func (e *AlignError) Is(target error) bool {
+// Is makes an alignError match ErrUnaligned and EINVAL.
+func (e *alignError) Is(target error) bool {
 	return target == ErrUnaligned || target == syscall.EINVAL
 }
 

@@ -32,7 +32,7 @@ func NewEngineWithoutRingForTest(err error) (*Engine, error) {
 	saved := newRing
 	newRing = func(ring.Params) (*ring.Ring, error) { return nil, err }
 	defer func() { newRing = saved }()
-	c := newConfig(nil)
+	c := engineConfig(nil)
 	c.allowPread = true
 	return newEngine(&c)
 }
@@ -40,3 +40,37 @@ func NewEngineWithoutRingForTest(err error) (*Engine, error) {
 // LostAfterForTest returns the engine's lost-completion audit interval (0:
 // audits off).
 func LostAfterForTest(e *Engine) time.Duration { return e.lostAfter }
+
+// SetSubmitHook sets on o a hook that sees (and may change) every SQE of
+// the File opened with o, just before it is queued. The engine's own
+// fields (UserData) must be left alone.
+func SetSubmitHook(o *Options, h func(r *Request, sqe *ring.SQE)) { o.submitHook = h }
+
+// GateWaitedForTest reports how many requests on f's volume waited at its
+// write gate.
+func GateWaitedForTest(f *File) uint64 { return f.gateWaited() }
+
+// ErrLostCompletionForTest is the error of a request whose completion an
+// audit found lost.
+var ErrLostCompletionForTest = errLostCompletion
+
+// DoneForTest reports whether r has completed and its callback returned.
+func DoneForTest(r *Request) bool { return r.done() }
+
+// AlignForTest returns f's direct-I/O alignment (Memory, Offset).
+func AlignForTest(f *File) alignment { return f.align }
+
+// MaxIOForTest returns the largest SQE the engine issues for f.
+func MaxIOForTest(f *File) int64 { return f.maxIO }
+
+// FdForTest returns f's descriptor, or ^uintptr(0) once Close has begun.
+func FdForTest(f *File) uintptr {
+	if f.closed.Load() {
+		return ^uintptr(0)
+	}
+	return uintptr(f.fd)
+}
+
+// DefaultEngineForTest returns the process's engine (the one Files
+// opened without an engine share).
+func DefaultEngineForTest() (*Engine, error) { return defaultEng() }

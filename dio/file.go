@@ -4,6 +4,7 @@ package dio
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/uringdio/uringdio/internal/devinfo"
 	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/iomap"
+	"github.com/uringdio/uringdio/ring"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,12 +28,12 @@ import (
 // I/O and descriptor users in flight.
 //
 // There are two kinds of File. A kernel file (a regular file or block
-// device opened without WithMapper) is the kernel's: every read and write
+// device opened without Options.Mapper) is the kernel's: every read and write
 // goes to it at the same offset, the kernel maps, allocates, zeroes holes
 // and ends reads at its own end of file, and nothing this File remembers
 // decides what a read returns. Other handles, other processes and plain
 // os.File writers may change the file at any time and every read sees it.
-// A mapped file (WithMapper) is one whose mapper is the truth: a volume
+// A mapped file (Options.Mapper) is one whose mapper is the truth: a volume
 // behind an iomap.ExtentMap, or a file whose layout the caller promises no
 // one else changes (iomap.FileMapper); every File opened over the same
 // mapper shares one size and one write gate, as handles share an inode.
@@ -45,17 +47,17 @@ type File struct {
 	mapper   iomap.Mapper // nil for a kernel file
 	vol      *volume      // shared state of a mapped file; nil for a kernel file
 	ino      *inode       // shared state of a kernel file; nil for a mapped file
-	strict   bool         // WithStrictAlignment: unaligned requests fail
+	strict   bool         // Options.StrictAlignment: unaligned requests fail
 	pread    bool         // served by the pread backend (pread.go)
 	backend  string       // why the file is served the way it is
 	targets  []int32      // fd per target; 0 is the file
 	writable bool
 	blockDev bool
-	align    Alignment
+	align    alignment
 	maxIO    int64
 	policy   completion.Policy
-	endIO    EndIOFunc
-	hook     SubmitHookFunc
+	endIO    func(r *Request, n int64, err error) (int64, error) // a test's end-of-I/O hook, like iomap_dio_ops.end_io
+	hook     func(r *Request, sqe *ring.SQE)                     // a test's hook that sees (and may change) every SQE
 
 	capsOnce   sync.Once
 	caps       Capabilities
@@ -69,9 +71,9 @@ type File struct {
 	inflight atomic.Int64
 }
 
-// Alignment is what direct I/O on a file requires: buffer addresses must be
+// alignment is what direct I/O on a file requires: buffer addresses must be
 // multiples of Memory, offsets and lengths multiples of Offset.
-type Alignment struct {
+type alignment struct {
 	Memory int64
 	Offset int64
 	// Source says where the numbers came from: "statx" (STATX_DIOALIGN) or
@@ -79,24 +81,20 @@ type Alignment struct {
 	Source string
 }
 
-// EndIOFunc is an end-of-I/O hook, like iomap_dio_ops.end_io: it sees a
-// finished request's result and may change it (an error it returns
-// replaces the result's error). It runs where the completion runs.
-type EndIOFunc func(r *Request, n int64, err error) (int64, error)
-
-// SubmitHookFunc sees every SQE just before it is queued and may change it
-// (redirect it to another fd or offset, add flags, wrap it in a link). The
-// engine's own fields (UserData) must be left alone.
-type SubmitHookFunc func(r *Request, sqe *SQEView)
-
-// Open opens path with O_DIRECT (added to flag) for I/O through an engine.
-func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error) {
-	c := newConfig(opts)
+// Open opens path with O_DIRECT (added to flag) for I/O through an
+// engine, as os.OpenFile opens it. A nil o means the defaults (Options).
+// Open keeps nothing of o but its values.
+func Open(path string, flag int, perm os.FileMode, o *Options) (*File, error) {
+	c := fileConfig(o)
 	if c.sizeSet && c.mapper == nil {
-		return nil, &OpError{Op: "open", Path: path, Err: fmt.Errorf("dio: WithSize needs WithMapper: a kernel file's size is the kernel's: %w", syscall.EINVAL)}
+		return nil, &OpError{Op: "open", Path: path, Err: fmt.Errorf("Options.Size needs Options.Mapper: a kernel file's size is the kernel's: %w", syscall.EINVAL)}
 	}
 	osf, err := os.OpenFile(path, flag|syscall.O_DIRECT|syscall.O_CLOEXEC, perm)
 	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the OpError names the op and the path
+		}
 		return nil, &OpError{Op: "open", Path: path, Err: err}
 	}
 	f := &File{
@@ -152,7 +150,7 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 	}
 	switch {
 	case c.engine != nil && c.engineSet:
-		return fail("open", fmt.Errorf("dio: engine options given with WithEngine: they configure a new engine: %w", syscall.EINVAL))
+		return fail("open", fmt.Errorf("Options.EngineOptions given with Options.Engine: they configure a new engine: %w", syscall.EINVAL))
 	case c.engine != nil:
 		f.eng = c.engine
 	case c.engineSet:
@@ -162,7 +160,7 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 		}
 		f.ownEng = true
 	default:
-		if f.eng, err = DefaultEngine(); err != nil {
+		if f.eng, err = defaultEng(); err != nil {
 			return fail("engine", err)
 		}
 	}
@@ -180,16 +178,6 @@ func Open(path string, flag int, perm os.FileMode, opts ...Option) (*File, error
 
 // Name returns the path the file was opened with.
 func (f *File) Name() string { return f.path }
-
-// Fd returns the file descriptor, valid until Close (after Close it
-// returns ^uintptr(0), as os.File.Fd does). Do not close it. A caller that
-// may race with Close uses SyscallConn instead.
-func (f *File) Fd() uintptr {
-	if f.closed.Load() {
-		return ^uintptr(0)
-	}
-	return uintptr(f.fd)
-}
 
 // SyscallConn returns a raw connection whose Control runs its function
 // with the descriptor held open: a concurrent Close waits for it.
@@ -237,23 +225,14 @@ func (f *File) opErr(op string, off, n int64, err error) error {
 	return &OpError{Op: op, Path: f.path, Off: off, Len: n, Err: err}
 }
 
-// Engine returns the engine the file submits to.
+// Engine returns the engine the file submits to (for its Stats and
+// FixedBuffers); the File's own engine is closed with the File.
 func (f *File) Engine() *Engine { return f.eng }
-
-// Mapper returns the mapper of a mapped file, nil for a kernel file.
-func (f *File) Mapper() iomap.Mapper { return f.mapper }
-
-// Alignment returns the direct-I/O alignment of the file.
-func (f *File) Alignment() Alignment { return f.align }
-
-// MaxIOSize returns the largest single SQE the engine issues for the file
-// (the device's max_sectors_kb, or 1 MiB if unknown).
-func (f *File) MaxIOSize() int64 { return f.maxIO }
 
 // Size returns the file's size. For a kernel file it is the kernel's, asked
 // at each call (fstat; the device's size for a block device), so it sees
 // what other handles and processes did. For a mapped file it is the size
-// every File over the mapper shares: set at the first Open (WithSize, or
+// every File over the mapper shares: set at the first Open (Options.Size, or
 // the file's size), moved by writes that end past it and by Truncate and
 // Allocate.
 func (f *File) Size() (int64, error) {
@@ -288,8 +267,11 @@ func (f *File) kernelSize() (int64, error) {
 }
 
 // ReadAt reads len(p) bytes at off into p (io.ReaderAt): a read that stops
-// at end of file returns the bytes read and io.EOF. p must be aligned to
-// Alignment().Memory, off and len(p) to Alignment().Offset.
+// at end of file returns the bytes read and io.EOF. Any offset, length and
+// memory: a read aligned to the file's direct-I/O alignment (Capabilities)
+// goes to the kernel zero-copy, any other through a bounce buffer (or
+// fails with ErrUnaligned under Options.StrictAlignment). p is the
+// File's until ReadAt returns. Safe for concurrent use.
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	return f.syncIO(context.Background(), Read, p, off, 0)
 }
@@ -298,17 +280,23 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 // write that starts past the end of the file leaves zeroes in the gap, as
 // os.File does: it first zeroes the rest of the old last block, where ext4
 // may keep bytes of a write whose size change a crash lost (an
-// asynchronous Submit does not: it goes to the kernel as it is).
+// asynchronous Submit does not: it goes to the kernel as it is). p is the
+// File's until WriteAt returns. Safe for concurrent use.
 func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	return f.syncIO(context.Background(), Write, p, off, 0)
 }
 
-// ReadAtContext is ReadAt with a context and request flags.
+// ReadAtContext is ReadAt with a context and request flags. If ctx ends
+// first, the read is cancelled and the call still waits until the kernel
+// has let go of p; p is the caller's again when it returns.
 func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
 	return f.syncIO(ctx, Read, p, off, fl)
 }
 
 // WriteAtContext is WriteAt with a context and request flags (DSync, ...).
+// If ctx ends first, the write is cancelled (some of it may be written)
+// and the call still waits until the kernel has let go of p; p is the
+// caller's again when it returns.
 func (f *File) WriteAtContext(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
 	return f.syncIO(ctx, Write, p, off, fl)
 }
@@ -359,10 +347,13 @@ func (f *File) directIO(ctx context.Context, op Op, p []byte, off int64, fl Flag
 }
 
 // Submit starts an asynchronous request. An error means nothing was
-// submitted (closed file, bad alignment, ...). Otherwise the request
-// completes through its policy: Callback, Queue, or r.Wait; never on the
-// stack of this call, so a callback that submits again runs in constant
-// stack whatever the chain's length.
+// submitted (closed file, bad alignment, ...) and r is the caller's again.
+// Otherwise r and its buffers are the engine's until r completes through
+// its policy (EffectivePolicy, set when Submit returns): its Callback, its
+// Queue, or r.Wait; never on the stack of this call, so a callback that
+// submits again runs in constant stack whatever the chain's length. Safe
+// for concurrent use with other requests; one Request is submitted by one
+// goroutine at a time.
 func (f *File) Submit(r *Request) error {
 	if r.wake == nil {
 		r.wake = make(chan struct{}, 1)
@@ -370,16 +361,9 @@ func (f *File) Submit(r *Request) error {
 	// Idle, complete, or in its own callback (stateResult): the callback
 	// may resubmit the request it was given.
 	if s := r.state.Load(); s != stateIdle && s != stateComplete && s != stateResult {
-		return &OpError{Op: r.Op.String(), Path: f.path, Off: r.Off, Err: fmt.Errorf("dio: request resubmitted while in flight")}
+		return &OpError{Op: r.Op.String(), Path: f.path, Off: r.Off, Err: errors.New("request resubmitted while in flight")}
 	}
-	sync := r.Flags&ForceWait != 0
-	if err := f.start(r, sync); err != nil {
-		return err
-	}
-	if sync {
-		f.eng.await(r, nil)
-	}
-	return nil
+	return f.start(r, false)
 }
 
 // Close waits for this file's I/O in flight and for calls using its
@@ -528,14 +512,14 @@ func ignoringEINTR(fn func() error) error {
 
 // dioAlignment asks statx for STATX_DIOALIGN and falls back to the logical
 // block size of the file's device.
-func dioAlignment(fd int, st *unix.Stat_t) (Alignment, error) {
+func dioAlignment(fd int, st *unix.Stat_t) (alignment, error) {
 	var sx unix.Statx_t
 	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &sx)
 	if err == nil && sx.Mask&unix.STATX_DIOALIGN != 0 {
 		if sx.Dio_mem_align == 0 {
-			return Alignment{}, unsupported("the filesystem does not support O_DIRECT on this file (statx DIOALIGN is 0)")
+			return alignment{}, unsupported("the filesystem does not support O_DIRECT on this file (statx DIOALIGN is 0)")
 		}
-		return Alignment{Memory: int64(sx.Dio_mem_align), Offset: int64(sx.Dio_offset_align), Source: "statx"}, nil
+		return alignment{Memory: int64(sx.Dio_mem_align), Offset: int64(sx.Dio_offset_align), Source: "statx"}, nil
 	}
 	lbs := int64(512)
 	dev := st.Dev
@@ -545,7 +529,7 @@ func dioAlignment(fd int, st *unix.Stat_t) (Alignment, error) {
 	if v, ok := sysfsInt(dev, "queue/logical_block_size"); ok && v > 0 {
 		lbs = v
 	}
-	return Alignment{Memory: lbs, Offset: lbs, Source: "logical block size"}, nil
+	return alignment{Memory: lbs, Offset: lbs, Source: "logical block size"}, nil
 }
 
 // maxIOSize reads the device's max_sectors_kb; 1 MiB if unknown.

@@ -35,10 +35,10 @@ func fill(b []byte, seed int) {
 	}
 }
 
-func openTemp(t testing.TB, opts ...Option) (*File, string) {
+func openTemp(t testing.TB, o *Options) (*File, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "f")
-	f, err := Open(path, os.O_RDWR|os.O_CREATE, 0o600, opts...)
+	f, err := Open(path, os.O_RDWR|os.O_CREATE, 0o600, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func openTemp(t testing.TB, opts ...Option) (*File, string) {
 }
 
 func TestReadWriteRoundTrip(t *testing.T) {
-	f, path := openTemp(t)
+	f, path := openTemp(t, nil)
 	w := abuf(t, 64*blk)
 	fill(w, 1)
 	n, err := f.WriteAt(w, 0)
@@ -72,7 +72,7 @@ func TestReadWriteRoundTrip(t *testing.T) {
 }
 
 func TestShortReadAtEOF(t *testing.T) {
-	f, path := openTemp(t)
+	f, path := openTemp(t, nil)
 	data := make([]byte, 5000)
 	fill(data, 2)
 	if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -94,9 +94,9 @@ func TestShortReadAtEOF(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	f, path := openTemp(t, WithStrictAlignment())
+	f, path := openTemp(t, &Options{StrictAlignment: true})
 	b := abuf(t, 2*blk)
-	a := f.Alignment()
+	a := f.align
 	if a.Offset == 0 || a.Memory == 0 {
 		t.Fatalf("alignment %+v", a)
 	}
@@ -111,7 +111,7 @@ func TestBadInput(t *testing.T) {
 		{"length", b[:blk-1], 0, "length"},
 	} {
 		_, err := f.ReadAt(tc.buf, tc.off)
-		var ae *AlignError
+		var ae *alignError
 		if !errors.Is(err, ErrUnaligned) || !errors.Is(err, syscall.EINVAL) || !errors.As(err, &ae) || ae.What != tc.what {
 			t.Errorf("%s: %v, want ErrUnaligned naming %q", tc.name, err, tc.what)
 		}
@@ -119,10 +119,10 @@ func TestBadInput(t *testing.T) {
 	if n, err := f.ReadAt(nil, 0); n != 0 || err != nil {
 		t.Errorf("zero-length ReadAt = %d, %v", n, err)
 	}
-	if err := f.Submit(&Request{Op: Read}); !errors.Is(err, ErrEmpty) {
-		t.Errorf("zero-length Submit: %v, want ErrEmpty", err)
+	if err := f.Submit(&Request{Op: Read}); !errors.Is(err, errEmpty) {
+		t.Errorf("zero-length Submit: %v, want errEmpty", err)
 	}
-	ro, err := Open(path, os.O_RDONLY, 0)
+	ro, err := Open(path, os.O_RDONLY, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestConcurrentReadAt(t *testing.T) {
-	f, _ := openTemp(t, WithQueueDepth(8))
+	f, _ := openTemp(t, &Options{EngineOptions: &EngineOptions{QueueDepth: 8}})
 	const size = 256 * blk
 	w := abuf(t, size)
 	fill(w, 3)
@@ -167,7 +167,7 @@ func TestConcurrentReadAt(t *testing.T) {
 func TestAsyncCallbacks(t *testing.T) {
 	for _, p := range []completion.Policy{completion.Inline, completion.Pool, completion.Caller, completion.Default} {
 		t.Run(p.String(), func(t *testing.T) {
-			f, _ := openTemp(t)
+			f, _ := openTemp(t, nil)
 			const size = 64 * blk
 			w := abuf(t, size)
 			fill(w, 4)
@@ -222,7 +222,7 @@ func TestAsyncCallbacks(t *testing.T) {
 }
 
 func TestReadAtAllocs(t *testing.T) {
-	f, _ := openTemp(t)
+	f, _ := openTemp(t, nil)
 	b := abuf(t, blk)
 	if _, err := f.WriteAt(b, 0); err != nil {
 		t.Fatal(err)
@@ -237,7 +237,7 @@ func TestReadAtAllocs(t *testing.T) {
 	ctx := context.Background()
 	q := &completion.Queue{}
 	for _, p := range []completion.Policy{completion.Inline, completion.Caller, completion.Pool} {
-		r := NewRequest()
+		r := newRequest()
 		r.Op, r.Buf, r.Policy, r.Queue = Read, b, p, q
 		f.Submit(r)
 		r.Wait(ctx)

@@ -79,11 +79,11 @@ func testPolicyOnFS(t *testing.T, dir string, p completion.Policy, mapped bool) 
 	want := append([]byte(nil), data...)
 	clear(want[rng : 3*rng])
 
-	var opts []dio.Option
+	var o dio.Options
 	if mapped {
-		opts = append(opts, dio.WithMapper(fileMapper(t, path)))
+		o.Mapper = fileMapper(t, path)
 	}
-	f, err := dio.Open(path, os.O_RDWR, 0, opts...)
+	f, err := dio.Open(path, os.O_RDWR, 0, &o)
 	if err != nil {
 		t.Fatal(err)
 	}

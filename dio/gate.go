@@ -7,7 +7,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/internal/choose"
 )
 
 // writeGate serializes the writes of a File whose mapper allocates in
@@ -35,7 +35,7 @@ type writeGate struct {
 	active     int  // writes admitted and not yet released
 	excl       bool // the one admitted write is unaligned
 	head, tail *Request
-	waited     uint64 // writes that had to wait (GateStats)
+	waited     uint64 // writes that had to wait (gateWaited)
 }
 
 // admissibleLocked reports whether r may start now.
@@ -199,16 +199,16 @@ func (f *File) launchAdmitted(r *Request) {
 func (f *File) completeUnlaunched(r *Request, err error) {
 	r.pieces = r.pieces[:0]
 	r.errno, r.stopAt = err, r.Off
-	r.facts = completion.Facts{Write: r.Op == Write, PureOverwrite: true, SingleSQE: true, HasEndIO: f.endIO != nil}
+	r.facts = choose.Facts{Write: r.Op == Write, PureOverwrite: true, SingleSQE: true, HasEndIO: f.endIO != nil}
 	f.choosePolicy(r, false)
 	r.refs.Store(1)
 	r.state.Store(stateInflight)
 	f.eng.put(r, false)
 }
 
-// GateStats reports how many requests on the file's volume waited at its
+// gateWaited reports how many requests on the file's volume waited at its
 // gate (0 for kernel files and mappers that leave zeroing to the kernel).
-func (f *File) GateStats() (waited uint64) {
+func (f *File) gateWaited() uint64 {
 	g := f.gate()
 	if g == nil {
 		return 0

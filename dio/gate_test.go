@@ -22,11 +22,12 @@ import (
 	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/iomap"
+	"github.com/uringdio/uringdio/ring"
 )
 
 // openVolume opens a scratch device file of blocks*bs bytes behind an
 // ExtentMap with block size bs.
-func openVolume(t *testing.T, bs, blocks int64, opts ...dio.Option) *dio.File {
+func openVolume(t *testing.T, bs, blocks int64, o dio.Options) *dio.File {
 	t.Helper()
 	dev := filepath.Join(t.TempDir(), "dev")
 	if err := os.WriteFile(dev, make([]byte, blocks*bs), 0o600); err != nil {
@@ -36,8 +37,8 @@ func openVolume(t *testing.T, bs, blocks int64, opts ...dio.Option) *dio.File {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts = append([]dio.Option{dio.WithMapper(em), dio.WithSize(blocks * bs)}, opts...)
-	f, err := dio.Open(dev, os.O_RDWR, 0, opts...)
+	o.Mapper, o.Size = em, blocks*bs
+	f, err := dio.Open(dev, os.O_RDWR, 0, &o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,15 +54,17 @@ func holdGate(t *testing.T, bs, blocks int64) (f *dio.File, first *dio.Request, 
 	hold := make(chan struct{})
 	entered := make(chan struct{}, 1)
 	var once sync.Once
-	f = openVolume(t, bs, blocks, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
+	var o dio.Options
+	dio.SetSubmitHook(&o, func(r *dio.Request, sqe *ring.SQE) {
 		if r == first {
 			once.Do(func() {
 				entered <- struct{}{}
 				<-hold
 			})
 		}
-	}))
-	sec := f.Alignment().Offset
+	})
+	f = openVolume(t, bs, blocks, o)
+	sec := dio.AlignForTest(f).Offset
 	first = &dio.Request{Op: dio.Write, Off: 0, Buf: relBuf(t, int(sec)), Policy: completion.Pool}
 	go f.Submit(first)
 	<-entered
@@ -76,9 +79,9 @@ func holdGate(t *testing.T, bs, blocks int64) (f *dio.File, first *dio.Request, 
 func TestGateInterleavedSubBlockWrites(t *testing.T) {
 	const bs = 16 << 10
 	const shared, owned = 32, 32 // blocks written sector by sector; blocks owned whole
-	f := openVolume(t, bs, shared+owned)
+	f := openVolume(t, bs, shared+owned, dio.Options{})
 	defer closeWithin(t, f, 10*time.Second)
-	sec := f.Alignment().Offset
+	sec := dio.AlignForTest(f).Offset
 	spb := bs / sec
 	g := min(int64(8), spb)
 	rounds := 3
@@ -178,8 +181,8 @@ func TestGateInterleavedSubBlockWrites(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d writes waited at the gate (sector %d)", f.GateStats(), sec)
-	if f.GateStats() == 0 && g > 1 {
+	t.Logf("%d writes waited at the gate (sector %d)", dio.GateWaitedForTest(f), sec)
+	if dio.GateWaitedForTest(f) == 0 && g > 1 {
 		t.Error("no write ever waited at the gate: the test did not exercise it")
 	}
 }
@@ -211,9 +214,9 @@ func writeWith(f *dio.File, pol completion.Policy, b []byte, off int64) error {
 func TestGateCallbackChains(t *testing.T) {
 	const bs = 16 << 10
 	const blocks = 16
-	f := openVolume(t, bs, blocks)
+	f := openVolume(t, bs, blocks, dio.Options{})
 	defer closeWithin(t, f, 10*time.Second)
-	sec := f.Alignment().Offset
+	sec := dio.AlignForTest(f).Offset
 	spb := int64(bs) / sec
 	// Overwrites first, so the chains' writes are pure overwrites and keep
 	// the Inline policy (their callbacks run on the reaper).
@@ -288,7 +291,7 @@ func TestGateAdmittedWriteFails(t *testing.T) {
 	const bs = 16 << 10
 	f, first, release := holdGate(t, bs, 1)
 	defer closeWithin(t, f, 10*time.Second)
-	sec := f.Alignment().Offset
+	sec := dio.AlignForTest(f).Offset
 	calls := 0
 	cb := make(chan struct{}, 2)
 	second := &dio.Request{Op: dio.Write, Off: bs, Buf: relBuf(t, bs), Policy: completion.Pool,
@@ -296,8 +299,8 @@ func TestGateAdmittedWriteFails(t *testing.T) {
 	if err := f.Submit(second); err != nil {
 		t.Fatalf("Submit of a write that must wait at the gate: %v", err)
 	}
-	if f.GateStats() != 1 {
-		t.Fatalf("GateStats = %d, want 1 (the second write waits)", f.GateStats())
+	if dio.GateWaitedForTest(f) != 1 {
+		t.Fatalf("gate waits = %d, want 1 (the second write waits)", dio.GateWaitedForTest(f))
 	}
 	release()
 	if n, err := first.Wait(context.Background()); n != int(sec) || err != nil {
@@ -348,9 +351,9 @@ func TestGateNoWaitEAGAIN(t *testing.T) {
 // write that needs allocation) stayed marked in flight: resubmitting it
 // failed with "resubmitted while in flight", and Wait on it never returned.
 func TestGateRefusedSubmitLeavesRequestReusable(t *testing.T) {
-	f := openVolume(t, 16<<10, 4)
+	f := openVolume(t, 16<<10, 4, dio.Options{})
 	defer closeWithin(t, f, 5*time.Second)
-	sec := f.Alignment().Offset
+	sec := dio.AlignForTest(f).Offset
 	r := &dio.Request{Op: dio.Write, Off: sec, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Flags: dio.NoWait}
 	if err := f.Submit(r); !errors.Is(err, syscall.EAGAIN) {
 		t.Fatalf("NoWait sub-block write into a new block = %v, want EAGAIN", err)
@@ -370,8 +373,8 @@ func TestGateRefusedSubmitLeavesRequestReusable(t *testing.T) {
 // now released where the I/O completes, conversion included.
 func TestGatePoolCallbackWriteCompletes(t *testing.T) {
 	const bs = 16 << 10
-	f := openVolume(t, bs, 8, dio.WithWorkers(1))
-	sec := f.Alignment().Offset
+	f := openVolume(t, bs, 8, dio.Options{EngineOptions: &dio.EngineOptions{Workers: 1}})
+	sec := dio.AlignForTest(f).Offset
 	done := make(chan error, 1)
 	b := &dio.Request{Op: dio.Write, Off: bs + sec, Buf: relBuf(t, int(sec)), Policy: completion.Pool}
 	wb := relBuf(t, int(sec))
@@ -422,13 +425,15 @@ func TestGateQueuedWriteHonoursContext(t *testing.T) {
 	// The gate's holder: a sub-block write that a hook sends to the full
 	// pipe, in flight until the test drains it. (Not a hook that blocks:
 	// hooks run under the engine's lock.)
-	f := openVolume(t, bs, 4, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
+	var o dio.Options
+	dio.SetSubmitHook(&o, func(r *dio.Request, sqe *ring.SQE) {
 		if r.Tag == 1 && sqe.Len < bs {
 			sqe.Fd, sqe.Off = int32(p[1]), 0
 		}
-	}))
+	})
+	f := openVolume(t, bs, 4, o)
 	defer closeWithin(t, f, 10*time.Second)
-	sec := f.Alignment().Offset
+	sec := dio.AlignForTest(f).Offset
 	first := &dio.Request{Op: dio.Write, Off: sec, Buf: relBuf(t, int(sec)), Policy: completion.Pool, Tag: 1}
 	if err := f.Submit(first); err != nil {
 		t.Fatal(err)
@@ -473,7 +478,7 @@ func TestGateQueuedWriteHonoursContext(t *testing.T) {
 			t.Fatalf("byte %d of the cancelled writes' range is %#x", 2*bs+i, c)
 		}
 	}
-	if a := f.Engine().Stats().Audits.Load(); a != 0 {
+	if a := f.Engine().Stats().Audits; a != 0 {
 		t.Fatalf("%d audits", a)
 	}
 }

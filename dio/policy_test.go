@@ -113,7 +113,7 @@ func TestMappingTypesPolicies(t *testing.T) {
 
 func testMappingCase(t *testing.T, si int, op Op, p completion.Policy, sync bool) {
 	lm := newLayout()
-	f, path := openTemp(t, WithMapper(lm))
+	f, path := openTemp(t, &Options{Mapper: lm})
 	// The backing file holds a known pattern everywhere.
 	const total = 7 * segSize
 	orig := make([]byte, total)
@@ -143,7 +143,7 @@ func testMappingCase(t *testing.T, si int, op Op, p completion.Policy, sync bool
 		q := &completion.Queue{}
 		req.Queue = q
 		if err := f.Submit(req); err != nil {
-			if s.typ == iomap.Delalloc && errors.Is(err, ErrDelalloc) {
+			if s.typ == iomap.Delalloc && errors.Is(err, errDelalloc) {
 				return
 			}
 			if s.typ == iomap.Inline && op == Write && errors.Is(err, ErrUnsupported) {
@@ -155,8 +155,8 @@ func testMappingCase(t *testing.T, si int, op Op, p completion.Policy, sync bool
 		ran, _ = req.EffectivePolicy()
 	}
 	if s.typ == iomap.Delalloc {
-		if !errors.Is(err, ErrDelalloc) {
-			t.Fatalf("delalloc: %v, want ErrDelalloc", err)
+		if !errors.Is(err, errDelalloc) {
+			t.Fatalf("delalloc: %v, want errDelalloc", err)
 		}
 		return
 	}
@@ -170,7 +170,7 @@ func testMappingCase(t *testing.T, si int, op Op, p completion.Policy, sync bool
 		t.Fatalf("%v: n=%d err=%v", op, n, err)
 	}
 
-	// The policy: what completion.Choose allows for these facts.
+	// The policy: what choose.Choose allows for these facts.
 	pure := s.typ == iomap.Mapped && s.flags == 0
 	wantPolicy := p
 	switch {
@@ -238,12 +238,12 @@ func testMappingCase(t *testing.T, si int, op Op, p completion.Policy, sync bool
 func TestDSyncWriteThrough(t *testing.T) {
 	var mu sync.Mutex
 	var flags []uint32
-	hook := func(r *Request, sqe *SQEView) {
+	hook := func(r *Request, sqe *ring.SQE) {
 		mu.Lock()
 		flags = append(flags, sqe.OpFlags)
 		mu.Unlock()
 	}
-	f, _ := openTemp(t, WithSubmitHook(hook))
+	f, _ := openTemp(t, &Options{submitHook: hook})
 	buf := abuf(t, blk)
 	if _, err := f.WriteAt(buf, 0); err != nil {
 		t.Fatal(err)
@@ -290,7 +290,7 @@ func TestDSyncWriteThrough(t *testing.T) {
 func TestDSyncOnMappedFile(t *testing.T) {
 	var mu sync.Mutex
 	var flags []uint32
-	hook := func(r *Request, sqe *SQEView) {
+	hook := func(r *Request, sqe *ring.SQE) {
 		mu.Lock()
 		flags = append(flags, sqe.OpFlags)
 		mu.Unlock()
@@ -308,7 +308,7 @@ func TestDSyncOnMappedFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := Open(path, os.O_RDWR, 0, WithMapper(fm), WithSubmitHook(hook))
+	f, err := Open(path, os.O_RDWR, 0, &Options{Mapper: fm, submitHook: hook})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,13 +334,15 @@ func TestDSyncOnMappedFile(t *testing.T) {
 }
 
 // TestDowngrades shows each downgrade the engine makes, with its reason,
-// on real requests.
+// on real requests, and that EffectivePolicy says so as soon as Submit
+// returns (a caller that asked for Caller and got Pool must learn it
+// there: its Queue will never see the request).
 func TestDowngrades(t *testing.T) {
 	lm := &layoutMapper{segs: []seg{
 		{off: 0, n: 8 * blk, typ: iomap.Mapped},
 		{off: 8 * blk, n: 8 * blk, typ: iomap.Hole},
 	}}
-	f, path := openTemp(t, WithMapper(lm))
+	f, path := openTemp(t, &Options{Mapper: lm})
 	os.WriteFile(path, make([]byte, 16*blk), 0o600)
 	f.Truncate(16 * blk)
 	b := abuf(t, blk)
@@ -360,17 +362,20 @@ func TestDowngrades(t *testing.T) {
 		{"extending write", Write, 16 * blk, 0, completion.Caller, completion.Pool, completion.DowngradeNotOverwrite},
 		{"O_SYNC-like overwrite", Write, 0, Sync, completion.Caller, completion.Pool, completion.DowngradeNeedsSync},
 		{"dsync overwrite is write-through", Write, blk, DSync, completion.Caller, completion.Caller, completion.NoDowngrade},
-		{"force wait", Read, 0, ForceWait, completion.Inline, completion.Wait, completion.NoDowngrade},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &Request{Op: tc.op, Off: tc.off, Buf: b, Flags: tc.flags, Policy: tc.ask}
 			if err := f.Submit(r); err != nil {
 				t.Fatal(err)
 			}
+			early, earlyWhy := r.EffectivePolicy()
 			if _, err := r.Wait(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			got, why := r.EffectivePolicy()
+			if early != got || earlyWhy != why {
+				t.Errorf("after Submit: %v (%v); after Wait: %v (%v)", early, earlyWhy, got, why)
+			}
 			if got != tc.want || (tc.wantReason != completion.NoDowngrade && why != tc.wantReason) {
 				t.Errorf("ran under %v (%v), want %v (%v)", got, why, tc.want, tc.wantReason)
 			}

@@ -420,7 +420,7 @@ func (lm *logModel) ack(size int64) {
 }
 
 // write appends one record holding payload through w.
-func (lm *logModel) write(w *dio.Writer, payload []byte) error {
+func (lm *logModel) write(w dio.Appender, payload []byte) error {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
 	rec := logRecord(lm.gen, lm.seq, payload)
@@ -437,7 +437,7 @@ func (lm *logModel) write(w *dio.Writer, payload []byte) error {
 // logWorker appends records through w and, after about a third of them,
 // syncs (SyncData, some Sync): the Size it read before a sync that
 // returned nil is acknowledged.
-func logWorker(w *dio.Writer, lm *logModel, seed uint64, ops int, stop <-chan struct{}) error {
+func logWorker(w dio.Appender, lm *logModel, seed uint64, ops int, stop <-chan struct{}) error {
 	rng := newRand(seed)
 	payload := make([]byte, 200000)
 	for range ops {
@@ -606,7 +606,7 @@ func (lr *logRun) round(rng *rand.Rand) error {
 		first = gen
 	}
 
-	f, err := dio.Open(lg.path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := dio.Open(lg.path, os.O_RDWR|os.O_CREATE, 0o644, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -621,15 +621,15 @@ func (lr *logRun) round(rng *rand.Rand) error {
 			t.Fatal(err)
 		}
 	}
-	opts := dio.WriterOptions{ChunkSize: []int{4 << 10, 16 << 10, 64 << 10, 0}[rng.IntN(4)], MaxInflight: 1 + rng.IntN(4)}
-	w, err := dio.NewWriter(f, start, opts)
+	chunk, inflight := []int{4 << 10, 16 << 10, 64 << 10, 0}[rng.IntN(4)], 1+rng.IntN(4)
+	w, err := f.Appender(start, chunk, inflight)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lm := &logModel{gen: gen, want: bytes.Clone(lg.content[:start])}
 	lm.acked.Store(start)
 	closed := int64(-1)
-	syncs0 := f.Engine().Stats().Syncs.Load()
+	syncs0 := f.Engine().Stats().Syncs
 	wseed, ops, closeIt := rng.Uint64(), 20+rng.IntN(150), rng.IntN(3) == 0
 	if rng.IntN(3) == 0 {
 		ops = 2 + rng.IntN(15) // done before most crash points: a Close comes first
@@ -647,11 +647,11 @@ func (lr *logRun) round(rng *rand.Rand) error {
 		}
 		return err
 	})
-	lr.fdatasyncs += f.Engine().Stats().Syncs.Load() - syncs0
+	lr.fdatasyncs += f.Engine().Stats().Syncs - syncs0
 	if closed < 0 {
 		w.Close() // after the crash: it fails, and gives its buffers back
 	}
-	where := fmt.Sprintf("%s, %s log %s from %d (chunk %d, %d in flight)", what, mode, filepath.Base(lg.path), start, opts.ChunkSize, opts.MaxInflight)
+	where := fmt.Sprintf("%s, %s log %s from %d (chunk %d, %d in flight)", what, mode, filepath.Base(lg.path), start, chunk, inflight)
 	if err != nil {
 		return fmt.Errorf("%s: %w", where, err)
 	}
@@ -891,7 +891,7 @@ func dsyncWorker(f *dio.File, dm *dsyncModel, w int, end int64, buf []byte, seed
 					return fmt.Errorf("Datasync after %d writes: %w", batch, err)
 				}
 			} else {
-				r := dio.NewRequest()
+				r := new(dio.Request)
 				r.Op = dio.Fdatasync
 				if err := f.Submit(r); err != nil {
 					return fmt.Errorf("Submit Fdatasync: %w", err)
@@ -916,7 +916,7 @@ func dsyncWriteOne(ctx context.Context, f *dio.File, p []byte, off int64, fl dio
 		_, err := f.WriteAtContext(ctx, p, off, fl)
 		return err
 	}
-	r := dio.NewRequest()
+	r := new(dio.Request)
 	r.Op, r.Off, r.Buf, r.Flags = dio.Write, off, p, fl
 	if err := f.Submit(r); err != nil {
 		return err
@@ -961,7 +961,7 @@ func runDSyncSuite(t *testing.T, m *crashfs.BlockMount, dir string, seed uint64,
 	start := time.Now()
 	for round := 0; b.more(dr.points, start); round++ {
 		rng := newRand(seed ^ uint64(round)*0x9e3779b97f4a7c15)
-		f, err := dio.Open(dr.path, os.O_RDWR, 0)
+		f, err := dio.Open(dr.path, os.O_RDWR, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1048,7 +1048,7 @@ func TestPowerLossWritePastEOFZeroesTheGap(t *testing.T) {
 		write func(t *testing.T, path string)
 	}{
 		{"dio aligned", true, func(t *testing.T, path string) {
-			f, err := dio.Open(path, os.O_RDWR, 0)
+			f, err := dio.Open(path, os.O_RDWR, 0, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1060,7 +1060,7 @@ func TestPowerLossWritePastEOFZeroesTheGap(t *testing.T) {
 			}
 		}},
 		{"dio unaligned", true, func(t *testing.T, path string) {
-			f, err := dio.Open(path, os.O_RDWR, 0)
+			f, err := dio.Open(path, os.O_RDWR, 0, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1104,7 +1104,7 @@ func TestPowerLossWritePastEOFZeroesTheGap(t *testing.T) {
 				writeDurable(t, path(i), old)
 			}
 			for i := range ways {
-				f, err := dio.Open(path(i), os.O_RDWR, 0)
+				f, err := dio.Open(path(i), os.O_RDWR, 0, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -1342,7 +1342,7 @@ func runUntornSuite(t *testing.T, m *crashfs.BlockMount, dir string, seed uint64
 	syncDirOf(t, dir)
 	ur := &untornRun{powerRun: powerRun{t: t, m: m, maxRequests: 60, torn: 3}, path: filepath.Join(dir, "untorn"),
 		checks: map[string]int{}, plainTorn: map[string]int{}}
-	f, err := dio.Open(ur.path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := dio.Open(ur.path, os.O_RDWR|os.O_CREATE, 0o644, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1355,9 +1355,9 @@ func runUntornSuite(t *testing.T, m *crashfs.BlockMount, dir string, seed uint64
 	case !u.Supported():
 		f.Close()
 		t.Skipf("%s reports no untorn writes (%s)", m.FSType(), c.Untorn.From)
-	case int64(u.Max) > f.MaxIOSize():
+	case int64(u.Max) > dio.MaxIOForTest(f):
 		f.Close()
-		t.Skipf("the largest untorn unit (%d) is more than one SQE (%d): dio refuses it", u.Max, f.MaxIOSize())
+		t.Skipf("the largest untorn unit (%d) is more than one SQE (%d): dio refuses it", u.Max, dio.MaxIOForTest(f))
 	}
 	// Version 0 everywhere, durable: sixteen ranges of each kind of the
 	// smallest unit, one of the largest (at an offset aligned to it).
@@ -1397,7 +1397,7 @@ func runUntornSuite(t *testing.T, m *crashfs.BlockMount, dir string, seed uint64
 	start := time.Now()
 	for round := 0; b.more(ur.points, start); round++ {
 		rng := newRand(seed ^ uint64(round)*0x9e3779b97f4a7c15)
-		f, err := dio.Open(ur.path, os.O_RDWR, 0)
+		f, err := dio.Open(ur.path, os.O_RDWR, 0, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,25 +10,16 @@ import (
 	"github.com/uringdio/uringdio/completion"
 )
 
-// ReaderOptions tune a Reader; the zero value is the sensible default.
-type ReaderOptions struct {
-	// ChunkSize is the size of each read (a multiple of the file's
-	// alignment, at most 1 MiB). 0 means 256 KiB.
-	ChunkSize int
-	// Window is how many chunks are read ahead, in flight at once. 0 means 4.
-	Window int
-}
-
-// A Reader reads a File sequentially with read-ahead, for scans and
+// readAhead reads a File sequentially with read-ahead, for scans and
 // compactions (RocksDB's FilePrefetchBuffer, glommio's DmaStreamReader):
 // direct I/O bypasses the page cache, so the kernel's read-ahead does
-// nothing, and a Reader keeps a window of aligned chunk reads in flight
+// nothing, and the reader keeps a window of aligned chunk reads in flight
 // ahead of the position instead. It is for files that do not change under
 // it, such as sstables: bytes it read ahead are not read again, so a write
 // to the range through another handle after they were read is not seen.
-// Its buffers come from the engine's buffer memory (WithBufferMemory). A
-// Reader is not safe for concurrent use.
-type Reader struct {
+// Its buffers come from the engine's buffer memory
+// (EngineOptions.BufferMemory).
+type readAhead struct {
 	f      *File
 	chunk  int64
 	slots  []raSlot
@@ -47,28 +38,43 @@ type raSlot struct {
 	busy bool
 }
 
-// NewReader returns a Reader of f from off.
-func NewReader(f *File, off int64, o ReaderOptions) (*Reader, error) {
+// ReadAhead returns a reader of f from off that keeps window reads of
+// chunk bytes in flight ahead of its position, for scans and compactions:
+// direct I/O bypasses the page cache, so the kernel's read-ahead does
+// nothing. chunk is a multiple of the file's alignment, at most 1 MiB (0
+// means 256 KiB); window 0 means 4. It is for files that do not change
+// under it, such as sstables: bytes it read ahead are not read again. Read
+// copies into p: p is the caller's when Read returns. Close waits for the
+// reads in flight and gives the buffers back; it does not close the File.
+// The reader is not safe for concurrent use.
+func (f *File) ReadAhead(off int64, chunk, window int) (io.ReadCloser, error) {
+	r, err := f.newReadAhead(off, chunk, window)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return r, nil
+}
+
+func (f *File) newReadAhead(off int64, chunkSize, window int) (*readAhead, error) {
 	a := f.align.Offset
-	chunk := int64(o.ChunkSize)
+	chunk := int64(chunkSize)
 	if chunk <= 0 {
 		chunk = 256 << 10
 	}
 	if chunk%a != 0 || chunk > maxBounce || off < 0 {
-		return nil, f.opErr("reader", off, chunk, syscall.EINVAL)
+		return nil, f.opErr("readahead", off, chunk, syscall.EINVAL)
 	}
-	window := o.Window
 	if window <= 0 {
 		window = 4
 	}
-	r := &Reader{f: f, chunk: chunk, pos: off, next: off &^ (a - 1), slots: make([]raSlot, window)}
+	r := &readAhead{f: f, chunk: chunk, pos: off, next: off &^ (a - 1), slots: make([]raSlot, window)}
 	for i := range r.slots {
 		buf, err := f.eng.bufs.get(chunk)
 		if err != nil {
 			r.Close()
-			return nil, f.opErr("reader", off, chunk, err)
+			return nil, f.opErr("readahead", off, chunk, err)
 		}
-		q := NewRequest()
+		q := newRequest()
 		q.Op, q.Policy = Read, completion.Wait
 		r.slots[i] = raSlot{req: q, buf: buf[:chunk]}
 	}
@@ -77,7 +83,7 @@ func NewReader(f *File, off int64, o ReaderOptions) (*Reader, error) {
 }
 
 // fill starts reads into every idle slot, in order from the head.
-func (r *Reader) fill() {
+func (r *readAhead) fill() {
 	for i := range r.slots {
 		s := &r.slots[(r.head+i)%len(r.slots)]
 		if s.busy || r.ended || r.err != nil {
@@ -94,8 +100,8 @@ func (r *Reader) fill() {
 	}
 }
 
-// Read reads up to len(p) bytes at the Reader's position (io.Reader).
-func (r *Reader) Read(p []byte) (int, error) {
+// Read reads up to len(p) bytes at the reader's position (io.Reader).
+func (r *readAhead) Read(p []byte) (int, error) {
 	if r.closed {
 		return 0, r.f.opErr("read", r.pos, int64(len(p)), ErrClosed)
 	}
@@ -145,7 +151,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 
 // Close waits for the reads in flight and gives the buffers back. It does
 // not close the File.
-func (r *Reader) Close() error {
+func (r *readAhead) Close() error {
 	if r.closed {
 		return nil
 	}

@@ -20,15 +20,15 @@ func TestReaderReadsSequentially(t *testing.T) {
 	data := make([]byte, 3<<20+777)
 	fillRand(newRand(9), data)
 	writeSynced(t, path, data)
-	f, err := dio.Open(path, os.O_RDONLY, 0)
+	f, err := dio.Open(path, os.O_RDONLY, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
 	rnd := newRand(10)
 	for _, off := range []int64{0, 1, 4095, 1 << 20, int64(len(data)) - 5, int64(len(data)), int64(len(data)) + 9000} {
-		for _, o := range []dio.ReaderOptions{{}, {ChunkSize: 4096, Window: 1}, {ChunkSize: 64 << 10, Window: 8}} {
-			r, err := dio.NewReader(f, off, o)
+		for _, o := range []struct{ chunk, window int }{{0, 0}, {4096, 1}, {64 << 10, 8}} {
+			r, err := f.ReadAhead(off, o.chunk, o.window)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,13 +68,13 @@ func TestReaderKeepsReadsInFlight(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ahead")
 	data := make([]byte, 2<<20)
 	writeSynced(t, path, data)
-	f, err := dio.Open(path, os.O_RDONLY, 0)
+	f, err := dio.Open(path, os.O_RDONLY, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	before := f.Engine().Stats().Submitted.Load()
-	r, err := dio.NewReader(f, 0, dio.ReaderOptions{ChunkSize: 64 << 10, Window: 6})
+	before := f.Engine().Stats().Submitted
+	r, err := f.ReadAhead(0, 64<<10, 6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestReaderKeepsReadsInFlight(t *testing.T) {
 	// Reader submits nothing more on its own), bounded.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		n := f.Engine().Stats().Submitted.Load() - before
+		n := f.Engine().Stats().Submitted - before
 		if n >= 6 {
 			break
 		}

@@ -181,7 +181,7 @@ func (e *Engine) put(r *Request, reaper bool) {
 	case completion.Inline:
 		switch {
 		case reaper:
-			r.RunCompletion()
+			r.runCompletion()
 		case r.file.pread:
 			e.workers.push(r, jobComplete)
 		default:
@@ -194,7 +194,7 @@ func (e *Engine) put(r *Request, reaper bool) {
 		// With a Queue the completion runs only from the Queue, so r cannot
 		// be reused (and pushed again) before this push.
 		if q != nil {
-			q.Push(r)
+			q.Push(reqTask{r})
 		}
 		signal(wake)
 	default: // Wait, Polled: the waiter runs the completion
@@ -222,7 +222,7 @@ func (e *Engine) runReady() {
 		e.readyMu.Unlock()
 		for i, r := range batch {
 			batch[i] = nil
-			r.RunCompletion()
+			r.runCompletion()
 		}
 		e.readyMu.Lock()
 		if e.spare == nil {
@@ -250,7 +250,7 @@ func (e *Engine) await(r *Request, done <-chan struct{}) {
 			}
 		}
 	case r.policy == completion.Wait || r.policy == completion.Polled || r.policy == completion.Caller:
-		r.RunCompletion() // ours to run
+		r.runCompletion() // ours to run
 	}
 	for r.state.Load() != stateComplete {
 		<-r.wake // Inline or Pool completion running elsewhere

@@ -34,7 +34,7 @@ func TestCloseRacingInflight(t *testing.T) {
 			var eng *dio.Engine
 			if shared {
 				var err error
-				if eng, err = dio.NewEngine(dio.WithQueueDepth(64)); err != nil {
+				if eng, err = dio.NewEngine(&dio.EngineOptions{QueueDepth: 64}); err != nil {
 					t.Fatal(err)
 				}
 				defer eng.Close()
@@ -74,15 +74,11 @@ func (s *closeState) String() string {
 // descriptor at once.
 func closeRound(t *testing.T, dir string, round int, eng *dio.Engine, bufs [][]byte, hang *hangWatch, st *closeState) {
 	path := filepath.Join(dir, fmt.Sprintf("a%d", round))
-	var opts []dio.Option
-	if eng != nil {
-		opts = append(opts, dio.WithEngine(eng))
-	}
-	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, opts...)
+	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, &dio.Options{Engine: eng})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd := f.Fd()
+	fd := dio.FdForTest(f)
 	st.round.Store(int64(round))
 	st.submitted.Store(0)
 	st.completed.Store(0)
@@ -112,7 +108,7 @@ func closeRound(t *testing.T, dir string, round int, eng *dio.Engine, bufs [][]b
 			idle := make(chan int, per)
 			reqs := make([]*dio.Request, per)
 			for i := range reqs {
-				reqs[i] = dio.NewRequest()
+				reqs[i] = new(dio.Request)
 				idle <- i
 			}
 			for {
@@ -232,22 +228,22 @@ func TestCloseRacingStartNeverWritesToReusedFd(t *testing.T) {
 	for _, shared := range []bool{true, false} {
 		t.Run(fmt.Sprintf("shared-engine=%v", shared), func(t *testing.T) {
 			dir := t.TempDir()
-			var opts []dio.Option
+			var o dio.Options
 			if shared {
-				eng, err := dio.NewEngine()
+				eng, err := dio.NewEngine(nil)
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer eng.Close()
-				opts = append(opts, dio.WithEngine(eng))
+				o.Engine = eng
 			}
 			g := &gateMapper{WholeFile: iomap.NewWholeFile(0), entered: make(chan struct{}), release: make(chan struct{})}
-			opts = append(opts, dio.WithMapper(g))
-			f, err := dio.Open(filepath.Join(dir, "a"), os.O_RDWR|os.O_CREATE, 0o600, opts...)
+			o.Mapper = g
+			f, err := dio.Open(filepath.Join(dir, "a"), os.O_RDWR|os.O_CREATE, 0o600, &o)
 			if err != nil {
 				t.Fatal(err)
 			}
-			fd := f.Fd()
+			fd := dio.FdForTest(f)
 			b := relBuf(t, 4096)
 			for i := range b {
 				b[i] = closeMark

@@ -217,7 +217,7 @@ func crashChild(t *testing.T) {
 	path := os.Getenv("UIRINGDIO_CRASH_PATH")
 	seed, _ := strconv.ParseUint(os.Getenv("UIRINGDIO_CRASH_CHILD_SEED"), 10, 64)
 	ack := os.NewFile(3, "ack")
-	f, err := dio.Open(path, os.O_RDWR, 0)
+	f, err := dio.Open(path, os.O_RDWR, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func crashChild(t *testing.T) {
 	done := make(chan *slot, crashQD)
 	slots := make([]*slot, crashQD)
 	for i := range slots {
-		s := &slot{req: dio.NewRequest(), buf: relBuf(t, 16*crashBlock)}
+		s := &slot{req: new(dio.Request), buf: relBuf(t, 16*crashBlock)}
 		s.req.Callback = func(*dio.Request) { done <- s }
 		slots[i] = s
 	}

@@ -95,7 +95,7 @@ func TestDifferentialPread(t *testing.T) {
 	rnd := newRand(seed)
 	dir := t.TempDir()
 	pa, pb := filepath.Join(dir, "uringdio"), filepath.Join(dir, "pread")
-	f, err := dio.Open(pa, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := dio.Open(pa, os.O_RDWR|os.O_CREATE, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestDifferentialPread(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fdb)
-	a := f.Alignment().Offset
+	a := dio.AlignForTest(f).Offset
 	w := &twin{fd: fd, align: a}
 	wb := &twin{fd: fdb, align: 1}
 	const maxSize, maxLen = 4 << 20, 128 << 10

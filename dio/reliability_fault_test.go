@@ -28,6 +28,7 @@ import (
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/internal/faultring"
 	"github.com/uringdio/uringdio/internal/fsx"
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
 )
 
@@ -73,21 +74,22 @@ type sweepEnv struct {
 	}
 	q     *completion.Queue
 	model *fsx.Model
-	extra []dio.Option
+	eo    dio.EngineOptions // the engine's options, with the sweep's ring wrapper
 	hang  *hangWatch
 }
 
 // newSweepEnv is newSweepEnvC with the combined submit-and-wait.
-func newSweepEnv(t *testing.T, kind faultring.Fault, extra ...dio.Option) *sweepEnv {
-	return newSweepEnvC(t, kind, true, extra...)
+func newSweepEnv(t *testing.T, kind faultring.Fault, eo dio.EngineOptions) *sweepEnv {
+	return newSweepEnvC(t, kind, true, eo, 0)
 }
 
 // newSweepEnvC sets up the sweep workload under the fault kind. With
 // combine the engine may submit and wait in one call (Flush, EnterWait),
 // as on a plain ring; without, the wrapper hides that pair
 // (faultring.TwoCall) and the engine submits and waits in two calls.
-func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, extra ...dio.Option) *sweepEnv {
-	e := &sweepEnv{t: t, kind: kind, q: completion.NewQueue(swReqs), model: fsx.NewModel(), extra: extra}
+// lostAfter > 0 turns on the engine's lost-completion audits.
+func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, eo dio.EngineOptions, lostAfter time.Duration) *sweepEnv {
+	e := &sweepEnv{t: t, kind: kind, q: completion.NewQueue(swReqs), model: fsx.NewModel(), eo: eo}
 	e.path = filepath.Join(t.TempDir(), "sweep")
 	init := make([]byte, swSize)
 	fillRand(newRand(1), init)
@@ -96,14 +98,14 @@ func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, extra ...dio
 	// first).
 	writeSynced(t, e.path, init)
 	e.model.Write(0, init)
-	opts := append([]dio.Option{dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	ringhook.Attach(&e.eo, ringhook.Hooks{LostAfter: lostAfter, WrapRing: func(r ringhook.Ring) ringhook.Ring {
 		e.fr = faultring.New(r, faultring.Config{Seed: uint64(kind), Decide: e.decide})
 		if !combine {
 			return faultring.TwoCall(e.fr)
 		}
 		return e.fr
-	})}, extra...)
-	f, err := dio.Open(e.path, os.O_RDWR, 0, opts...)
+	}})
+	f, err := dio.Open(e.path, os.O_RDWR, 0, &dio.Options{EngineOptions: &e.eo})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +116,7 @@ func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, extra ...dio
 	})
 	pols := []completion.Policy{completion.Inline, completion.Pool, completion.Caller, completion.Wait}
 	for i := 0; i < swReqs; i++ {
-		r := &sweepReq{env: e, i: i, off: int64(i) * swStride, req: dio.NewRequest(), pol: pols[i%4]}
+		r := &sweepReq{env: e, i: i, off: int64(i) * swStride, req: new(dio.Request), pol: pols[i%4]}
 		r.op = dio.Read
 		if i%2 == 1 {
 			r.op = dio.Write
@@ -279,7 +281,7 @@ func (e *sweepEnv) check(r *sweepReq, k uint64) {
 				wantErr, wantN = io.ErrShortWrite, piece
 			}
 		case faultring.Drop:
-			wantErr, wantN = dio.ErrLostCompletion, piece
+			wantErr, wantN = dio.ErrLostCompletionForTest, piece
 		case faultring.ShortUnaligned:
 			// A read the kernel ends short of an aligned boundary has run
 			// into the end of a kernel file (the kernel ends reads only
@@ -303,7 +305,7 @@ func (e *sweepEnv) check(r *sweepReq, k uint64) {
 			}
 		}
 	}
-	if wantErr == nil && e.kind == faultring.Drop && errors.Is(err, dio.ErrRingBroken) && !errors.Is(err, dio.ErrLostCompletion) {
+	if wantErr == nil && e.kind == faultring.Drop && errors.Is(err, dio.ErrRingBroken) && !errors.Is(err, dio.ErrLostCompletionForTest) {
 		// In flight when the ring was declared broken: reports so, with
 		// the bytes it moved, checked below.
 		wantErr, wantN = dio.ErrRingBroken, n
@@ -370,7 +372,7 @@ func TestFaultSweepKthCQE(t *testing.T) {
 	for _, combine := range []bool{false, true} {
 		for _, kind := range kinds {
 			t.Run(fmt.Sprintf("%v/combined-submit-wait=%v", kind, combine), func(t *testing.T) {
-				e := newSweepEnvC(t, kind, combine)
+				e := newSweepEnvC(t, kind, combine, dio.EngineOptions{}, 0)
 				used := e.run(1<<62, 0) // no fault: how many CQEs the workload takes
 				if used < swReqs*swPieces {
 					t.Fatalf("workload took %d CQEs, want at least %d", used, swReqs*swPieces)
@@ -389,7 +391,7 @@ func TestFaultSweepKthCQE(t *testing.T) {
 
 // TestFaultSweepLostCQE loses the k-th CQE of the sweep workload, for
 // every k, on a fresh engine each time (a lost CQE breaks the ring): the
-// request that owned it fails with ErrLostCompletion and the bytes before
+// request that owned it fails with errLostCompletion and the bytes before
 // the lost piece, the ring is declared broken, every other request
 // completes exactly once (with its data, or ErrRingBroken and what it
 // moved), none while its buffer is in flight, and nothing hangs: the
@@ -398,8 +400,8 @@ func TestFaultSweepKthCQE(t *testing.T) {
 func TestFaultSweepLostCQE(t *testing.T) {
 	for _, combine := range []bool{false, true} {
 		t.Run(fmt.Sprintf("combined-submit-wait=%v", combine), func(t *testing.T) {
-			check := dio.WithLostCompletionCheck(20 * time.Millisecond)
-			used := newSweepEnvC(t, faultring.Drop, combine, check).run(1<<62, 0)
+			const check = 20 * time.Millisecond
+			used := newSweepEnvC(t, faultring.Drop, combine, dio.EngineOptions{}, check).run(1<<62, 0)
 			// Every k in long mode; otherwise every fourth, from a seeded
 			// start, so that successive CI runs cover them all.
 			step, first := uint64(4), 1+uint64(envInt("UIRINGDIO_SWEEP_SEED", time.Now().UnixNano()))%4
@@ -409,11 +411,11 @@ func TestFaultSweepLostCQE(t *testing.T) {
 			t.Logf("losing CQE %d, %d, ... of %d (UIRINGDIO_SWEEP_SEED=%d replays)", first, first+step, used, first-1)
 			for k := first; k <= used; k += step {
 				t.Run(fmt.Sprint(k), func(t *testing.T) {
-					e := newSweepEnvC(t, faultring.Drop, combine, check)
+					e := newSweepEnvC(t, faultring.Drop, combine, dio.EngineOptions{}, check)
 					e.run(k, int(k))
 					st := e.f.Engine().Stats()
-					if st.LostCQEs.Load() != 1 {
-						t.Fatalf("lost CQE %d: engine counted %d lost", k, st.LostCQEs.Load())
+					if st.LostCQEs != 1 {
+						t.Fatalf("lost CQE %d: engine counted %d lost", k, st.LostCQEs)
 					}
 					if _, err := e.f.ReadAt(e.reqs[0].bufs[0], 0); !errors.Is(err, dio.ErrRingBroken) {
 						t.Fatalf("lost CQE %d: ReadAt afterwards = %v, want ErrRingBroken", k, err)
@@ -429,7 +431,7 @@ func TestFaultSweepLostCQE(t *testing.T) {
 func TestFaultSweepFixedBuffersRegisteredFiles(t *testing.T) {
 	for _, kind := range []faultring.Fault{faultring.EIO, faultring.Short} {
 		t.Run(kind.String(), func(t *testing.T) {
-			e := newSweepEnv(t, kind, dio.WithRegisteredFiles(2), dio.WithQueueDepth(16))
+			e := newSweepEnv(t, kind, dio.EngineOptions{RegisteredFiles: 2, QueueDepth: 16})
 			used := e.run(1<<62, 0)
 			for k := uint64(1); k <= used; k += 3 {
 				e.run(k, int(k))
@@ -444,13 +446,13 @@ func TestFaultSweepFixedBuffersRegisteredFiles(t *testing.T) {
 // submissions are refused (or whose SQ is full) a few times in a row,
 // and fails if they do not complete.
 func submitStall(t *testing.T, cfg faultring.Config, combine bool) {
-	f, path := openRel(t)
+	f, path := openRel(t, nil)
 	init := make([]byte, 64<<10)
 	fillRand(newRand(2), init)
 	os.WriteFile(path, init, 0o600)
 	f.Close()
 	var fr *faultring.Ring
-	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f, err := dio.Open(path, os.O_RDWR, 0, wrapped(func(r ringhook.Ring) ringhook.Ring {
 		fr = faultring.New(r, cfg)
 		if !combine {
 			return faultring.TwoCall(fr)
@@ -488,7 +490,7 @@ func submitStall(t *testing.T, cfg faultring.Config, combine bool) {
 		closeWithin(t, f, 10*time.Second)
 	case <-time.After(10 * time.Second):
 		t.Fatalf("a synchronous call hangs when the ring refuses submissions (wrapper %+v, engine %d SQEs in flight): "+
-			"did reapBatch wait in WaitCQ without a timeout while SQEs were still unsubmitted?", fr.Stats(), f.Engine().Inflight())
+			"did reapBatch wait in WaitCQ without a timeout while SQEs were still unsubmitted?", fr.Stats(), f.Engine().Stats().Inflight)
 	}
 }
 
@@ -527,13 +529,13 @@ func TestSQFullBacklogDoesNotStallWaiter(t *testing.T) {
 // Random EBUSY/EAGAIN from enter and SQ-full answers under asynchronous
 // load: everything completes, correctly.
 func TestFaultSubmitSideRandom(t *testing.T) {
-	f, path := openRel(t)
+	f, path := openRel(t, nil)
 	f.Close()
 	var fr *faultring.Ring
-	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithQueueDepth(8), dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f, err := dio.Open(path, os.O_RDWR, 0, hooked(dio.EngineOptions{QueueDepth: 8}, ringhook.Hooks{WrapRing: func(r ringhook.Ring) ringhook.Ring {
 		fr = faultring.New(r, faultring.Config{Seed: 3, SubmitErrRate: 0.2, SQFullRate: 0.2})
 		return fr
-	}))
+	}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -607,14 +609,14 @@ type brokenEnv struct {
 }
 
 func newBrokenEnv(t *testing.T, n int, cfg faultring.Config) *brokenEnv {
-	f, path := openRel(t)
+	f, path := openRel(t, nil)
 	os.WriteFile(path, make([]byte, max(n*4096, 64<<10)), 0o600)
 	f.Close()
 	b := &brokenEnv{t: t, calls: make([]atomic.Int32, n)}
 	if cfg.SQFull == nil {
 		cfg.SQFull = b.gate.Load
 	}
-	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f, err := dio.Open(path, os.O_RDWR, 0, wrapped(func(r ringhook.Ring) ringhook.Ring {
 		b.fr = faultring.New(r, cfg)
 		return b.fr
 	}))
@@ -699,7 +701,7 @@ func TestRingBrokenKeepsBuffersUntilTheirCQEs(t *testing.T) {
 			if err := b.f.Submit(&dio.Request{Op: dio.Read, Buf: relBuf(t, 4096)}); !errors.Is(err, dio.ErrRingBroken) {
 				t.Fatalf("Submit after a stray CQE: %v, want ErrRingBroken", err)
 			}
-			if st := b.f.Engine().Stats(); st.StrayCQEs.Load() == 0 {
+			if st := b.f.Engine().Stats(); st.StrayCQEs == 0 {
 				t.Fatal("StrayCQEs not counted")
 			}
 			early := b.early.Load()
@@ -736,7 +738,7 @@ func ringBrokenWithPendingResubmit(t *testing.T) {
 	cfg := faultring.Config{
 		DupDelay: 1, // the copy comes in a later batch than the short CQE
 		SQFull: func() bool {
-			return gate.Load() || (fullSince.Load() != 0 && b.f.Engine().Stats().StrayCQEs.Load() == 0)
+			return gate.Load() || (fullSince.Load() != 0 && b.f.Engine().Stats().StrayCQEs == 0)
 		},
 		Decide: func(c faultring.CQE) faultring.Fault {
 			if c.SQE.Len == 16384 && fullSince.Load() == 0 {
@@ -756,17 +758,17 @@ func ringBrokenWithPendingResubmit(t *testing.T) {
 	gate.Store(false)
 	waitGroupWithin(t, &b.wg, 10*time.Second, func() string { return fmt.Sprintf("%+v", b.fr.Stats()) })
 	// The owner's flush of the SQE it prepared for the freed slot.
-	waitUntil(t, "the engine to have nothing in flight", func() bool { return b.f.Engine().Inflight() == 0 })
+	waitUntil(t, "the engine to have nothing in flight", func() bool { return b.f.Engine().Stats().Inflight == 0 })
 	st := b.fr.Stats()
-	if st.Faults[faultring.Short] != 1 || st.Faults[faultring.Duplicate] == 0 || b.f.Engine().Stats().StrayCQEs.Load() == 0 {
-		t.Fatalf("the ring did not break with a short completion pending: wrapper %+v, %d stray CQEs", st, b.f.Engine().Stats().StrayCQEs.Load())
+	if st.Faults[faultring.Short] != 1 || st.Faults[faultring.Duplicate] == 0 || b.f.Engine().Stats().StrayCQEs == 0 {
+		t.Fatalf("the ring did not break with a short completion pending: wrapper %+v, %d stray CQEs", st, b.f.Engine().Stats().StrayCQEs)
 	}
 	// In flight when the ring broke (its rest waiting for SQ room, or
 	// resubmitted just before): ErrRingBroken, with what it moved.
 	if n, err := b.reqs[0].Result(); !errors.Is(err, dio.ErrRingBroken) || n > 16384 || n%512 != 0 {
 		t.Fatalf("short request in flight when the ring broke = %d, %v; want ErrRingBroken", n, err)
 	}
-	if n := b.f.Engine().Inflight(); n != 0 {
+	if n := b.f.Engine().Stats().Inflight; n != 0 {
 		t.Fatalf("%d SQEs in flight after the ring broke and every request completed", n)
 	}
 	closeWithin(t, b.f, 5*time.Second)
@@ -775,19 +777,19 @@ func ringBrokenWithPendingResubmit(t *testing.T) {
 // A lost CQE (the kernel never posts it) left its request in flight for
 // ever: the engine could not notice, and cancelling (a context deadline)
 // did not help, because the kernel no longer knows the request either;
-// the File could not be closed. Now, with WithLostCompletionCheck, the
+// the File could not be closed. Now, with lost-completion audits on, the
 // waiter audits the ring (a drained NOP) once its cancel has had 100ms:
-// the request fails with ErrLostCompletion, the ring is declared broken,
+// the request fails with errLostCompletion, the ring is declared broken,
 // Close returns.
 func TestLostCQEFailsItsRequest(t *testing.T) {
 	var fr *faultring.Ring
-	f, path := openRel(t)
+	f, path := openRel(t, nil)
 	os.WriteFile(path, make([]byte, 4096), 0o600)
 	f.Close()
-	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f, err := dio.Open(path, os.O_RDWR, 0, hooked(dio.EngineOptions{}, ringhook.Hooks{LostAfter: time.Hour, WrapRing: func(r ringhook.Ring) ringhook.Ring {
 		fr = faultring.New(r, faultring.Config{Nth: 1, NthFault: faultring.Drop})
 		return fr
-	}), dio.WithLostCompletionCheck(time.Hour)) // no watchdog in time: the deadline must do it
+	}})) // no watchdog in time: the deadline must do it
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -801,8 +803,8 @@ func TestLostCQEFailsItsRequest(t *testing.T) {
 	}()
 	select {
 	case err := <-done:
-		if !errors.Is(err, dio.ErrLostCompletion) || !errors.Is(err, dio.ErrRingBroken) {
-			t.Fatalf("read whose CQE was lost = %v; want ErrLostCompletion (an ErrRingBroken)", err)
+		if !errors.Is(err, dio.ErrLostCompletionForTest) || !errors.Is(err, dio.ErrRingBroken) {
+			t.Fatalf("read whose CQE was lost = %v; want errLostCompletion (an ErrRingBroken)", err)
 		}
 		if msg := checkOpError(err, "read", path, 0, 4096); msg != "" {
 			t.Fatal(msg)
@@ -811,8 +813,8 @@ func TestLostCQEFailsItsRequest(t *testing.T) {
 		t.Fatal("a request whose CQE is lost never completes, even with a context deadline")
 	}
 	st := f.Engine().Stats()
-	if st.LostCQEs.Load() != 1 || st.Audits.Load() == 0 {
-		t.Fatalf("stats: %d lost, %d audits; want 1 lost", st.LostCQEs.Load(), st.Audits.Load())
+	if st.LostCQEs != 1 || st.Audits == 0 {
+		t.Fatalf("stats: %d lost, %d audits; want 1 lost", st.LostCQEs, st.Audits)
 	}
 	if _, err := f.ReadAt(b, 0); !errors.Is(err, dio.ErrRingBroken) {
 		t.Fatalf("ReadAt on a broken ring = %v, want ErrRingBroken", err)
@@ -823,10 +825,10 @@ func TestLostCQEFailsItsRequest(t *testing.T) {
 // A CQE the kernel drops (a CQ overflow it could not keep) shows in the CQ
 // ring's overflow counter: with audits off (the default), the engine still
 // notices, declares the ring broken and audits it to find whose CQE it
-// was; that request fails with ErrLostCompletion, without any context.
+// was; that request fails with errLostCompletion, without any context.
 func TestKernelDroppedCQEBreaksRing(t *testing.T) {
 	dropped := make(chan struct{})
-	f := openNumbered(t, 4, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f := openNumbered(t, 4, wrapped(func(r ringhook.Ring) ringhook.Ring {
 		return faultring.New(r, faultring.Config{Decide: dropNth(2, dropped), DropsCounted: true})
 	}))
 	b := relBuf(t, 4096)
@@ -850,15 +852,15 @@ func TestKernelDroppedCQEBreaksRing(t *testing.T) {
 	}
 	select {
 	case err := <-done:
-		if !errors.Is(err, dio.ErrLostCompletion) {
-			t.Fatalf("read whose CQE the kernel dropped = %v, want ErrLostCompletion", err)
+		if !errors.Is(err, dio.ErrLostCompletionForTest) {
+			t.Fatalf("read whose CQE the kernel dropped = %v, want errLostCompletion", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a read whose CQE the kernel dropped (and counted) never completed")
 	}
 	st := f.Engine().Stats()
-	if st.DroppedCQEs.Load() != 1 || st.LostCQEs.Load() != 1 {
-		t.Fatalf("stats: %d dropped, %d lost; want 1, 1", st.DroppedCQEs.Load(), st.LostCQEs.Load())
+	if st.DroppedCQEs != 1 || st.LostCQEs != 1 {
+		t.Fatalf("stats: %d dropped, %d lost; want 1, 1", st.DroppedCQEs, st.LostCQEs)
 	}
 	closeWithin(t, f, 5*time.Second)
 }
@@ -895,7 +897,7 @@ func (w *sqFullAfterDrop) GetSQE() *ring.SQE {
 // it is queued, and reapers do not wait without a limit meanwhile.
 func TestDroppedCQEAuditRetriedUntilQueued(t *testing.T) {
 	dropped := make(chan struct{})
-	f := openNumbered(t, 4, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f := openNumbered(t, 4, wrapped(func(r ringhook.Ring) ringhook.Ring {
 		w := &sqFullAfterDrop{Ring: faultring.New(r, faultring.Config{Decide: dropNth(2, dropped), DropsCounted: true})}
 		w.n.Store(2) // the audit's GetSQE and its retry after Submit
 		return w
@@ -913,8 +915,8 @@ func TestDroppedCQEAuditRetriedUntilQueued(t *testing.T) {
 	}
 	select {
 	case err := <-done:
-		if !errors.Is(err, dio.ErrLostCompletion) {
-			t.Fatalf("read whose CQE was dropped = %v, want ErrLostCompletion", err)
+		if !errors.Is(err, dio.ErrLostCompletionForTest) {
+			t.Fatalf("read whose CQE was dropped = %v, want errLostCompletion", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("a read whose CQE was dropped never completed: the owed audit was not retried")
@@ -932,11 +934,13 @@ func TestStuckRequestDoesNotStallOthers(t *testing.T) {
 	}
 	defer syscall.Close(p[0])
 	defer syscall.Close(p[1])
-	f := openNumbered(t, 4, dio.WithSubmitHook(func(r *dio.Request, sqe *dio.SQEView) {
+	var o dio.Options
+	dio.SetSubmitHook(&o, func(r *dio.Request, sqe *ring.SQE) {
 		if r.Tag == 1 {
 			sqe.Fd, sqe.Off = int32(p[0]), 0
 		}
-	}))
+	})
+	f := openNumbered(t, 4, &o)
 	if d := dio.LostAfterForTest(f.Engine()); d != 0 {
 		t.Fatalf("audits are on by default (every %v)", d)
 	}
@@ -952,7 +956,7 @@ func TestStuckRequestDoesNotStallOthers(t *testing.T) {
 			t.Fatalf("healthy read beside a stuck one = %d, %v", n, err)
 		}
 	}
-	if a := f.Engine().Stats().Audits.Load(); a != 0 {
+	if a := f.Engine().Stats().Audits; a != 0 {
 		t.Fatalf("%d audits ran with audits off", a)
 	}
 	syscall.Write(p[1], make([]byte, 4096))
@@ -964,9 +968,9 @@ func TestStuckRequestDoesNotStallOthers(t *testing.T) {
 
 // openNumbered opens a scratch file of n 4 KiB blocks, block i filled with
 // byte i, with opts.
-func openNumbered(t *testing.T, n int, opts ...dio.Option) *dio.File {
+func openNumbered(t *testing.T, n int, o *dio.Options) *dio.File {
 	t.Helper()
-	f, path := openRel(t)
+	f, path := openRel(t, nil)
 	f.Close()
 	init := make([]byte, n*4096)
 	for i := range init {
@@ -975,7 +979,7 @@ func openNumbered(t *testing.T, n int, opts ...dio.Option) *dio.File {
 	if err := os.WriteFile(path, init, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f, err := dio.Open(path, os.O_RDWR, 0, opts...)
+	f, err := dio.Open(path, os.O_RDWR, 0, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -983,14 +987,14 @@ func openNumbered(t *testing.T, n int, opts ...dio.Option) *dio.File {
 }
 
 // Without a context, the background reaper's watchdog finds a lost
-// completion: an asynchronous request's callback gets ErrLostCompletion,
+// completion: an asynchronous request's callback gets errLostCompletion,
 // the requests beside it finish with their data or ErrRingBroken, and
 // nothing hangs.
 func TestLostCQEWatchdog(t *testing.T) {
 	const n = 32
-	f := openNumbered(t, n, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f := openNumbered(t, n, hooked(dio.EngineOptions{}, ringhook.Hooks{LostAfter: 50 * time.Millisecond, WrapRing: func(r ringhook.Ring) ringhook.Ring {
 		return faultring.New(r, faultring.Config{Nth: 7, NthFault: faultring.Drop})
-	}), dio.WithLostCompletionCheck(50*time.Millisecond))
+	}}))
 	results := make(chan *dio.Request, n)
 	for i := 0; i < n; i++ {
 		r := &dio.Request{Op: dio.Read, Off: int64(i) * 4096, Buf: relBuf(t, 4096), Policy: completion.Pool,
@@ -1005,7 +1009,7 @@ func TestLostCQEWatchdog(t *testing.T) {
 		case r := <-results:
 			got, err := r.Result()
 			switch {
-			case errors.Is(err, dio.ErrLostCompletion):
+			case errors.Is(err, dio.ErrLostCompletionForTest):
 				lost++
 			case err == nil:
 				if got != 4096 || r.Buf[0] != byte(r.Off/4096) {
@@ -1034,7 +1038,7 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 	if testing.Short() {
 		ops = 4000
 	}
-	f := openNumbered(t, n, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f := openNumbered(t, n, wrapped(func(r ringhook.Ring) ringhook.Ring {
 		return faultring.New(r, faultring.Config{Seed: 1, Rate: 0.2, Kinds: []faultring.Fault{faultring.Delay}})
 	}))
 	defer closeWithin(t, f, 5*time.Second)
@@ -1062,7 +1066,7 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 	var completed atomic.Int64
 	hang := watchHang(t, func() string {
 		return fmt.Sprintf("%d of %d reads completed; engine stats: %d audits, %d CQEs", completed.Load(), ops,
-			f.Engine().Stats().Audits.Load(), f.Engine().Stats().Completed.Load())
+			f.Engine().Stats().Audits, f.Engine().Stats().Completed)
 	})
 	for i := 0; i < ops; i++ {
 		buf := <-free
@@ -1097,10 +1101,10 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := f.Engine().Stats()
-	if st.LostCQEs.Load() != 0 {
-		t.Fatalf("audits accused %d healthy requests", st.LostCQEs.Load())
+	if st.LostCQEs != 0 {
+		t.Fatalf("audits accused %d healthy requests", st.LostCQEs)
 	}
-	if st.Audits.Load() == 0 {
+	if st.Audits == 0 {
 		t.Fatal("no audit ran")
 	}
 }
@@ -1111,10 +1115,10 @@ func TestAuditsUnderLoadFindNothing(t *testing.T) {
 func TestRepeatedEINTRNeverReachesCaller(t *testing.T) {
 	for _, kind := range []faultring.Fault{faultring.EINTR, faultring.EAGAIN} {
 		t.Run(kind.String(), func(t *testing.T) {
-			f, path := openRel(t)
+			f, path := openRel(t, nil)
 			os.WriteFile(path, make([]byte, 4096), 0o600)
 			f.Close()
-			f, err := dio.Open(path, os.O_RDWR, 0, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+			f, err := dio.Open(path, os.O_RDWR, 0, wrapped(func(r ringhook.Ring) ringhook.Ring {
 				return faultring.New(r, faultring.Config{Decide: func(c faultring.CQE) faultring.Fault {
 					if c.N <= 20 {
 						return kind
@@ -1144,18 +1148,18 @@ func TestRepeatedEINTRNeverReachesCaller(t *testing.T) {
 func TestCancelRacingCompletion(t *testing.T) {
 	const n = 64
 	var fr *faultring.Ring
-	f, path := openRel(t)
+	f, path := openRel(t, nil)
 	init := make([]byte, n*4096)
 	fillRand(newRand(9), init)
 	os.WriteFile(path, init, 0o600)
 	f.Close()
 	var gate atomic.Bool // SQ "full": requests wait in the backlog
-	f, err := dio.Open(path, os.O_RDWR, 0, dio.WithQueueDepth(8), dio.WithMaxInflight(16),
-		dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f, err := dio.Open(path, os.O_RDWR, 0, hooked(dio.EngineOptions{QueueDepth: 8, MaxInflight: 16},
+		ringhook.Hooks{WrapRing: func(r ringhook.Ring) ringhook.Ring {
 			fr = faultring.New(r, faultring.Config{Seed: 4, Rate: 0.5, Kinds: []faultring.Fault{faultring.Delay}, MaxDelay: 6,
 				SQFull: gate.Load})
 			return fr
-		}))
+		}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1230,7 +1234,7 @@ func TestCancelRacingCompletion(t *testing.T) {
 		}
 		// Wait returns once the request's callback has returned.
 		for i := range reqs {
-			if !reqs[i].Done() {
+			if !dio.DoneForTest(reqs[i]) {
 				t.Fatalf("round %d: request %d not done after Wait returned", round, i)
 			}
 			if c := calls[i].Load(); c != 1 {

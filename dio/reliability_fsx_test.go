@@ -43,6 +43,7 @@ import (
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/internal/faultring"
 	"github.com/uringdio/uringdio/internal/fsx"
+	"github.com/uringdio/uringdio/internal/ringhook"
 )
 
 // fsxConfig is one configuration of the model checker.
@@ -53,12 +54,12 @@ type fsxConfig struct {
 	// Default, Inline, Caller, Pool and Wait per request.
 	policy completion.Policy
 	mixed  bool
-	// shared runs the file on an engine of its own making (WithEngine),
+	// shared runs the file on an engine of its own making (Options.Engine),
 	// which survives reopen; fixed takes the buffers from the engine's
 	// registered buffers (needs shared).
 	shared bool
 	fixed  bool
-	opts   []dio.Option
+	eo     *dio.EngineOptions // nil: the default engine (or, shared, a default one of its own)
 	// faults, if set, injects CQE faults at this rate, of these kinds.
 	faultRate  float64
 	faultKinds []faultring.Fault
@@ -76,8 +77,8 @@ func fsxConfigs() []fsxConfig {
 		{name: "qd128-pool", qd: 128, policy: completion.Pool},
 		{name: "qd16-wait", qd: 16, policy: completion.Wait},
 		{name: "qd64-mixed-fixed-regfiles", qd: 64, mixed: true, shared: true, fixed: true,
-			opts: []dio.Option{dio.WithQueueDepth(32), dio.WithRegisteredFiles(4), dio.WithMaxInflight(48)}},
-		{name: "qd24-mixed-sqpoll", qd: 24, mixed: true, opts: []dio.Option{dio.WithSQPoll(20 * time.Millisecond)}},
+			eo: &dio.EngineOptions{QueueDepth: 32, RegisteredFiles: 4, MaxInflight: 48}},
+		{name: "qd24-mixed-sqpoll", qd: 24, mixed: true, eo: &dio.EngineOptions{SQPoll: true, SQPollIdle: 20 * time.Millisecond}},
 		{name: "qd32-mixed-faults", qd: 32, mixed: true, shared: true, faultRate: 0.02,
 			faultKinds: []faultring.Fault{faultring.EIO, faultring.ENOSPC, faultring.EAGAIN, faultring.EINTR,
 				faultring.ECANCELED, faultring.Short, faultring.Zero, faultring.Delay}},
@@ -223,14 +224,17 @@ func runFSX(t *testing.T, cfg fsxConfig, seed uint64) {
 		done: make(chan *fsxReq, cfg.qd+1), q: completion.NewQueue(cfg.qd)}
 	t.Logf("seed %d, %d ops", seed, cfg.ops)
 	if cfg.shared {
-		opts := append([]dio.Option(nil), cfg.opts...)
+		var eo dio.EngineOptions
+		if cfg.eo != nil {
+			eo = *cfg.eo
+		}
 		if cfg.fixed {
-			opts = append(opts, dio.WithFixedBuffers(cfg.qd+1, int(cfg.maxLen)))
+			eo.FixedBuffers, eo.FixedBufferSize = cfg.qd+1, int(cfg.maxLen)
 		}
 		if cfg.faultRate > 0 {
-			opts = append(opts, dio.WithRingWrapper(x.wrap))
+			ringhook.Attach(&eo, ringhook.Hooks{WrapRing: x.wrap})
 		}
-		e, err := dio.NewEngine(opts...)
+		e, err := dio.NewEngine(&eo)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -238,11 +242,13 @@ func runFSX(t *testing.T, cfg fsxConfig, seed uint64) {
 		defer e.Close()
 	}
 	x.open(os.O_CREATE | os.O_TRUNC)
-	x.align = x.f.Alignment().Offset
+	x.align = dio.AlignForTest(x.f).Offset
 	for i := 0; i <= cfg.qd; i++ {
-		r := &fsxReq{x: x, idx: i, req: dio.NewRequest()}
+		r := &fsxReq{x: x, idx: i, req: new(dio.Request)}
 		if cfg.fixed {
-			r.buf = x.eng.GetBuffer()
+			if bufs := x.eng.FixedBuffers(); i < len(bufs) {
+				r.buf = bufs[i]
+			}
 			if r.buf == nil {
 				t.Fatal("no registered buffer")
 			}
@@ -297,7 +303,7 @@ func (x *fsxRun) checkCoverage() {
 }
 
 // wrap installs the fault plan on the engine's ring.
-func (x *fsxRun) wrap(r dio.Ring) dio.Ring {
+func (x *fsxRun) wrap(r ringhook.Ring) ringhook.Ring {
 	rnd := rand.New(rand.NewPCG(x.seed, 7))
 	cfg := faultring.Config{Seed: x.seed, ShortAlign: 512,
 		// The submission side too: enter refusing with EBUSY or EAGAIN
@@ -334,16 +340,16 @@ func (x *fsxRun) owner(a uintptr) *fsxReq {
 }
 
 func (x *fsxRun) open(flag int) {
-	opts := append([]dio.Option(nil), x.cfg.opts...)
+	o := &dio.Options{EngineOptions: x.cfg.eo}
 	if x.eng != nil {
-		opts = []dio.Option{dio.WithEngine(x.eng)}
+		o = &dio.Options{Engine: x.eng}
 	}
-	f, err := dio.Open(x.path, os.O_RDWR|flag, 0o600, opts...)
+	f, err := dio.Open(x.path, os.O_RDWR|flag, 0o600, o)
 	if err != nil {
 		x.failf("Open: %v", err)
 	}
 	x.f = f
-	if x.g, err = dio.Open(x.path, os.O_RDWR, 0); err != nil {
+	if x.g, err = dio.Open(x.path, os.O_RDWR, 0, nil); err != nil {
 		x.failf("Open (second handle): %v", err)
 	}
 	if x.o, err = os.OpenFile(x.path, os.O_RDWR, 0); err != nil {
@@ -660,7 +666,7 @@ func (x *fsxRun) faultState() string {
 
 func (x *fsxRun) oldestWaiter() *fsxReq {
 	for _, r := range x.inflt {
-		if p, _ := r.req.EffectivePolicy(); p == completion.Wait && !r.req.Done() {
+		if p, _ := r.req.EffectivePolicy(); p == completion.Wait && !dio.DoneForTest(r.req) {
 			return r
 		}
 	}
@@ -1001,7 +1007,7 @@ func flagStr(f dio.Flags) string {
 	for _, x := range []struct {
 		f dio.Flags
 		n string
-	}{{dio.NoWait, "nowait"}, {dio.OverwriteOnly, "overwrite"}, {dio.Partial, "partial"}, {dio.DSync, "dsync"}, {dio.Sync, "sync"}, {dio.ForceWait, "forcewait"}} {
+	}{{dio.NoWait, "nowait"}, {dio.OverwriteOnly, "overwrite"}, {dio.Partial, "partial"}, {dio.DSync, "dsync"}, {dio.Sync, "sync"}} {
 		if f&x.f != 0 {
 			if s != "" {
 				s += "|"

@@ -24,6 +24,7 @@ import (
 	"unsafe"
 
 	"github.com/uringdio/uringdio/dio"
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
 	"golang.org/x/sys/unix"
@@ -300,4 +301,17 @@ func fileMapper(t testing.TB, path string) *iomap.FileMapper {
 		t.Fatal(err)
 	}
 	return fm
+}
+
+// hooked returns the options of a File with an engine of its own, made
+// with eo and the test hooks h.
+func hooked(eo dio.EngineOptions, h ringhook.Hooks) *dio.Options {
+	ringhook.Attach(&eo, h)
+	return &dio.Options{EngineOptions: &eo}
+}
+
+// wrapped returns the options of a File with an engine of its own whose
+// ring w wraps.
+func wrapped(w func(ringhook.Ring) ringhook.Ring) *dio.Options {
+	return hooked(dio.EngineOptions{}, ringhook.Hooks{WrapRing: w})
 }

@@ -53,7 +53,7 @@ func TestFSXOnLoopFileSystems(t *testing.T) {
 func TestENOSPCLoopExt4(t *testing.T) {
 	l := mountLoop(t, "ext4", 64<<20, 512)
 	path := filepath.Join(l.Dir, "fill")
-	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func efbigChild(t *testing.T) {
 		t.Skipf("setrlimit: %v", err)
 	}
 	path := filepath.Join(os.Getenv("UIRINGDIO_DIR"), "big")
-	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestNoWaitEAGAINRetryable(t *testing.T) {
 	for _, dir := range dirs {
 		t.Run(dirFS(dir), func(t *testing.T) {
 			path := filepath.Join(dir, "nowait")
-			f, err := dio.Open(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+			f, err := dio.Open(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

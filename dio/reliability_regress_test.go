@@ -19,14 +19,15 @@ import (
 	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/internal/faultring"
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
 )
 
-func openRel(t *testing.T, opts ...dio.Option) (*dio.File, string) {
+func openRel(t *testing.T, o *dio.Options) (*dio.File, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "f")
-	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, opts...)
+	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +60,7 @@ func TestNoIOReadKeepsInflightCount(t *testing.T) {
 		off  int64
 	}{{"zero-length", 0, 0}, {"past-EOF", 4096, 1 << 20}} {
 		t.Run(tc.name, func(t *testing.T) {
-			f, _ := openRel(t)
+			f, _ := openRel(t, nil)
 			b := relBuf(t, 4096)
 			if _, err := f.WriteAt(b, 0); err != nil {
 				t.Fatal(err)
@@ -77,7 +78,7 @@ func TestNoIOReadKeepsInflightCount(t *testing.T) {
 // its callback already run) ran the completion a second time: the
 // callback ran twice.
 func TestWaitOnPastEOFReadRunsCallbackOnce(t *testing.T) {
-	f, _ := openRel(t)
+	f, _ := openRel(t, nil)
 	defer closeWithin(t, f, 5*time.Second)
 	var calls atomic.Int32
 	r := &dio.Request{Op: dio.Read, Off: 1 << 20, Buf: relBuf(t, 4096), Policy: completion.Inline,
@@ -99,7 +100,7 @@ func TestWaitOnPastEOFReadRunsCallbackOnce(t *testing.T) {
 // Submit and runs its callback there; it must still reach its Queue, or a
 // caller that counts completions through Queue.Wait waits for ever.
 func TestPastEOFCallerReadReachesQueue(t *testing.T) {
-	f, _ := openRel(t)
+	f, _ := openRel(t, nil)
 	defer closeWithin(t, f, 5*time.Second)
 	q := completion.NewQueue(4)
 	r := &dio.Request{Op: dio.Read, Off: 1 << 20, Buf: relBuf(t, 4096), Policy: completion.Caller, Queue: q}
@@ -130,7 +131,7 @@ func TestWriteAcrossUnalignedEOFIsWrittenWhole(t *testing.T) {
 		{"from-start", 100, 0, 4096, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f, path := openRel(t)
+			f, path := openRel(t, nil)
 			defer closeWithin(t, f, 5*time.Second)
 			if err := f.Truncate(tc.size); err != nil {
 				t.Fatal(err)
@@ -170,14 +171,14 @@ func TestWriteAcrossUnalignedEOFIsWrittenWhole(t *testing.T) {
 // catches it; without it, a completion could go to the wrong Queue or
 // drop the wrong file's in-flight count.
 func TestRequestReusableOnceWaitReturns(t *testing.T) {
-	f, _ := openRel(t)
+	f, _ := openRel(t, nil)
 	defer closeWithin(t, f, 5*time.Second)
 	b := relBuf(t, 4096)
 	if _, err := f.WriteAt(b, 0); err != nil {
 		t.Fatal(err)
 	}
 	q1, q2 := completion.NewQueue(4), completion.NewQueue(4)
-	r := dio.NewRequest()
+	r := new(dio.Request)
 	ctx := context.Background()
 	for i := 0; i < 3000; i++ {
 		r.Op, r.Off, r.Buf = dio.Read, 0, b
@@ -208,7 +209,7 @@ func TestRequestReusableOnceWaitReturns(t *testing.T) {
 // through the engine returned zeroes from the stale cache until the file
 // was reopened.
 func TestFailedWriteInvalidatesFileMapperCache(t *testing.T) {
-	f, path := openRel(t)
+	f, path := openRel(t, nil)
 	f.Close()
 	data := make([]byte, 4096)
 	for i := range data {
@@ -232,7 +233,7 @@ func TestFailedWriteInvalidatesFileMapperCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err = dio.Open(path, os.O_RDWR, 0, dio.WithMapper(fm), dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	o := wrapped(func(r ringhook.Ring) ringhook.Ring {
 		fr = faultring.New(r, faultring.Config{SQFull: gate.Load, Decide: func(c faultring.CQE) faultring.Fault {
 			if c.SQE.Op == ring.OpWrite {
 				return faultring.EIO // the kernel wrote it; the engine hears EIO
@@ -240,7 +241,9 @@ func TestFailedWriteInvalidatesFileMapperCache(t *testing.T) {
 			return faultring.None
 		}})
 		return fr
-	}))
+	})
+	o.Mapper = fm
+	f, err = dio.Open(path, os.O_RDWR, 0, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,15 +297,16 @@ func TestPartialWriteConvertsBytesWrittenOnExtentMap(t *testing.T) {
 	for i := range b1 {
 		b1[i], b2[i] = 0x11, 0x22
 	}
-	vol, err := dio.Open(dev, os.O_RDWR, 0, dio.WithMapper(em), dio.WithSize(256<<10),
-		dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
-			return faultring.New(r, faultring.Config{Decide: func(c faultring.CQE) faultring.Fault {
-				if c.SQE.Addr == addr(b2) {
-					return faultring.EIO
-				}
-				return faultring.None
-			}})
-		}))
+	o := wrapped(func(r ringhook.Ring) ringhook.Ring {
+		return faultring.New(r, faultring.Config{Decide: func(c faultring.CQE) faultring.Fault {
+			if c.SQE.Addr == addr(b2) {
+				return faultring.EIO
+			}
+			return faultring.None
+		}})
+	})
+	o.Mapper, o.Size = em, 256<<10
+	vol, err := dio.Open(dev, os.O_RDWR, 0, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +333,7 @@ func TestPartialWriteConvertsBytesWrittenOnExtentMap(t *testing.T) {
 // someone calls its Wait: Close, which waits for the File's I/O, waited
 // for ever for one nobody waited on, though its I/O was long done.
 func TestCloseReturnsBesideUnwaitedWaitRequest(t *testing.T) {
-	f, path := openRel(t, dio.WithQueueDepth(8)) // an engine of its own: its counters are this test's
+	f, path := openRel(t, &dio.Options{EngineOptions: &dio.EngineOptions{QueueDepth: 8}}) // an engine of its own: its counters are this test's
 	os.WriteFile(path, make([]byte, 4096), 0o600)
 	f.Truncate(4096)
 	r := &dio.Request{Op: dio.Read, Off: 0, Buf: relBuf(t, 4096), Policy: completion.Wait}
@@ -338,7 +342,7 @@ func TestCloseReturnsBesideUnwaitedWaitRequest(t *testing.T) {
 	}
 	// The engine reaps its CQE; its completion waits for a Wait nobody
 	// makes.
-	waitUntil(t, "the read's CQE", func() bool { return f.Engine().Stats().Completed.Load() > 0 })
+	waitUntil(t, "the read's CQE", func() bool { return f.Engine().Stats().Completed > 0 })
 	done := make(chan error, 1)
 	go func() { done <- f.Close() }()
 	select {
@@ -369,7 +373,7 @@ func TestConcurrentSubBlockWritesKeepBothHalves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vol, err := dio.Open(dev, os.O_RDWR, 0, dio.WithMapper(em), dio.WithSize(blocks*bs))
+	vol, err := dio.Open(dev, os.O_RDWR, 0, &dio.Options{Mapper: em, Size: blocks * bs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,14 +419,14 @@ func TestPoolCallbackIOWithFullPoolCompletes(t *testing.T) {
 	const n = 16
 	var cqes atomic.Int32
 	othersReaped := make(chan struct{}) // the CQEs of the n-1 other reads reached the engine
-	f := openNumbered(t, n, dio.WithWorkers(1), dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f := openNumbered(t, n, hooked(dio.EngineOptions{Workers: 1}, ringhook.Hooks{WrapRing: func(r ringhook.Ring) ringhook.Ring {
 		return faultring.New(r, faultring.Config{Decide: func(faultring.CQE) faultring.Fault {
 			if cqes.Add(1) == n {
 				close(othersReaped)
 			}
 			return faultring.None
 		}})
-	}))
+	}}))
 	started := make(chan struct{})
 	done := make(chan error, 1)
 	rb := relBuf(t, 4096)
@@ -469,7 +473,7 @@ func TestPoolCallbackIOWithFullPoolCompletes(t *testing.T) {
 // Close waits for them.
 func TestPoolOverflowCallbacksRunOnPoolBeforeClose(t *testing.T) {
 	const n = 16
-	f := openNumbered(t, n, dio.WithWorkers(1))
+	f := openNumbered(t, n, &dio.Options{EngineOptions: &dio.EngineOptions{Workers: 1}})
 	var running, most, done atomic.Int32
 	release := make(chan struct{}) // callbacks return only once Close has begun
 	cb := func(r *dio.Request) {
@@ -491,7 +495,7 @@ func TestPoolOverflowCallbacksRunOnPoolBeforeClose(t *testing.T) {
 	}
 	// The first callback holds the one worker; the others wait in its
 	// queue once their CQEs are in.
-	waitUntil(t, "every read's completion to reach the workers", func() bool { return f.Engine().Stats().Completed.Load() >= n })
+	waitUntil(t, "every read's completion to reach the workers", func() bool { return f.Engine().Stats().Completed >= n })
 	closed := make(chan int32, 1)
 	go func() {
 		if err := f.Close(); err != nil {
@@ -499,7 +503,7 @@ func TestPoolOverflowCallbacksRunOnPoolBeforeClose(t *testing.T) {
 		}
 		closed <- done.Load()
 	}()
-	waitUntil(t, "Close to begin", func() bool { return f.Fd() == ^uintptr(0) })
+	waitUntil(t, "Close to begin", func() bool { return dio.FdForTest(f) == ^uintptr(0) })
 	close(release)
 	select {
 	case d := <-closed:
@@ -511,5 +515,34 @@ func TestPoolOverflowCallbacksRunOnPoolBeforeClose(t *testing.T) {
 	}
 	if m := most.Load(); m != 1 {
 		t.Fatalf("%d callbacks ran at once on a pool of one worker", m)
+	}
+}
+
+// TestUnalignedWriteErrorSaysWrite: a WriteAt whose read-modify-write read
+// of a partly covered sector failed returned an OpError whose Op was
+// "read" (TestFSX's qd32-mixed-faults caught one, ECANCELED on the read of
+// a write that started past the end of file). The error is the write's.
+func TestUnalignedWriteErrorSaysWrite(t *testing.T) {
+	f, path := openRel(t, nil)
+	if err := os.WriteFile(path, make([]byte, 8192), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	f, err := dio.Open(path, os.O_RDWR, 0, wrapped(func(r ringhook.Ring) ringhook.Ring {
+		return faultring.New(r, faultring.Config{Decide: func(c faultring.CQE) faultring.Fault {
+			if c.SQE.Op == ring.OpRead {
+				return faultring.EIO // the read of the sector the write covers in part
+			}
+			return faultring.None
+		}})
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeWithin(t, f, 5*time.Second)
+	n, err := f.WriteAt([]byte("not a whole sector"), 100)
+	var oe *dio.OpError
+	if n != 0 || !errors.Is(err, syscall.EIO) || !errors.As(err, &oe) || oe.Op != "write" || oe.Off != 100 || oe.Len != 18 {
+		t.Fatalf("WriteAt with its read failing = %d, %v; want 0 and the write's EIO at offset 100 length 18", n, err)
 	}
 }

@@ -59,9 +59,9 @@ func grow(depth int, fn func()) int {
 	return grow(depth-1, fn) + int(pad[depth%256])
 }
 
-func stressFile(t *testing.T, blocks int, opts ...dio.Option) (*dio.File, string) {
+func stressFile(t *testing.T, blocks int) (*dio.File, string) {
 	t.Helper()
-	f, path := openRel(t, opts...)
+	f, path := openRel(t, nil)
 	t.Cleanup(func() { closeWithin(t, f, 20*time.Second) })
 	b := relBuf(t, blocks*4096)
 	for i := 0; i < blocks; i++ {
@@ -89,7 +89,7 @@ func TestGCStressHeapBuffers(t *testing.T) {
 	defer debug.SetGCPercent(old)
 	const blocks = 256
 	f, _ := stressFile(t, blocks)
-	align := int(f.Alignment().Memory)
+	align := int(dio.AlignForTest(f).Memory)
 	stop := make(chan struct{})
 	var gcs atomic.Int64
 	go func() {

@@ -24,6 +24,7 @@ import (
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/internal/faultring"
 	"github.com/uringdio/uringdio/internal/fsx"
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/iomap"
 )
 
@@ -66,19 +67,19 @@ func volumeModel(t *testing.T, faults bool) {
 	var injected uint64 // faults injected on the maps closed so far
 	var fr *faultring.Ring
 	open := func() *dio.File {
-		opts := []dio.Option{dio.WithMapper(em), dio.WithSize(volSize), dio.WithQueueDepth(32)}
+		eo := dio.EngineOptions{QueueDepth: 32}
 		if faults {
 			if fr != nil {
 				st := fr.Stats()
 				injected += st.Injected()
 			}
-			opts = append(opts, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+			ringhook.Attach(&eo, ringhook.Hooks{WrapRing: func(r ringhook.Ring) ringhook.Ring {
 				fr = faultring.New(r, faultring.Config{Seed: seed, Rate: 0.03, Kinds: []faultring.Fault{
 					faultring.EIO, faultring.ECANCELED, faultring.Short, faultring.EINTR, faultring.Delay}})
 				return fr
-			}))
+			}})
 		}
-		f, err := dio.Open(dev, os.O_RDWR, 0, opts...)
+		f, err := dio.Open(dev, os.O_RDWR, 0, &dio.Options{Mapper: em, Size: volSize, EngineOptions: &eo})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,7 +106,7 @@ func volumeModel(t *testing.T, faults bool) {
 	done := make(chan *slotT, qd)
 	var free []*slotT
 	for i := 0; i < qd; i++ {
-		s := &slotT{req: dio.NewRequest(), buf: relBuf(t, 8*bs)}
+		s := &slotT{req: new(dio.Request), buf: relBuf(t, 8*bs)}
 		s.req.Callback = func(*dio.Request) { s.calls.Add(1); done <- s }
 		free = append(free, s)
 	}
@@ -183,7 +184,7 @@ func volumeModel(t *testing.T, faults bool) {
 			// Sector-aligned: into the middle of blocks, new ones too, where
 			// the engine zeroes around the write (and the write gate keeps
 			// writes into the same block apart).
-			a := f.Alignment().Offset
+			a := dio.AlignForTest(f).Offset
 			n = a * (1 + rnd.Int64N(8*bs/a))
 			off = a * rnd.Int64N((volSize-n)/a+1)
 		}

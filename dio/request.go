@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/internal/choose"
 )
 
 // Op says what a Request does.
@@ -49,16 +50,21 @@ type Flags uint32
 // Request flags.
 const (
 	// NoWait fails the request with EAGAIN instead of blocking (RWF_NOWAIT
-	// on the SQEs, and a mapper that must not block). A NoWait write that
-	// would need more than one SQE fails with EAGAIN before anything is
-	// submitted, so nothing is ever half done.
+	// on the SQEs, and a mapper that must not block). A write goes out as
+	// one SQE per buffer and per MaxIOSize (Capabilities); a NoWait write
+	// that needs more than one fails with EAGAIN before anything is
+	// submitted, so nothing is ever half done, unless it also has Partial:
+	// then every SQE goes out, and the result counts the bytes before the
+	// first one that would have blocked (with EAGAIN), so the caller can
+	// resume there.
 	NoWait Flags = 1 << iota
 	// OverwriteOnly fails a write with EAGAIN if it would allocate space or
 	// extend the file.
 	OverwriteOnly
 	// Partial submits what could be mapped when the mapper fails part way
-	// (instead of nothing) and counts DoneBefore in the result, so a caller
-	// can resume where a request stopped.
+	// (instead of nothing), lets a NoWait write span several SQEs, and
+	// counts DoneBefore in the result, so a caller can resume where a
+	// request stopped.
 	Partial
 	// DSync makes the data durable before completion: RWF_DSYNC on every
 	// SQE when every extent is a pure overwrite (write-through), otherwise
@@ -66,14 +72,13 @@ const (
 	DSync
 	// Sync is DSync plus metadata: fsync after the data is in.
 	Sync
-	// ForceWait makes Submit wait for completion (IOMAP_DIO_FORCE_WAIT).
-	ForceWait
 	// Atomic makes a write untorn (RWF_ATOMIC): after a crash the range
 	// holds all of it or none of it. The write must be one buffer, of a
 	// power-of-two length within the file's untorn unit
 	// (Capabilities().Untorn), at an offset aligned to its length, and
 	// aligned to the file's direct-I/O alignment; otherwise it is refused
-	// before anything is submitted (AtomicError, or ErrUnsupported where
+	// before anything is submitted (an error that says why and matches
+	// syscall.EINVAL, or ErrUnsupported where
 	// the file has no untorn writes).
 	Atomic
 )
@@ -90,8 +95,13 @@ const (
 // Request is one direct-I/O operation: a read or write of one or many
 // buffers at one file offset. Fill the exported fields and pass it to
 // File.Submit; it comes back through its completion policy. A Request may
-// be reused once it has completed. The buffers belong to the engine from
-// Submit until completion: do not touch or free them before.
+// be reused once it has completed; the zero Request is ready to fill. The
+// Request and its buffers belong to the engine from a successful Submit
+// until completion (the Callback has returned, or Wait has): do not touch,
+// resubmit or free them before (a Callback may resubmit the request it is
+// given). A Request is not safe for concurrent use: one goroutine submits
+// it, and Wait or Result are called by the goroutine that owns its
+// completion.
 type Request struct {
 	Op   Op
 	Off  int64
@@ -119,7 +129,7 @@ type Request struct {
 	file    *File
 	state   atomic.Uint32
 	refs    atomic.Int32
-	once    completion.Once
+	once    choose.Once
 	wake    chan struct{}
 	pieces  []piece
 	next    int      // first piece not yet submitted
@@ -138,7 +148,7 @@ type Request struct {
 	job          uint8 // what a worker does with it (workers.go)
 	policy       completion.Policy
 	reason       completion.Reason
-	facts        completion.Facts
+	facts        choose.Facts
 	async        bool
 	fileDec      bool
 	cancelled    atomic.Bool
@@ -177,8 +187,9 @@ type piece struct {
 	rwFlags uint32
 }
 
-// NewRequest returns a request ready for reuse across submissions.
-func NewRequest() *Request {
+// newRequest returns a request with its wake-up channel made (Submit
+// makes it for a zero Request).
+func newRequest() *Request {
 	return &Request{wake: make(chan struct{}, 1)}
 }
 
@@ -192,12 +203,20 @@ func (r *Request) Result() (int, error) {
 	return int(r.n), r.err
 }
 
-// Done reports whether the request has completed: its callback has
+// done reports whether the request has completed: its callback has
 // returned, and the request and its buffers are the caller's again.
-func (r *Request) Done() bool { return r.state.Load() == stateComplete }
+func (r *Request) done() bool { return r.state.Load() == stateComplete }
 
-// Policy returns the completion policy the request ran under and, if that
-// was a downgrade from what it asked for, why.
+// EffectivePolicy returns the completion policy the request runs under
+// and, if that is a downgrade from what it asked for, why. It is decided
+// before Submit returns, so a caller can look right after Submit: a
+// request that asked for Caller and was given Pool (a write whose
+// completion must do I/O: it fills a hole, extends the file, or needs an
+// fdatasync) will not reach its Queue; its Callback runs on an engine
+// worker. The one exception is an asynchronous write to a mapped file that
+// waits at the volume's write gate (an unaligned write ahead of it): its
+// policy is decided when the gate admits it, so read it in the Callback or
+// after Wait. Safe to call from any goroutine once decided.
 func (r *Request) EffectivePolicy() (completion.Policy, completion.Reason) {
 	return r.policy, r.reason
 }
@@ -287,4 +306,10 @@ func signal(c chan struct{}) {
 
 func addrOf(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
 
-var _ completion.Task = (*Request)(nil)
+// reqTask is a Request as the completion work a Queue runs (Caller
+// policy). One pointer: putting it in the interface does not allocate.
+type reqTask struct{ r *Request }
+
+func (t reqTask) RunCompletion() { t.r.runCompletion() }
+
+var _ completion.Task = reqTask{}

@@ -8,16 +8,14 @@ import (
 	"syscall"
 
 	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/internal/choose"
 	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
 )
 
-// SQEView is the SQE a submit hook sees.
-type SQEView = ring.SQE
-
-// ErrEmpty is returned by Submit for a request with no bytes.
-var ErrEmpty = errors.New("dio: zero-length request")
+// errEmpty is returned by Submit for a request with no bytes.
+var errEmpty = errors.New("dio: zero-length request")
 
 // start validates r, maps it to pieces (iter.go's loop) and queues the
 // pieces on the engine. An error means nothing was submitted.
@@ -48,7 +46,7 @@ func (f *File) start(r *Request, sync bool) error {
 		return bad(syscall.EINVAL)
 	}
 	if r.Flags&OverwriteOnly != 0 && f.vol == nil {
-		return bad(unsupported("OverwriteOnly on a kernel file: whether a write allocates is the file system's to know (open with WithMapper to answer from a mapper)"))
+		return bad(unsupported("OverwriteOnly on a kernel file: whether a write allocates is the file system's to know (open with Options.Mapper to answer from a mapper)"))
 	}
 	if err := f.checkAlign(r); err != nil {
 		return bad(err)
@@ -76,11 +74,11 @@ func (f *File) start(r *Request, sync bool) error {
 
 	if length == 0 {
 		if !sync {
-			return bad(ErrEmpty)
+			return bad(errEmpty)
 		}
 		r.policy = completion.Wait
 		r.n = r.DoneBefore
-		r.once.Claim() // completed here, without the file's in-flight ref: no RunCompletion
+		r.once.Claim() // completed here, without the file's in-flight ref: no runCompletion
 		f.inflight.Add(-1)
 		r.state.Store(stateComplete)
 		return nil
@@ -221,8 +219,9 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 			r.setErr(err, r.Off+r.submitted)
 		}
 	}
-	if r.Op == Write && r.Flags&NoWait != 0 && len(r.pieces) > 1 {
-		// More than one SQE could half-complete: refuse up front.
+	if r.Op == Write && r.Flags&(NoWait|Partial) == NoWait && len(r.pieces) > 1 {
+		// More than one SQE could half-complete: refuse up front, unless
+		// the caller takes a partial result (Partial).
 		return bad(syscall.EAGAIN)
 	}
 
@@ -260,7 +259,7 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 			r.pieces[i].rwFlags |= ring.RWFAtomic
 		}
 	}
-	r.facts = completion.Facts{
+	r.facts = choose.Facts{
 		Sync:          sync,
 		Write:         r.Op == Write,
 		PureOverwrite: pure,
@@ -311,25 +310,22 @@ func (f *File) mapKernel(r *Request) {
 }
 
 // choosePolicy picks r's completion policy from what it asked for and
-// r.facts (completion.Choose), and whether it completes asynchronously.
+// r.facts (choose.Choose), and whether it completes asynchronously.
 func (f *File) choosePolicy(r *Request, sync bool) {
 	requested := r.Policy
 	if requested == completion.Default {
 		requested = f.policy
-	}
-	if r.Flags&ForceWait != 0 {
-		requested = completion.Wait
 	}
 	var deferredWhy completion.Reason
 	if requested == completion.Wait && !sync {
 		// An asynchronous request that its caller will Wait for is deferred
 		// completion like Caller, under the same rules: its completion
 		// must do no I/O, since the caller may never come.
-		if p, why := completion.Choose(completion.Caller, r.facts); p != completion.Caller {
+		if p, why := choose.Choose(completion.Caller, r.facts); p != completion.Caller {
 			requested, deferredWhy = p, why
 		}
 	}
-	r.policy, r.reason = completion.Choose(requested, r.facts)
+	r.policy, r.reason = choose.Choose(requested, r.facts)
 	if deferredWhy != completion.NoDowngrade {
 		r.reason = deferredWhy
 	}
@@ -347,17 +343,17 @@ func (f *File) checkAlign(r *Request) error {
 	}
 	a := f.align
 	if r.Off%a.Offset != 0 {
-		return &AlignError{What: "offset", Value: r.Off, Align: a.Offset}
+		return &alignError{What: "offset", Value: r.Off, Align: a.Offset}
 	}
 	check := func(b []byte) error {
 		if len(b) == 0 {
 			return nil
 		}
 		if p := int64(uintptr(addrOf(b))); p%a.Memory != 0 {
-			return &AlignError{What: "buffer address", Value: p, Align: a.Memory}
+			return &alignError{What: "buffer address", Value: p, Align: a.Memory}
 		}
 		if int64(len(b))%a.Offset != 0 {
-			return &AlignError{What: "length", Value: int64(len(b)), Align: a.Offset}
+			return &alignError{What: "length", Value: int64(len(b)), Align: a.Offset}
 		}
 		return nil
 	}
@@ -420,13 +416,13 @@ func (f *File) mapOne(r *Request, m *iomap.Mapping, pos, n int64, pure *bool) er
 			}
 			// Data nil: the filesystem serves it through O_DIRECT itself.
 		case iomap.Delalloc:
-			return ErrDelalloc
+			return errDelalloc
 		}
 		return f.addPieces(r, m, pos, n, false)
 	}
 	switch m.Type {
 	case iomap.Delalloc:
-		return ErrDelalloc
+		return errDelalloc
 	case iomap.Hole:
 		// Only a mapper that leaves allocation to the kernel returns a hole
 		// for a write (a file through its filesystem).

@@ -26,7 +26,7 @@ func TestUnalignedIOLikeOSFile(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			dir := mk(t)
 			path := filepath.Join(dir, "unaligned")
-			f, err := dio.Open(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+			f, err := dio.Open(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,7 +86,7 @@ func TestUnalignedIOLikeOSFile(t *testing.T) {
 					t.Fatalf("%s: size %d, %v; os.File's file is %d", what, s, err, st.Size())
 				}
 			}
-			if f.Engine().Stats().Bounced.Load() == 0 {
+			if f.Engine().Stats().Bounced == 0 {
 				t.Fatal("no request was counted as bounced")
 			}
 		})
@@ -101,7 +101,7 @@ func TestConcurrentUnalignedWritesToOneSectorBothSurvive(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sector")
 	var files []*dio.File
 	for range 2 {
-		f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600)
+		f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,16 +143,16 @@ func TestConcurrentUnalignedWritesToOneSectorBothSurvive(t *testing.T) {
 	}
 }
 
-// TestStrictAlignmentRefusesUnaligned: with WithStrictAlignment, a request
+// TestStrictAlignmentRefusesUnaligned: with Options.StrictAlignment, a request
 // off the alignment fails with ErrUnaligned and does nothing.
 func TestStrictAlignmentRefusesUnaligned(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "strict")
-	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, dio.WithStrictAlignment())
+	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, &dio.Options{StrictAlignment: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	bounced := f.Engine().Stats().Bounced.Load() // the engine is shared
+	bounced := f.Engine().Stats().Bounced // the engine is shared
 	b := relBuf(t, 8192)
 	for _, c := range []struct {
 		p   []byte
@@ -168,7 +168,7 @@ func TestStrictAlignmentRefusesUnaligned(t *testing.T) {
 	if s, _ := f.Size(); s != 0 {
 		t.Fatalf("refused writes left the file %d bytes long", s)
 	}
-	if n := f.Engine().Stats().Bounced.Load() - bounced; n != 0 {
+	if n := f.Engine().Stats().Bounced - bounced; n != 0 {
 		t.Fatalf("%d requests bounced under WithStrictAlignment", n)
 	}
 }
@@ -177,7 +177,7 @@ func TestStrictAlignmentRefusesUnaligned(t *testing.T) {
 // allocates nothing in steady state.
 func TestUnalignedIOAllocatesNothing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "allocs")
-	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

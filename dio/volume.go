@@ -29,7 +29,7 @@ type volume struct {
 	ops     volumeMapper
 	bs      int64 // the mapper's allocation unit (ops only)
 	zeroBS  int64 // bs when it is larger than the I/O alignment: the engine zeroes sub-block ranges
-	sizeSet bool  // the size came from WithSize
+	sizeSet bool  // the size came from Options.Size
 	size    atomicSize
 	gate    writeGate
 	refs    int // under volumes.mu
@@ -50,7 +50,7 @@ var volumes struct {
 
 // openVolume returns the shared state of mapper m, creating it at the first
 // Open. fileSize is the opened file's size, the volume's size unless
-// WithSize says otherwise. A second Open that asks for another size fails:
+// Options.Size says otherwise. A second Open that asks for another size fails:
 // one volume has one size.
 func openVolume(m iomap.Mapper, fileSize int64, c *config, align int64) (*volume, error) {
 	shared := reflect.TypeOf(m).Comparable()
@@ -59,7 +59,7 @@ func openVolume(m iomap.Mapper, fileSize int64, c *config, align int64) (*volume
 	if shared {
 		if v := volumes.m[m]; v != nil {
 			if c.sizeSet && c.size != v.size.Load() {
-				return nil, fmt.Errorf("dio: the mapper is open with size %d, WithSize asks for %d: %w", v.size.Load(), c.size, syscall.EINVAL)
+				return nil, fmt.Errorf("the mapper is open with size %d, Options.Size asks for %d: %w", v.size.Load(), c.size, syscall.EINVAL)
 			}
 			v.refs++
 			return v, nil
@@ -71,7 +71,7 @@ func openVolume(m iomap.Mapper, fileSize int64, c *config, align int64) (*volume
 		size = c.size
 	}
 	if size < 0 {
-		return nil, fmt.Errorf("dio: size %d: %w", size, syscall.EINVAL)
+		return nil, fmt.Errorf("size %d: %w", size, syscall.EINVAL)
 	}
 	v.size.Store(size)
 	if ops, ok := m.(volumeMapper); ok {

@@ -34,7 +34,7 @@ const (
 	jobPread               // carry out its pieces with the pread backend
 )
 
-// defaultWorkers is how many workers an engine has without WithWorkers:
+// defaultWorkers is how many workers an engine has without EngineOptions.Workers:
 // enough that pread requests to a slow device overlap.
 func defaultWorkers() int { return 4 * runtime.GOMAXPROCS(0) }
 
@@ -105,7 +105,7 @@ func (w *workers) do(r *Request) {
 	case jobPread:
 		w.e.pr.run(w.e, r)
 	default:
-		r.RunCompletion()
+		r.runCompletion()
 	}
 }
 

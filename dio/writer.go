@@ -11,23 +11,15 @@ import (
 	"github.com/uringdio/uringdio/internal/durability"
 )
 
-// WriterOptions tune a Writer; the zero value is the sensible default.
-type WriterOptions struct {
-	// ChunkSize is how much the Writer gathers before it writes (a
-	// multiple of the file's alignment, at most 1 MiB). 0 means 256 KiB.
-	ChunkSize int
-	// MaxInflight bounds the chunks written behind at once. 0 means 4.
-	MaxInflight int
-}
-
-// A Writer appends to a File through direct I/O, the way RocksDB's
+// An Appender appends to a File through direct I/O (File.Appender), the
+// way RocksDB's
 // WritableFileWriter and glommio's DmaStreamWriter do: Write takes any
 // number of bytes into an aligned buffer; each full chunk is written
 // behind, asynchronously, with a bounded number in flight; Sync and
 // SyncData make every byte written so far durable by writing the partial
 // last chunk padded with zeroes to the alignment (it is written again,
 // longer, at the next flush). Until Close the file may therefore end in
-// zero padding past the Writer's Size; Close truncates the file to Size and
+// zero padding past the Appender's Size; Close truncates the file to Size and
 // syncs it. The padding is never truncated at a sync: that would free the
 // space of a preallocated (or recycled) log and make every later write an
 // extending one.
@@ -37,22 +29,44 @@ type WriterOptions struct {
 // caller too, so one fdatasync serves all who wait for it (or, when every
 // byte not yet durable is in the last chunk, one write of it with
 // RWF_DSYNC, and no fdatasync). Errors are sticky: after a failed write or
-// sync the Writer refuses further writes and syncs with that error (a
+// sync the Appender refuses further writes and syncs with that error (a
 // failed fdatasync may have dropped dirty data), and bytes that a Sync
 // acknowledged before it stay durable. ENOSPC in the middle of an append is
 // such an error: the bytes of earlier successful syncs are intact; what
 // was written after them may or may not be on disk.
 //
-// The Writer owns the file's contents from its start offset on while it is
-// open: do not write them through other handles. Its buffers come from the
-// engine's buffer memory (WithBufferMemory). Write, Sync, SyncData, Size
-// and Close are safe for concurrent use.
-type Writer struct {
+// The Appender owns the file's contents from its start offset on while it
+// is open: do not write them through other handles. Write copies p before
+// it returns: p is the caller's again then. Its buffers come from the
+// engine's buffer memory (EngineOptions.BufferMemory). Write, Sync,
+// SyncData, Size and Close are safe for concurrent use.
+type Appender interface {
+	// Write appends p. It returns an error only if the Appender is closed
+	// or has failed (the sticky error).
+	Write(p []byte) (int, error)
+	// SyncData makes every byte written so far durable (fdatasync
+	// semantics).
+	SyncData() error
+	// Sync is SyncData with the file's metadata too (fsync semantics).
+	Sync() error
+	// Size returns the logical size: the start offset plus every byte
+	// written.
+	Size() int64
+	// Close writes what is buffered, truncates the file to Size (dropping
+	// the padding past it, and anything a reused file held there) and
+	// syncs it. It does not close the File.
+	Close() error
+}
+
+var _ Appender = (*appender)(nil)
+
+// appender is the Appender.
+type appender struct {
 	f     *File
 	chunk int64
 	max   int
 
-	mu      sync.Mutex // the chunk being filled and the Writer's state
+	mu      sync.Mutex // the chunk being filled and the Appender's state
 	buf     []byte     // the chunk being filled, from the engine's pool
 	bufOff  int64      // its file offset (aligned)
 	n       int64      // bytes in it
@@ -75,56 +89,62 @@ type Writer struct {
 	synced  int64 // every byte below is durable
 }
 
-// NewWriter returns a Writer appending to f from off (0 for a new or a
-// reused file, the file's size to append to it). The bytes before off in
-// its sector are read and kept.
-func NewWriter(f *File, off int64, o WriterOptions) (*Writer, error) {
+// Appender returns an Appender that appends to f from off (0 for a new or
+// a reused file, the file's size to append to it). The bytes before off in
+// its sector are read and kept. chunk is how much it gathers before it
+// writes (a multiple of the file's alignment, at most 1 MiB; 0 means 256
+// KiB); inflight bounds the chunks written behind at once (0 means 4).
+func (f *File) Appender(off int64, chunk, inflight int) (Appender, error) {
+	w, err := f.newAppender(off, chunk, inflight)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return w, nil
+}
+
+func (f *File) newAppender(off int64, chunkSize, inflight int) (*appender, error) {
 	a := f.align.Offset
-	chunk := int64(o.ChunkSize)
+	chunk := int64(chunkSize)
 	if chunk <= 0 {
 		chunk = 256 << 10
 	}
 	if chunk%a != 0 || chunk > maxBounce || off < 0 {
-		return nil, f.opErr("writer", off, chunk, syscall.EINVAL)
+		return nil, f.opErr("appender", off, chunk, syscall.EINVAL)
 	}
 	if !f.writable {
-		return nil, f.opErr("writer", off, 0, readOnlyErr{})
+		return nil, f.opErr("appender", off, 0, readOnlyErr{})
 	}
-	w := &Writer{f: f, chunk: chunk, max: o.MaxInflight, synced: off}
+	w := &appender{f: f, chunk: chunk, max: inflight, synced: off}
 	if w.max <= 0 {
 		w.max = 4
 	}
 	w.ccond.L, w.scond.L = &w.cmu, &w.smu
 	buf, err := f.eng.bufs.get(chunk)
 	if err != nil {
-		return nil, f.opErr("writer", off, chunk, err)
+		return nil, f.opErr("appender", off, chunk, err)
 	}
 	w.buf, w.bufOff, w.n = buf[:chunk], off&^(a-1), off%a
 	if w.n > 0 {
 		if err := f.readSector(context.Background(), w.buf[:a], w.bufOff); err != nil {
 			f.eng.bufs.put(buf)
-			return nil, reframe(err, off, 0)
+			return nil, reframe(err, "appender", off, 0)
 		}
 	}
 	for range w.max {
-		r := NewRequest()
+		r := newRequest()
 		r.Op, r.Policy, r.Callback = Write, completion.Inline, w.written
 		w.free = append(w.free, r)
 	}
 	return w, nil
 }
 
-// Size returns the logical size: the start offset plus every byte written.
-func (w *Writer) Size() int64 {
+func (w *appender) Size() int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.bufOff + w.n
 }
 
-// Write appends p. It returns an error only if the Writer is closed or has
-// failed (the error is sticky); bytes of a chunk whose write fails later
-// are reported by the next Write, Sync or Close.
-func (w *Writer) Write(p []byte) (int, error) {
+func (w *appender) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.usable(); err != nil {
@@ -144,9 +164,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return done, nil
 }
 
-// usable reports the error that makes the Writer refuse work. Called with
+// usable reports the error that makes the Appender refuse work. Called with
 // mu held.
-func (w *Writer) usable() error {
+func (w *appender) usable() error {
 	if w.closed {
 		return w.f.opErr("write", w.bufOff+w.n, 0, ErrClosed)
 	}
@@ -160,7 +180,7 @@ func (w *Writer) usable() error {
 
 // writeBehind submits the full chunk and starts a new one. Called with mu
 // held.
-func (w *Writer) writeBehind() error {
+func (w *appender) writeBehind() error {
 	w.cmu.Lock()
 	for len(w.free) == 0 && w.werr == nil {
 		w.ccond.Wait()
@@ -197,7 +217,7 @@ func (w *Writer) writeBehind() error {
 
 // written is the completion of a chunk written behind (Inline, on the
 // reaper): it gives the buffer back and records an error.
-func (w *Writer) written(r *Request) {
+func (w *appender) written(r *Request) {
 	_, err := r.Result()
 	w.f.eng.bufs.put(r.Buf)
 	r.Buf = nil
@@ -213,7 +233,7 @@ func (w *Writer) written(r *Request) {
 
 // drain waits for every chunk in flight and returns the first error a
 // chunk reported. Called with mu held.
-func (w *Writer) drain() error {
+func (w *appender) drain() error {
 	w.cmu.Lock()
 	for w.inflight > 0 {
 		w.ccond.Wait()
@@ -226,13 +246,11 @@ func (w *Writer) drain() error {
 	return w.err
 }
 
-// SyncData makes every byte written so far durable (fdatasync semantics).
-func (w *Writer) SyncData() error { return w.sync(true) }
+func (w *appender) SyncData() error { return w.sync(true) }
 
-// Sync is SyncData with the file's metadata too (fsync semantics).
-func (w *Writer) Sync() error { return w.sync(false) }
+func (w *appender) Sync() error { return w.sync(false) }
 
-func (w *Writer) sync(data bool) error {
+func (w *appender) sync(data bool) error {
 	w.mu.Lock()
 	if err := w.usable(); err != nil {
 		w.mu.Unlock()
@@ -264,7 +282,7 @@ func (w *Writer) sync(data bool) error {
 	return err
 }
 
-func (w *Writer) stickyErr() error {
+func (w *appender) stickyErr() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.usable()
@@ -272,7 +290,7 @@ func (w *Writer) stickyErr() error {
 
 // flushAndSync writes every chunk and the padded tail and makes them
 // durable: the group commit's one sync. It returns the size it covered.
-func (w *Writer) flushAndSync(data bool) (int64, error) {
+func (w *appender) flushAndSync(data bool) (int64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.usable(); err != nil {
@@ -322,7 +340,7 @@ func (w *Writer) flushAndSync(data bool) (int64, error) {
 // those before it are on disk already, unchanged since (the chunk only
 // grows), so a log of small commits writes a sector or two per commit,
 // not the whole chunk again.
-func (w *Writer) writeTail(fl Flags) error {
+func (w *appender) writeTail(fl Flags) error {
 	a := w.f.align.Offset
 	m := alignUp(w.n, a)
 	from := w.tailLen &^ (a - 1)
@@ -335,10 +353,7 @@ func (w *Writer) writeTail(fl Flags) error {
 	return nil
 }
 
-// Close writes what is buffered, truncates the file to Size (dropping the
-// padding past it, and anything a reused file held there) and syncs it. It
-// does not close the File.
-func (w *Writer) Close() error {
+func (w *appender) Close() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {

@@ -15,13 +15,14 @@ import (
 	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/internal/faultring"
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
 	"golang.org/x/sys/unix"
 )
 
-func openRW(t *testing.T, path string, opts ...dio.Option) *dio.File {
+func openRW(t *testing.T, path string, o *dio.Options) *dio.File {
 	t.Helper()
-	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, opts...)
+	f, err := dio.Open(path, os.O_RDWR|os.O_CREATE, 0o600, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,8 +35,8 @@ func openRW(t *testing.T, path string, opts ...dio.Option) *dio.File {
 // zeroes past them, after Close exactly the bytes.
 func TestWriterAppendsWritesOfAnySize(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log")
-	f := openRW(t, path)
-	w, err := dio.NewWriter(f, 0, dio.WriterOptions{ChunkSize: 64 << 10, MaxInflight: 2})
+	f := openRW(t, path, nil)
+	w, err := f.Appender(0, 64<<10, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,14 +88,14 @@ func TestWriterOnReusedPreallocatedFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "wal")
 	old := bytes.Repeat([]byte{0xEE}, 1<<20)
 	writeSynced(t, path, old)
-	f := openRW(t, path)
+	f := openRW(t, path, nil)
 	if err := f.Preallocate(0, 4<<20); err != nil {
 		t.Fatal(err)
 	}
 	var st unix.Stat_t
 	unix.Stat(path, &st)
 	blocks := st.Blocks
-	w, err := dio.NewWriter(f, 0, dio.WriterOptions{})
+	w, err := f.Appender(0, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func TestWriterOnReusedPreallocatedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	disk, _ := os.ReadFile(path)
-	a := int(f.Alignment().Offset)
+	a := int(dio.AlignForTest(f).Offset)
 	pad := (len(rec) + a - 1) / a * a
 	if len(disk) != len(old) || !bytes.Equal(disk[:len(rec)], rec) || !bytes.Equal(disk[len(rec):pad], make([]byte, pad-len(rec))) ||
 		!bytes.Equal(disk[pad:], old[pad:]) {
@@ -130,8 +131,8 @@ func TestWriterAppendsFromAnUnalignedEnd(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "append")
 	head := bytes.Repeat([]byte("head"), 250) // 1000 bytes
 	writeSynced(t, path, head)
-	f := openRW(t, path)
-	w, err := dio.NewWriter(f, int64(len(head)), dio.WriterOptions{})
+	f := openRW(t, path, nil)
+	w, err := f.Appender(int64(len(head)), 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,12 +151,12 @@ func TestWriterAppendsFromAnUnalignedEnd(t *testing.T) {
 // call returns.
 func TestWriterGroupCommit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "group")
-	f := openRW(t, path)
-	w, err := dio.NewWriter(f, 0, dio.WriterOptions{ChunkSize: 16 << 10})
+	f := openRW(t, path, nil)
+	w, err := f.Appender(0, 16<<10, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	syncs0 := f.Engine().Stats().Syncs.Load() // the engine is shared
+	syncs0 := f.Engine().Stats().Syncs // the engine is shared
 	const writers, each = 16, 40
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
@@ -186,7 +187,7 @@ func TestWriterGroupCommit(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	syncs := f.Engine().Stats().Syncs.Load() - syncs0
+	syncs := f.Engine().Stats().Syncs - syncs0
 	if syncs >= writers*each {
 		t.Fatalf("%d syncs for %d SyncData calls: no group commit", syncs, writers*each)
 	}
@@ -202,7 +203,7 @@ func TestWriterErrorsAreSticky(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sticky")
 	var fail bool
 	var mu sync.Mutex
-	f := openRW(t, path, dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	f := openRW(t, path, wrapped(func(r ringhook.Ring) ringhook.Ring {
 		return faultring.New(r, faultring.Config{Decide: func(c faultring.CQE) faultring.Fault {
 			mu.Lock()
 			defer mu.Unlock()
@@ -212,7 +213,7 @@ func TestWriterErrorsAreSticky(t *testing.T) {
 			return faultring.None
 		}})
 	}))
-	w, err := dio.NewWriter(f, 0, dio.WriterOptions{ChunkSize: 4096})
+	w, err := f.Appender(0, 4096, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,8 +250,8 @@ func TestWriterErrorsAreSticky(t *testing.T) {
 func TestWriterENOSPC(t *testing.T) {
 	fs := mountLoop(t, "ext4", 16<<20, 4096)
 	path := filepath.Join(fs.Dir, "full")
-	f := openRW(t, path)
-	w, err := dio.NewWriter(f, 0, dio.WriterOptions{})
+	f := openRW(t, path, nil)
+	w, err := f.Appender(0, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +289,7 @@ func TestWriterENOSPC(t *testing.T) {
 func TestAsyncSyncAndPreallocate(t *testing.T) {
 	for _, dir := range []string{t.TempDir(), fsDirs(t)["tmpfs"](t)} {
 		path := filepath.Join(dir, "ctl")
-		f := openRW(t, path)
+		f := openRW(t, path, nil)
 		if _, err := f.WriteAt(relBuf(t, 8192), 0); err != nil {
 			t.Fatal(err)
 		}

@@ -114,7 +114,8 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	f, err := dio.Open(path, os.O_RDONLY, 0, append(devOpts, dio.WithQueueDepth(cfg.Depth))...)
+	devOpts.EngineOptions = &dio.EngineOptions{QueueDepth: cfg.Depth}
+	f, err := dio.Open(path, os.O_RDONLY, 0, &devOpts)
 	if err != nil {
 		return err
 	}
@@ -196,7 +197,7 @@ func readAll(ctx context.Context, f *dio.File, p completion.Policy, cfg config) 
 	}
 	slots := make([]*slot, n)
 	for i := range slots {
-		s := &slot{st: st, req: dio.NewRequest(), rng: rand.New(rand.NewPCG(uint64(i), uint64(p)))}
+		s := &slot{st: st, req: new(dio.Request), rng: rand.New(rand.NewPCG(uint64(i), uint64(p)))}
 		s.req.Op = dio.Read
 		s.req.Buf = mem[i*blockSize : (i+1)*blockSize : (i+1)*blockSize]
 		s.req.Policy = p
@@ -342,30 +343,30 @@ func report(out io.Writer, r *result) {
 // for a block device, its size (fstat says 0) and the WholeFile mapper
 // (the default mapper reads a regular file's extents, and a device has
 // none).
-func fileOptions(path string) ([]dio.Option, error) {
+func fileOptions(path string) (dio.Options, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, err
+		return dio.Options{}, err
 	}
 	if fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
-		return nil, nil
+		return dio.Options{}, nil
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return dio.Options{}, err
 	}
 	defer f.Close()
 	size, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
-		return nil, err
+		return dio.Options{}, err
 	}
-	return []dio.Option{dio.WithSize(size), dio.WithMapper(iomap.NewWholeFile(size))}, nil
+	return dio.Options{Size: size, Mapper: iomap.NewWholeFile(size)}, nil
 }
 
 // writeScratch fills path with size bytes of random data, with O_DIRECT
 // writes through the library.
 func writeScratch(path string, size int64) error {
-	f, err := dio.Open(path, os.O_RDWR|os.O_TRUNC, 0o600)
+	f, err := dio.Open(path, os.O_RDWR|os.O_TRUNC, 0o600, nil)
 	if err != nil {
 		return err
 	}

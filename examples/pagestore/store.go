@@ -184,10 +184,10 @@ func Open(dir string, opt Options) (*Store, error) {
 	var err error
 	// A page write, a WAL append and a read each use one SQE: a small
 	// ring is plenty, and each File has its own engine (ring, reaper, pool).
-	if s.pages, err = dio.Open(filepath.Join(dir, "pages.db"), os.O_RDWR|os.O_CREATE, 0o644); err != nil {
+	if s.pages, err = dio.Open(filepath.Join(dir, "pages.db"), os.O_RDWR|os.O_CREATE, 0o644, nil); err != nil {
 		return nil, err
 	}
-	if s.wal, err = dio.Open(filepath.Join(dir, "wal.log"), os.O_RDWR|os.O_CREATE, 0o644, dio.WithQueueDepth(8)); err != nil {
+	if s.wal, err = dio.Open(filepath.Join(dir, "wal.log"), os.O_RDWR|os.O_CREATE, 0o644, &dio.Options{EngineOptions: &dio.EngineOptions{QueueDepth: 8}}); err != nil {
 		s.pages.Close()
 		return nil, err
 	}
@@ -280,17 +280,17 @@ func (s *Store) setupMemory(readSlots int) {
 		s.free = append(s.free, s.arena[i*PageSize:(i+1)*PageSize:(i+1)*PageSize])
 	}
 	s.hdr = s.arena[(s.walCap+1)*PageSize:]
-	s.walReq = dio.NewRequest()
+	s.walReq = new(dio.Request)
 	s.walReq.Callback = func(*dio.Request) { s.walWG.Done() }
 	for range s.walCap {
-		s.ckptReqs = append(s.ckptReqs, dio.NewRequest())
+		s.ckptReqs = append(s.ckptReqs, new(dio.Request))
 	}
 	if s.readArena, err = ring.Alloc(readSlots * PageSize); err != nil {
 		panic(err)
 	}
 	s.reads = make(chan *readSlot, readSlots)
 	for i := range readSlots {
-		rs := &readSlot{s: s, frame: s.readArena[i*PageSize : (i+1)*PageSize : (i+1)*PageSize], req: dio.NewRequest()}
+		rs := &readSlot{s: s, frame: s.readArena[i*PageSize : (i+1)*PageSize : (i+1)*PageSize], req: new(dio.Request)}
 		rs.req.Op = dio.Read
 		rs.req.Buf = rs.frame
 		rs.req.Policy = completion.Inline

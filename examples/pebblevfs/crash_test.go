@@ -20,6 +20,7 @@ import (
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/internal/faultring"
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
 )
 
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) {
 
 // crashValue is the value the child writes to key id at sequence seq; the
 // parent recomputes it. Lengths vary up to ~1.5 KiB so that WAL records
-// and batches cross 32 KiB log blocks and the Writer's chunks.
+// and batches cross 32 KiB log blocks and the Appender's chunks.
 func crashValue(id int, seq uint64) []byte {
 	v := fmt.Appendf(nil, "%d:%d:", id, seq)
 	n := 20 + int(seq*7919%1500)
@@ -107,7 +108,8 @@ func crashChild(dir string) int {
 			fmt.Println("err", err)
 			return 3
 		}
-		opts = append(opts, WithEngineOptions(dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+		var eo dio.EngineOptions
+		ringhook.Attach(&eo, ringhook.Hooks{WrapRing: func(r ringhook.Ring) ringhook.Ring {
 			var writes uint64
 			return faultring.New(r, faultring.Config{Decide: func(c faultring.CQE) faultring.Fault {
 				switch c.SQE.Op {
@@ -120,7 +122,8 @@ func crashChild(dir string) int {
 				}
 				return faultring.None
 			}})
-		})))
+		}})
+		opts = append(opts, WithEngineOptions(eo))
 	}
 	fs, err := New(opts...)
 	if err != nil {

@@ -6,7 +6,7 @@
 //   - sstables (*.sst), blob files (*.blob), WALs (*.log) and MANIFESTs
 //     (MANIFEST-*) are opened with dio.Open on one engine shared by the
 //     whole FS. Files Pebble creates (Create, ReuseForWrite) are written
-//     through a dio.Writer: Pebble's writes are appends, the Writer gathers
+//     through a dio.Appender: Pebble's writes are appends, the Appender gathers
 //     them into aligned chunks written behind, and Sync and SyncData write
 //     the zero-padded tail (a group commit for concurrent WAL syncs). Files
 //     Pebble opens to read (Open) are read with ReadAt; Read (WAL and
@@ -21,7 +21,7 @@
 //     files whose durability is a directory fsync or a rename, which the
 //     kernel already does right.
 //
-// Stat reports the logical size of a file being written (the Writer's Size;
+// Stat reports the logical size of a file being written (the Appender's Size;
 // on disk the file may end in the padding of the last sync until it is
 // closed), for open handles and for FS.Stat by name alike.
 //

@@ -14,6 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/internal/faultring"
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
 )
 
@@ -117,7 +118,7 @@ func faultReads(t *testing.T, db *pebble.DB, m model, n int, injected func() uin
 }
 
 // TestReadFaultsAreErrorsNotWrongData injects faults into the read CQEs
-// beneath the FS (faultring, installed with dio.WithRingWrapper): EIO,
+// beneath the FS (faultring, installed with ringhook.Attach): EIO,
 // ENOSPC and zero-byte reads must reach Pebble as errors; short reads,
 // EINTR and EAGAIN the engine retries, so the read must succeed. Either
 // way, no get or scan may return data that differs from the model.
@@ -126,14 +127,15 @@ func TestReadFaultsAreErrorsNotWrongData(t *testing.T) {
 	m := loadForFaults(t, dir, 20_000)
 	var mu sync.Mutex
 	var rings []*faultring.Ring
-	wrap := dio.WithRingWrapper(func(r dio.Ring) dio.Ring {
+	var eo dio.EngineOptions
+	ringhook.Attach(&eo, ringhook.Hooks{WrapRing: func(r ringhook.Ring) ringhook.Ring {
 		fr := faultring.New(r, faultring.Config{Seed: 7, Decide: readFaults(rand.New(rand.NewPCG(7, 7)), 0.03)})
 		mu.Lock()
 		rings = append(rings, fr)
 		mu.Unlock()
 		return fr
-	})
-	fs := newFS(t, WithEngineOptions(wrap))
+	}})
+	fs := newFS(t, WithEngineOptions(eo))
 	failing := func() uint64 {
 		mu.Lock()
 		defer mu.Unlock()

@@ -21,7 +21,7 @@ import (
 
 // file is a data file opened through dio. It is one of three kinds:
 //   - written (w != nil): made by Create or ReuseForWrite; Write appends
-//     through the Writer, Sync and SyncData are the Writer's;
+//     through the Appender, Sync and SyncData are the Appender's;
 //   - read-write (rw): made by OpenReadWrite; WriteAt and ReadAt go
 //     straight to the File, Write appends at the file's position;
 //   - read-only: made by Open; ReadAt goes straight to the File, or through
@@ -37,7 +37,7 @@ type file struct {
 	key  string // a written file's key in FS.writing (its cleaned name, moved by Rename); guarded by FS.mu
 
 	wmu sync.Mutex // w, against Close
-	w   *dio.Writer
+	w   dio.Appender
 	rw  bool
 
 	sequential bool // ReadAt goes through the window
@@ -62,13 +62,13 @@ const maxPrefetch = 1 << 20
 
 var _ vfs.File = (*file)(nil)
 
-func (fl *file) writer() *dio.Writer {
+func (fl *file) writer() dio.Appender {
 	fl.wmu.Lock()
 	defer fl.wmu.Unlock()
 	return fl.w
 }
 
-// Close implements io.Closer: a written file's Writer is closed (what is
+// Close implements io.Closer: a written file's Appender is closed (what is
 // buffered is written, the file truncated to its logical size and
 // fsynced), then the File.
 func (fl *file) Close() error {
@@ -104,8 +104,8 @@ func (fl *file) Read(p []byte) (int, error) {
 }
 
 // ReadAt implements io.ReaderAt. On a file being written it first makes
-// the Writer hand everything it buffers to the kernel (a SyncData: the
-// Writer has no flush without one), so that a read sees every byte
+// the Appender hand everything it buffers to the kernel (a SyncData: the
+// Appender has no flush without one), so that a read sees every byte
 // written; Pebble does not read the files it is writing, so this is the
 // rare path.
 func (fl *file) ReadAt(p []byte, off int64) (int, error) {
@@ -150,7 +150,7 @@ func eof(n int, err error) (int, error) {
 	return n, err
 }
 
-// Write implements io.Writer: an append through the Writer, or, on a
+// Write implements io.Writer: an append through the Appender, or, on a
 // read-write file, a WriteAt at the file's position.
 func (fl *file) Write(p []byte) (int, error) {
 	if w := fl.writer(); w != nil {
@@ -167,8 +167,8 @@ func (fl *file) Write(p []byte) (int, error) {
 }
 
 // WriteAt implements io.WriterAt, for files opened with OpenReadWrite
-// (vfs.File allows it only there). A file being written through a Writer
-// refuses it: the Writer owns its contents.
+// (vfs.File allows it only there). A file being written through a Appender
+// refuses it: the Appender owns its contents.
 func (fl *file) WriteAt(p []byte, off int64) (int, error) {
 	if !fl.rw {
 		return 0, &fs.PathError{Op: "writeat", Path: fl.name,
@@ -221,7 +221,7 @@ func (fl *file) SyncData() error {
 
 // SyncTo implements vfs.File. On a written file it does nothing and
 // promises nothing (fullSync false): SyncTo exists to keep dirty page
-// cache from piling up, and the Writer leaves none; its chunks are
+// cache from piling up, and the Appender leaves none; its chunks are
 // already written behind. Elsewhere it is a full fdatasync.
 func (fl *file) SyncTo(length int64) (bool, error) {
 	if fl.writer() != nil {
@@ -240,10 +240,11 @@ func (fl *file) SyncTo(length int64) (bool, error) {
 // and ReadAts within it are served from memory until the next Prefetch
 // replaces it, or until spans prefetched later on other files push it out
 // (the FS keeps the last maxPrefetchSpans: Pebble keeps thousands of files
-// open, and a span kept per file would hold memory no cgroup can reclaim). The read is synchronous: dio has no asynchronous
-// read-ahead yet (dio.Reader); with it, Prefetch would start the read and
-// return. It is advisory: errors are dropped (the ReadAt that follows
-// reads the device itself and reports its own).
+// open, and a span kept per file would hold memory no cgroup can
+// reclaim). The read is synchronous; Prefetch could instead start it (a
+// dio.Request, or dio.File.ReadAhead for a scan) and return, and does not
+// yet. It is advisory: errors are dropped (the ReadAt that follows reads
+// the device itself and reports its own).
 func (fl *file) Prefetch(off, n int64) error {
 	if fl.rw || fl.writer() != nil || n <= 0 || off < 0 {
 		return nil
@@ -276,8 +277,15 @@ func alignedBuf(n int) []byte {
 
 // Fd implements vfs.File: the O_DIRECT descriptor. Pebble only fadvises
 // it (harmless) and checks it against InvalidFd to decide whether
-// SyncTo and Preallocate are worth calling; both are.
-func (fl *file) Fd() uintptr { return fl.f.Fd() }
+// SyncTo and Preallocate are worth calling; both are. It is valid until
+// Close, as os.File.Fd's is.
+func (fl *file) Fd() uintptr {
+	fd := vfs.InvalidFd
+	if rc, err := fl.f.SyscallConn(); err == nil {
+		rc.Control(func(d uintptr) { fd = d })
+	}
+	return fd
+}
 
 // window is a read-ahead buffer: an aligned span of the file read at once
 // and served from memory.

@@ -84,7 +84,7 @@ func New(opts ...Option) (*FS, error) {
 		c.readahead = (c.readahead + 4095) &^ 4095
 	}
 	f := &FS{base: vfs.Default, cfg: c, writing: make(map[string]*file)}
-	eng, err := dio.NewEngine(c.engineOpts...)
+	eng, err := dio.NewEngine(c.engineOpts)
 	if err != nil {
 		if !unavailable(err) {
 			return nil, err
@@ -176,7 +176,7 @@ func (f *FS) open(name string, flag int) (df *dio.File, fallback bool, err error
 		f.fallbacks.Add(1)
 		return nil, true, nil
 	}
-	df, err = dio.Open(name, flag, 0o666, dio.WithEngine(f.eng))
+	df, err = dio.Open(name, flag, 0o666, &dio.Options{Engine: f.eng})
 	if err != nil {
 		if unavailable(err) {
 			f.fallbacks.Add(1)
@@ -201,7 +201,7 @@ func pathErr(op, name string, err error) error {
 
 // Create implements vfs.FS: a data file is created anew (an existing file
 // is removed first, so the result is a new inode, as vfs.Default does) and
-// written through a dio.Writer.
+// written through a dio.Appender.
 func (f *FS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
 	if !isData(name) {
 		return f.base.Create(name, category)
@@ -247,12 +247,12 @@ func (f *FS) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCatego
 func (f *FS) newWriting(name string, df *dio.File) (vfs.File, error) {
 	wo := f.cfg.writer
 	if strings.HasSuffix(name, ".log") {
-		wo = dio.WriterOptions{ChunkSize: DefaultLogChunk}
+		wo = WriterOptions{ChunkSize: DefaultLogChunk}
 		if f.cfg.logWriter != nil {
 			wo = *f.cfg.logWriter
 		}
 	}
-	w, err := dio.NewWriter(df, 0, wo)
+	w, err := df.Appender(0, wo.ChunkSize, wo.MaxInflight)
 	if err != nil {
 		df.Close()
 		return nil, err

@@ -127,7 +127,11 @@ func TestReuseForWriteKeepsTheOldFile(t *testing.T) {
 	if !bytes.Equal(disk[:300], rec) {
 		t.Error("the record is not at the start of the reused file")
 	}
-	a := int(f.(*file).f.Alignment().Offset)
+	caps, err := f.(*file).f.Capabilities()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := int(caps.OffsetAlignment)
 	if !bytes.Equal(disk[300:a], make([]byte, a-300)) {
 		t.Errorf("the synced sector is not padded with zeroes past the record (alignment %d)", a)
 	}
@@ -157,7 +161,7 @@ func TestSequentialReadsGoThroughTheWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	before := fs.Engine().Stats().Submitted.Load()
+	before := fs.Engine().Stats().Submitted
 	rng := rand.New(rand.NewPCG(6, 6))
 	for off := int64(0); off < int64(len(data)); {
 		n := 1 + rng.IntN(40<<10)
@@ -169,7 +173,7 @@ func TestSequentialReadsGoThroughTheWindow(t *testing.T) {
 		}
 		off += int64(n)
 	}
-	sqes := fs.Engine().Stats().Submitted.Load() - before
+	sqes := fs.Engine().Stats().Submitted - before
 	if max := uint64(len(data)/(256<<10) + 4); sqes > max {
 		t.Errorf("%d SQEs for a sequential read of %d bytes through a 256 KiB window, want at most %d", sqes, len(data), max)
 	}
@@ -270,14 +274,14 @@ func TestPrefetchServesReads(t *testing.T) {
 	if err := f.Prefetch(5000, 256<<10); err != nil {
 		t.Fatal(err)
 	}
-	before := fs.Engine().Stats().Submitted.Load()
+	before := fs.Engine().Stats().Submitted
 	for off := int64(5000); off+4000 <= 5000+256<<10; off += 4000 {
 		p := make([]byte, 4000)
 		if n, err := f.ReadAt(p, off); n != 4000 || err != nil || !bytes.Equal(p, data[off:off+4000]) {
 			t.Fatalf("ReadAt(4000, %d) in the prefetched span: %d, %v", off, n, err)
 		}
 	}
-	if sqes := fs.Engine().Stats().Submitted.Load() - before; sqes != 0 {
+	if sqes := fs.Engine().Stats().Submitted - before; sqes != 0 {
 		t.Errorf("%d SQEs for reads within the prefetched span", sqes)
 	}
 	// Past the span, and the tail of the file past its end.

@@ -5,20 +5,29 @@ package pebblevfs
 import "github.com/uringdio/uringdio/dio"
 
 type osConfig struct {
-	engineOpts []dio.Option
-	writer     dio.WriterOptions
-	logWriter  *dio.WriterOptions
+	engineOpts *dio.EngineOptions
+	writer     WriterOptions
+	logWriter  *WriterOptions
 }
 
-// WithEngineOptions passes options to the FS's one engine (dio.NewEngine):
-// queue depth, buffer memory, a ring wrapper for fault injection.
-func WithEngineOptions(opts ...dio.Option) Option {
-	return func(c *config) { c.engineOpts = append(c.engineOpts, opts...) }
+// WriterOptions tune the dio.Appender that a file Pebble creates is
+// written through (dio.File.Appender); the zero value is dio's default.
+type WriterOptions struct {
+	// ChunkSize is how much the Appender gathers before it writes.
+	ChunkSize int
+	// MaxInflight bounds the chunks written behind at once.
+	MaxInflight int
 }
 
-// WithWriterOptions sets the options of the Writers that files Pebble
+// WithEngineOptions sets the options of the FS's one engine
+// (dio.NewEngine): queue depth, buffer memory, ...
+func WithEngineOptions(o dio.EngineOptions) Option {
+	return func(c *config) { c.engineOpts = &o }
+}
+
+// WithWriterOptions sets the options of the Appenders that files Pebble
 // creates are written through.
-func WithWriterOptions(o dio.WriterOptions) Option {
+func WithWriterOptions(o WriterOptions) Option {
 	return func(c *config) { c.writer = o }
 }
 
@@ -29,8 +38,8 @@ func WithWriterOptions(o dio.WriterOptions) Option {
 // 128 KiB on average).
 const DefaultLogChunk = 32 << 10
 
-// WithLogWriterOptions sets the options of the Writers of WALs (*.log);
+// WithLogWriterOptions sets the options of the Appenders of WALs (*.log);
 // the default is a DefaultLogChunk chunk and dio's other defaults.
-func WithLogWriterOptions(o dio.WriterOptions) Option {
+func WithLogWriterOptions(o WriterOptions) Option {
 	return func(c *config) { c.logWriter = &o }
 }

@@ -171,6 +171,6 @@ func runWorkload(t *testing.T, keys, blockSize int) {
 	}
 	t.Logf("%d keys, %d ops (%d sets, %d deletes, %d range deletes), %d in the model; %d flushes, %d compactions, %d tables; %d files through dio; %d SQEs, %d syncs, %d bounced; %v",
 		keys, ops, sets, dels, rangeDels, len(m), flushes, compactions, met.Total().TablesCount,
-		st.Direct, fs.Engine().Stats().Submitted.Load(), fs.Engine().Stats().Syncs.Load(), fs.Engine().Stats().Bounced.Load(),
+		st.Direct, fs.Engine().Stats().Submitted, fs.Engine().Stats().Syncs, fs.Engine().Stats().Bounced,
 		time.Since(start).Round(time.Millisecond))
 }

@@ -7,7 +7,7 @@
 //   - Where the file's block device supports polled I/O (queue/io_poll is
 //     1, as on NVMe with poll queues), the ring is set up with IOPOLL and
 //     completions are found by polling the device.
-//   - Otherwise dio.Open(..., dio.WithIOPoll()) fails with the reason (it
+//   - Otherwise dio.Open with EngineOptions.IOPoll fails with the reason (it
 //     wraps ring.ErrNoPolledIO), the example prints it, and runs the same
 //     reads on an SQPOLL ring: a kernel thread picks up submissions, so
 //     submitting needs no system call.
@@ -103,15 +103,17 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	open := func(opts ...dio.Option) (*dio.File, error) {
-		return dio.Open(path, os.O_RDONLY, 0, append(opts, devOpts...)...)
+	open := func(eo dio.EngineOptions) (*dio.File, error) {
+		o := devOpts
+		o.EngineOptions = &eo
+		return dio.Open(path, os.O_RDONLY, 0, &o)
 	}
 
 	// Polled I/O if the device can; the library checks and says why not.
 	var f *dio.File
 	mode := "IOPOLL"
 	if cfg.Mode == "auto" || cfg.Mode == "iopoll" {
-		f, err = open(dio.WithIOPoll(), dio.WithQueueDepth(2*cfg.QD))
+		f, err = open(dio.EngineOptions{IOPoll: true, QueueDepth: 2 * cfg.QD})
 		if err != nil {
 			if cfg.Mode == "iopoll" || !errors.Is(err, errors.ErrUnsupported) {
 				return err
@@ -122,7 +124,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 	if f == nil {
 		mode = "SQPOLL"
-		f, err = open(dio.WithSQPoll(time.Second), dio.WithQueueDepth(2*cfg.QD))
+		f, err = open(dio.EngineOptions{SQPoll: true, SQPollIdle: time.Second, QueueDepth: 2 * cfg.QD})
 		if err != nil {
 			return err
 		}
@@ -135,7 +137,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	report(out, mode+", spinning on the CQ", true, cfg, st)
 
 	if cfg.Baseline {
-		f, err := open(dio.WithQueueDepth(2 * cfg.QD))
+		f, err := open(dio.EngineOptions{QueueDepth: 2 * cfg.QD})
 		if err != nil {
 			return err
 		}
@@ -171,6 +173,7 @@ type reader struct {
 	mem    []byte
 	stop   bool
 	err    error
+	out    int // requests submitted and not yet completed
 }
 
 func newReader(f *dio.File, cfg config) (*reader, error) {
@@ -191,7 +194,7 @@ func newReader(f *dio.File, cfg config) (*reader, error) {
 		return nil, fmt.Errorf("%s: smaller than one block", f.Name())
 	}
 	for i := range cfg.QD {
-		q := dio.NewRequest()
+		q := new(dio.Request)
 		q.Op, q.Buf, q.Tag = dio.Read, mem[i*blockSize:(i+1)*blockSize:(i+1)*blockSize], uint64(i)
 		q.Policy, q.Queue, q.Callback = completion.Caller, &r.q, r.complete
 		r.reqs = append(r.reqs, q)
@@ -202,14 +205,19 @@ func newReader(f *dio.File, cfg config) (*reader, error) {
 func (r *reader) submit(q *dio.Request) {
 	q.Off = r.rng.Int64N(r.blocks) * blockSize
 	r.start[q.Tag] = time.Now()
-	if err := r.f.Submit(q); err != nil && r.err == nil {
-		r.err = err
+	if err := r.f.Submit(q); err != nil {
+		if r.err == nil {
+			r.err = err
+		}
+		return
 	}
+	r.out++
 }
 
 // complete is the completion, run by Queue.Poll/Wait on the loop's
 // goroutine (Caller): only that goroutine touches the reader.
 func (r *reader) complete(q *dio.Request) {
+	r.out--
 	if len(r.lat) < cap(r.lat) {
 		r.lat = append(r.lat, time.Since(r.start[q.Tag]))
 	}
@@ -222,15 +230,7 @@ func (r *reader) complete(q *dio.Request) {
 }
 
 // outstanding reports how many requests have not completed.
-func (r *reader) outstanding() int {
-	n := 0
-	for _, q := range r.reqs {
-		if !q.Done() {
-			n++
-		}
-	}
-	return n
-}
+func (r *reader) outstanding() int { return r.out }
 
 // readSpin runs the reads with this goroutine spinning on its Queue: the
 // engine's owner reaps, and Queue.Poll runs each completion here as soon
@@ -337,24 +337,24 @@ func nvcsw() int64 {
 // for a block device, its size (fstat says 0) and the WholeFile mapper
 // (the default mapper reads a regular file's extents, and a device has
 // none).
-func fileOptions(path string) ([]dio.Option, error) {
+func fileOptions(path string) (dio.Options, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, err
+		return dio.Options{}, err
 	}
 	if fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
-		return nil, nil
+		return dio.Options{}, nil
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return dio.Options{}, err
 	}
 	defer f.Close()
 	size, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
-		return nil, err
+		return dio.Options{}, err
 	}
-	return []dio.Option{dio.WithSize(size), dio.WithMapper(iomap.NewWholeFile(size))}, nil
+	return dio.Options{Size: size, Mapper: iomap.NewWholeFile(size)}, nil
 }
 
 // deviceName names the block device a file lives on ("vda"), for the
@@ -377,7 +377,7 @@ func deviceName(path string) string {
 
 // writeScratch fills path with size bytes of random data.
 func writeScratch(path string, size int64) error {
-	f, err := dio.Open(path, os.O_RDWR|os.O_TRUNC, 0o600)
+	f, err := dio.Open(path, os.O_RDWR|os.O_TRUNC, 0o600, nil)
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,7 @@ func TestIOPollRefusedWithReason(t *testing.T) {
 	if ok, _ := ring.PolledIOSupported(fdOf(t, path)); ok {
 		t.Skip("the test directory's device supports polled I/O")
 	}
-	f, err := dio.Open(path, os.O_RDONLY, 0, dio.WithIOPoll())
+	f, err := dio.Open(path, os.O_RDONLY, 0, &dio.Options{EngineOptions: &dio.EngineOptions{IOPoll: true}})
 	if err == nil {
 		f.Close()
 		t.Fatal("Open with IOPOLL succeeded on a device that cannot poll")

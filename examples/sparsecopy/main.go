@@ -215,23 +215,31 @@ func copySparse(ctx context.Context, src, dst string, cfg config) (*copyStats, e
 		return nil, err
 	}
 
-	eng, err := dio.NewEngine(dio.WithQueueDepth(2 * cfg.Inflight))
+	eng, err := dio.NewEngine(&dio.EngineOptions{QueueDepth: 2 * cfg.Inflight})
 	if err != nil {
 		return nil, err
 	}
 	defer eng.Close()
-	in, err := dio.Open(src, os.O_RDONLY, 0, dio.WithEngine(eng), dio.WithMapper(smap))
+	in, err := dio.Open(src, os.O_RDONLY, 0, &dio.Options{Engine: eng, Mapper: smap})
 	if err != nil {
 		return nil, err
 	}
 	defer in.Close()
-	outf, err := dio.Open(dst, os.O_RDWR, 0, dio.WithEngine(eng), dio.WithMapper(dmap))
+	outf, err := dio.Open(dst, os.O_RDWR, 0, &dio.Options{Engine: eng, Mapper: dmap})
 	if err != nil {
 		return nil, err
 	}
 	defer outf.Close()
 
-	c := &copier{src: in, dst: outf, align: max(in.Alignment().Offset, outf.Alignment().Offset), free: make(chan *chunk, cfg.Inflight)}
+	inCaps, err := in.Capabilities()
+	if err != nil {
+		return nil, err
+	}
+	outCaps, err := outf.Capabilities()
+	if err != nil {
+		return nil, err
+	}
+	c := &copier{src: in, dst: outf, align: max(inCaps.OffsetAlignment, outCaps.OffsetAlignment), free: make(chan *chunk, cfg.Inflight)}
 	if int64(cfg.Chunk)%c.align != 0 {
 		return nil, fmt.Errorf("chunk size %d is not a multiple of the direct-I/O alignment %d", cfg.Chunk, c.align)
 	}
@@ -241,7 +249,7 @@ func copySparse(ctx context.Context, src, dst string, cfg config) (*copyStats, e
 	}
 	defer ring.Free(mem) // after wg.Wait: every request is back
 	for i := range cfg.Inflight {
-		k := &chunk{c: c, buf: mem[i*cfg.Chunk : (i+1)*cfg.Chunk : (i+1)*cfg.Chunk], read: dio.NewRequest(), write: dio.NewRequest()}
+		k := &chunk{c: c, buf: mem[i*cfg.Chunk : (i+1)*cfg.Chunk : (i+1)*cfg.Chunk], read: new(dio.Request), write: new(dio.Request)}
 		k.read.Op, k.read.Policy, k.read.Callback = dio.Read, completion.Inline, k.readDone
 		k.write.Op, k.write.Callback = dio.Write, k.writeDone
 		c.free <- k

@@ -4,8 +4,8 @@
 // devices behind one iomap.ExtentMap, and takes a copy-on-write snapshot
 // of it:
 //
-//  1. dio.Open the first device file with dio.WithMapper(vmap),
-//     dio.WithTargets(second device) and dio.WithSize(logical size): the
+//  1. dio.Open the first device file with Options{Mapper: vmap,
+//     Targets: second device, Size: logical size}: the
 //     File is now the volume. Its writes allocate space on either device
 //     (first fit), its reads go wherever the map says.
 //  2. Write the whole volume (version A).
@@ -126,14 +126,14 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 
 	// One engine for both volumes. Target 0 is the file dio.Open opens,
 	// target 1 the other device.
-	eng, err := dio.NewEngine()
+	eng, err := dio.NewEngine(nil)
 	if err != nil {
 		return err
 	}
 	defer eng.Close()
 	openVolume := func(m *iomap.ExtentMap) (*dio.File, error) {
 		return dio.Open(devs[0].Name(), os.O_RDWR, 0,
-			dio.WithEngine(eng), dio.WithMapper(m), dio.WithTargets(devs[1]), dio.WithSize(volSize))
+			&dio.Options{Engine: eng, Mapper: m, Targets: []*os.File{devs[1]}, Size: volSize})
 	}
 	vol, err := openVolume(vmap)
 	if err != nil {

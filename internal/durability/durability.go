@@ -11,7 +11,7 @@ import "sync/atomic"
 // and leave RWF_DSYNC and RWF_SYNC off its writes.
 var SkipSync atomic.Bool
 
-// EarlyAck, when set, makes a dio.Writer's group commit acknowledge its
+// EarlyAck, when set, makes a dio.Appender's group commit acknowledge its
 // callers as soon as the data is handed to the kernel, before the
 // fdatasync (or the RWF_DSYNC write) that makes it durable has completed.
 var EarlyAck atomic.Bool

@@ -27,7 +27,7 @@ const size = 64 << 10
 func dsyncWrite(t *testing.T, f *dio.File, buf []byte, off int64) completion.Policy {
 	t.Helper()
 	done := make(chan struct{})
-	r := dio.NewRequest()
+	r := new(dio.Request)
 	r.Op, r.Off, r.Buf, r.Flags, r.Policy = dio.Write, off, buf, dio.DSync, completion.Caller
 	r.Callback = func(*dio.Request) { close(done) }
 	if err := f.Submit(r); err != nil {
@@ -120,7 +120,7 @@ func TestSkipSyncMakesDioLie(t *testing.T) {
 			durability.SkipSync.Store(skip)
 			defer durability.SkipSync.Store(false)
 			for _, w := range ways {
-				var opts []dio.Option
+				var o dio.Options
 				if w.mapped {
 					mf, err := os.Open(filepath.Join(dir, w.name))
 					if err != nil {
@@ -131,9 +131,9 @@ func TestSkipSyncMakesDioLie(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					opts = append(opts, dio.WithMapper(fm))
+					o.Mapper = fm
 				}
-				f, err := dio.Open(filepath.Join(dir, w.name), os.O_RDWR, 0, opts...)
+				f, err := dio.Open(filepath.Join(dir, w.name), os.O_RDWR, 0, &o)
 				if err != nil {
 					t.Fatal(err)
 				}

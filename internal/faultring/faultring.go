@@ -1,6 +1,6 @@
 //go:build linux
 
-// Package faultring wraps the ring an engine uses (dio.Ring) and injects
+// Package faultring wraps the ring an engine uses (ringhook.Ring) and injects
 // faults at the ring boundary: it rewrites CQE results (errnos, short and
 // zero counts), duplicates, delays and drops CQEs, refuses submissions
 // with EBUSY or EAGAIN and pretends the SQ is full. It also records every
@@ -9,8 +9,9 @@
 // kernel may still touch its buffer (the canary check, InFlight).
 //
 // It imports nothing from package dio: Inner has the method set of
-// dio.Ring, so a *Ring satisfies dio.Ring and can be installed with
-// dio.WithRingWrapper(func(r dio.Ring) dio.Ring { return faultring.New(r, cfg) }).
+// ringhook.Ring, so a *Ring satisfies ringhook.Ring and can be installed with
+// ringhook.Attach(&engineOptions, ringhook.Hooks{WrapRing: func(r ringhook.Ring) ringhook.Ring {
+// return faultring.New(r, cfg) }}).
 //
 // The engine submits on two paths: Submit and then WaitCQ, or, where the
 // ring has them, Flush and then one EnterWait that submits and waits (the
@@ -35,7 +36,7 @@ import (
 	"github.com/uringdio/uringdio/ring"
 )
 
-// Inner is the method set of dio.Ring (and of *ring.Ring).
+// Inner is the method set of ringhook.Ring (and of *ring.Ring).
 type Inner interface {
 	GetSQE() *ring.SQE
 	Submit() (int, error)
@@ -253,7 +254,7 @@ func New(in Inner, cfg Config) *Ring {
 // Inner returns the wrapped ring.
 func (r *Ring) Inner() Inner { return r.in }
 
-// GetSQE implements dio.Ring; it may pretend the SQ is full.
+// GetSQE implements ringhook.Ring; it may pretend the SQ is full.
 func (r *Ring) GetSQE() *ring.SQE {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -274,7 +275,7 @@ func (r *Ring) GetSQE() *ring.SQE {
 	return s
 }
 
-// Submit implements dio.Ring: it records the prepared SQEs, then may fail
+// Submit implements ringhook.Ring: it records the prepared SQEs, then may fail
 // without submitting them (they stay queued, as with a real EBUSY).
 func (r *Ring) Submit() (int, error) {
 	if err := r.recordAndDecide(); err != nil {
@@ -372,10 +373,10 @@ type twoCall struct {
 
 func (w twoCall) Overflow() uint32 { return w.r.Overflow() }
 
-// Pending implements dio.Ring.
+// Pending implements ringhook.Ring.
 func (r *Ring) Pending() uint32 { return r.in.Pending() }
 
-// Peek implements dio.Ring: CQEs from the kernel pass through the fault
+// Peek implements ringhook.Ring: CQEs from the kernel pass through the fault
 // plan; delayed ones come out a few Peeks later.
 func (r *Ring) Peek(dst []ring.CQE) (int, error) {
 	if len(dst) == 0 {
@@ -518,7 +519,7 @@ func (r *Ring) ready(n uint32) bool {
 	return false
 }
 
-// WaitCQ implements dio.Ring; it returns at once if the wrapper holds CQEs.
+// WaitCQ implements ringhook.Ring; it returns at once if the wrapper holds CQEs.
 func (r *Ring) WaitCQ(n uint32) (uint32, error) {
 	if r.ready(n) {
 		return n, nil
@@ -526,7 +527,7 @@ func (r *Ring) WaitCQ(n uint32) (uint32, error) {
 	return r.in.WaitCQ(n)
 }
 
-// WaitCQTimeout implements dio.Ring.
+// WaitCQTimeout implements ringhook.Ring.
 func (r *Ring) WaitCQTimeout(n uint32, d time.Duration) (uint32, error) {
 	if r.ready(n) {
 		return n, nil
@@ -546,22 +547,22 @@ func (r *Ring) Overflow() uint32 {
 	return n + r.dropped
 }
 
-// Err implements dio.Ring.
+// Err implements ringhook.Ring.
 func (r *Ring) Err(res int32) error { return r.in.Err(res) }
 
-// Flags implements dio.Ring.
+// Flags implements ringhook.Ring.
 func (r *Ring) Flags() ring.SetupFlags { return r.in.Flags() }
 
-// RegisterBuffers implements dio.Ring.
+// RegisterBuffers implements ringhook.Ring.
 func (r *Ring) RegisterBuffers(bufs [][]byte) error { return r.in.RegisterBuffers(bufs) }
 
-// RegisterFiles implements dio.Ring.
+// RegisterFiles implements ringhook.Ring.
 func (r *Ring) RegisterFiles(fds []int32) error { return r.in.RegisterFiles(fds) }
 
-// UpdateFiles implements dio.Ring.
+// UpdateFiles implements ringhook.Ring.
 func (r *Ring) UpdateFiles(off uint32, fds []int32) error { return r.in.UpdateFiles(off, fds) }
 
-// Close implements dio.Ring.
+// Close implements ringhook.Ring.
 func (r *Ring) Close() error { return r.in.Close() }
 
 // InFlight reports whether any recorded read or write SQE whose CQE has

@@ -18,7 +18,7 @@ import (
 // system that refuses O_DIRECT) it says why and gives what the kernel says
 // without O_DIRECT. It is diobench -info.
 func DescribeFile(path string) (string, error) {
-	f, err := dio.Open(path, os.O_RDONLY, 0)
+	f, err := dio.Open(path, os.O_RDONLY, 0, nil)
 	if err == nil {
 		defer f.Close()
 		c, err := f.Capabilities()

@@ -29,33 +29,32 @@ func openUringdio(j *Job) (JobRunner, error) {
 	//
 	// A many-files run (cfg.Files) opens every file that way and nothing
 	// else: all of them share the default engine, which is the point.
-	var opts []dio.Option
+	var eo *dio.EngineOptions
 	if len(cfg.Files) > 0 {
 		if cfg.SQPoll || cfg.IOPoll || cfg.FixedBufs || cfg.RingFlags != "" {
 			return nil, skipf("-files opens every file with plain dio.Open: -sqpoll, -iopoll, -fixedbufs and -ringflags do not apply")
 		}
-	} else if cfg.QD > 256 {
-		entries := 256
-		for entries < cfg.QD {
-			entries *= 2
+	} else if cfg.QD > 256 || cfg.SQPoll || cfg.IOPoll || cfg.FixedBufs || cfg.RingFlags != "" {
+		eo = &dio.EngineOptions{QueueDepth: 256}
+		for eo.QueueDepth < cfg.QD {
+			eo.QueueDepth *= 2
 		}
-		opts = append(opts, dio.WithQueueDepth(entries))
-	}
-	if cfg.SQPoll {
-		opts = append(opts, dio.WithSQPoll(0)) // the kernel's default idle, as fio's sqthread_poll
-	}
-	if cfg.IOPoll {
-		opts = append(opts, dio.WithIOPoll())
-	}
-	if cfg.FixedBufs {
-		opts = append(opts, dio.WithFixedBuffers(cfg.QD, cfg.BS))
-	}
-	if cfg.RingFlags != "" {
-		fl, err := parseRingFlags(cfg.RingFlags)
-		if err != nil {
-			return nil, err
+		eo.SQPoll = cfg.SQPoll // the kernel's default idle, as fio's sqthread_poll
+		eo.IOPoll = cfg.IOPoll
+		if cfg.FixedBufs {
+			eo.FixedBuffers, eo.FixedBufferSize = cfg.QD, cfg.BS
 		}
-		opts = append(opts, dio.WithRingFlags(fl))
+		if cfg.RingFlags != "" {
+			fl, err := parseRingFlags(cfg.RingFlags)
+			if err != nil {
+				return nil, err
+			}
+			eo.RingFlags = fl
+		}
+	}
+	var o *dio.Options
+	if eo != nil {
+		o = &dio.Options{EngineOptions: eo}
 	}
 	flag := os.O_RDONLY
 	if cfg.Writes() {
@@ -67,7 +66,7 @@ func openUringdio(j *Job) (JobRunner, error) {
 	}
 	u := &uringRunner{j: j, fixed: cfg.FixedBufs, pool: cfg.Completion == CompPool}
 	for _, p := range paths {
-		f, err := dio.Open(p, flag, 0, opts...)
+		f, err := dio.Open(p, flag, 0, o)
 		if err != nil {
 			u.Close()
 			return nil, err
@@ -75,14 +74,15 @@ func openUringdio(j *Job) (JobRunner, error) {
 		u.files = append(u.files, f)
 	}
 	f := u.files[0]
-	for range cfg.QD {
+	fixed := f.Engine().FixedBuffers()
+	for i := range cfg.QD {
 		var b []byte
 		if u.fixed {
-			if b = f.Engine().GetBuffer(); b == nil {
+			if i >= len(fixed) {
 				u.Close()
 				return nil, fmt.Errorf("uringdio: no registered buffer left (asked for %d of %d bytes)", cfg.QD, cfg.BS)
 			}
-			b = b[:cfg.BS]
+			b = fixed[i][:cfg.BS]
 			j.FillBuffer(b)
 		} else {
 			var err error
@@ -113,7 +113,7 @@ func openUringdio(j *Job) (JobRunner, error) {
 	}
 	cb := u.complete // one method value for every request: no allocation per I/O
 	for i := range cfg.QD {
-		r := dio.NewRequest()
+		r := new(dio.Request)
 		r.Buf, r.Tag, r.Policy, r.Callback, r.Queue = u.bufs[i], uint64(i), policy, cb, u.q
 		u.reqs = append(u.reqs, r)
 	}
@@ -257,9 +257,7 @@ func (u *uringRunner) syncLoop(w *Worker, buf []byte) {
 
 func (u *uringRunner) Close() error {
 	for _, b := range u.bufs {
-		if u.fixed {
-			u.files[0].Engine().PutBuffer(b)
-		} else {
+		if !u.fixed { // registered buffers are the engine's, freed at its Close
 			ring.Free(b)
 		}
 	}

@@ -43,7 +43,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/examples/pebblevfs"
 )
 
@@ -331,7 +330,7 @@ func runChild(c config, what, cg string) error {
 		var err error
 		po := []pebblevfs.Option{pebblevfs.WithLogf(func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) })}
 		if c.walChunk > 0 {
-			po = append(po, pebblevfs.WithLogWriterOptions(dio.WriterOptions{ChunkSize: c.walChunk}))
+			po = append(po, pebblevfs.WithLogWriterOptions(pebblevfs.WriterOptions{ChunkSize: c.walChunk}))
 		}
 		if pfs, err = pebblevfs.New(po...); err != nil {
 			return err

@@ -321,7 +321,7 @@ func runChild(d string, sh Shape) (res *Result) {
 		// default engine, shared by every File), ReadAt from goroutines.
 		var dfs []*dio.File
 		for _, p := range sh.Files {
-			f, err := dio.Open(p, os.O_RDONLY, 0)
+			f, err := dio.Open(p, os.O_RDONLY, 0, nil)
 			if err != nil {
 				res.Err = err.Error()
 				return

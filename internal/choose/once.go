@@ -1,11 +1,6 @@
-package completion
+package choose
 
 import "sync/atomic"
-
-// Task is completion work. The engine's request type implements it, so
-// handing a request to a Pool or a Queue stores a pointer that already
-// exists and allocates nothing per I/O.
-type Task interface{ RunCompletion() }
 
 // Once guards a completion so that it runs exactly once even when two paths
 // race to finish it (the last CQE and a cancellation, say). The zero value

@@ -1,4 +1,9 @@
-package completion
+// Package workerpool is a bounded pool of goroutines for completion work
+// that may block (the Pool policy), the counterpart of the kernel's
+// s_dio_done_wq. It left package completion, whose users never built one;
+// nothing in the project imports it today (dio keeps its own workers,
+// dio/workers.go, with an unbounded queue its owner never waits on).
+package workerpool
 
 import (
 	"context"
@@ -8,8 +13,11 @@ import (
 	"sync/atomic"
 )
 
+// Task is work the pool runs (completion.Task's shape).
+type Task interface{ RunCompletion() }
+
 // ErrPoolClosed is returned by WorkerPool.Submit after WorkerPool.Close.
-var ErrPoolClosed = errors.New("completion: pool closed")
+var ErrPoolClosed = errors.New("workerpool: pool closed")
 
 // DefaultQueueLen is the queue bound NewPool uses when given queueLen <= 0.
 const DefaultQueueLen = 1024
@@ -82,7 +90,7 @@ func (p *WorkerPool) Submit(t Task) error {
 // returning ctx.Err(); t then does not run.
 func (p *WorkerPool) SubmitContext(ctx context.Context, t Task) error {
 	if t == nil {
-		panic("completion: Submit of a nil Task")
+		panic("workerpool: Submit of a nil Task")
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -106,7 +114,7 @@ func (p *WorkerPool) SubmitContext(ctx context.Context, t Task) error {
 // never blocks, and reports false after Close. t must not be nil.
 func (p *WorkerPool) TrySubmit(t Task) bool {
 	if t == nil {
-		panic("completion: TrySubmit of a nil Task")
+		panic("workerpool: TrySubmit of a nil Task")
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()

@@ -1,4 +1,6 @@
-package completion
+package choose
+
+import "github.com/uringdio/uringdio/completion"
 
 // Facts is what the engine knows about a request when it picks the policy.
 // The engine fills it after mapping every extent and before dropping its
@@ -13,7 +15,7 @@ type Facts struct {
 	WriteThrough  bool // DSYNC served by RWF_DSYNC on every SQE
 	SingleSQE     bool
 	PolledRing    bool // the ring was set up with IOPOLL
-	HasEndIO      bool // an end-of-I/O hook that may block is installed (treat like needing the pool unless Inline was explicitly safe)
+	HasEndIO      bool // an end-of-I/O hook that may block is installed (treat like needing the pool unless completion.Inline was explicitly safe)
 }
 
 // Choose returns the policy a request runs under and, when that is not the
@@ -75,110 +77,110 @@ type Facts struct {
 //
 // Choose never returns Default, never allocates, and is safe for concurrent
 // use.
-func Choose(requested Policy, f Facts) (Policy, Reason) {
+func Choose(requested completion.Policy, f Facts) (completion.Policy, completion.Reason) {
 	if !requested.Valid() {
-		p, _ := Choose(Default, f)
-		return p, DowngradeUnknownPolicy
+		p, _ := Choose(completion.Default, f)
+		return p, completion.DowngradeUnknownPolicy
 	}
-	if requested == Wait {
-		return Wait, NoDowngrade // rule 2
+	if requested == completion.Wait {
+		return completion.Wait, completion.NoDowngrade // rule 2
 	}
 	if f.Sync {
 		return chooseSync(requested, f) // rule 3
 	}
 
 	switch requested {
-	case Pool:
-		return Pool, NoDowngrade // rule 4
-	case Caller:
+	case completion.Pool:
+		return completion.Pool, completion.NoDowngrade // rule 4
+	case completion.Caller:
 		if f.Write {
-			if r := completionDoesIO(f); r != NoDowngrade {
-				return Pool, r // rule 5
+			if r := completionDoesIO(f); r != completion.NoDowngrade {
+				return completion.Pool, r // rule 5
 			}
 		}
-		return Caller, NoDowngrade // rules 5, 6
-	case Inline:
+		return completion.Caller, completion.NoDowngrade // rules 5, 6
+	case completion.Inline:
 		if f.Write {
-			if r := completionDoesIO(f); r != NoDowngrade {
-				return Pool, r // rule 5
+			if r := completionDoesIO(f); r != completion.NoDowngrade {
+				return completion.Pool, r // rule 5
 			}
 			if f.HasEndIO {
-				return Pool, DowngradeWrite // rule 7
+				return completion.Pool, completion.DowngradeWrite // rule 7
 			}
 		}
-		return Inline, NoDowngrade // rule 7
-	case Polled:
+		return completion.Inline, completion.NoDowngrade // rule 7
+	case completion.Polled:
 		if !f.PolledRing {
 			p, _ := chooseDefaultAsync(f)
-			return p, DowngradeNotPolledRing // rule 8
+			return p, completion.DowngradeNotPolledRing // rule 8
 		}
 		if !f.SingleSQE {
 			p, _ := chooseDefaultAsync(f)
-			return p, DowngradeMultiSQE // rule 8
+			return p, completion.DowngradeMultiSQE // rule 8
 		}
 		if f.Write {
-			if r := completionDoesIO(f); r != NoDowngrade {
-				return Pool, r // rules 8, 5
+			if r := completionDoesIO(f); r != completion.NoDowngrade {
+				return completion.Pool, r // rules 8, 5
 			}
 		}
-		return Polled, NoDowngrade
+		return completion.Polled, completion.NoDowngrade
 	}
 	return chooseDefaultAsync(f) // rule 9
 }
 
 // chooseSync is rule 3: the synchronous caller completes on its own
 // goroutine, polling when it can.
-func chooseSync(requested Policy, f Facts) (Policy, Reason) {
+func chooseSync(requested completion.Policy, f Facts) (completion.Policy, completion.Reason) {
 	canPoll := f.PolledRing && f.SingleSQE
 	switch requested {
-	case Default:
+	case completion.Default:
 		if canPoll {
-			return Polled, NoDowngrade
+			return completion.Polled, completion.NoDowngrade
 		}
 		if f.PolledRing {
-			return Wait, DowngradeMultiSQE
+			return completion.Wait, completion.DowngradeMultiSQE
 		}
-		return Wait, NoDowngrade
-	case Polled:
+		return completion.Wait, completion.NoDowngrade
+	case completion.Polled:
 		if canPoll {
-			return Polled, NoDowngrade
+			return completion.Polled, completion.NoDowngrade
 		}
 		if !f.PolledRing {
-			return Wait, DowngradeNotPolledRing
+			return completion.Wait, completion.DowngradeNotPolledRing
 		}
-		return Wait, DowngradeMultiSQE
-	default: // Inline, Caller, Pool
+		return completion.Wait, completion.DowngradeMultiSQE
+	default: // completion.Inline, completion.Caller, completion.Pool
 		if canPoll {
-			return Polled, DowngradeSync
+			return completion.Polled, completion.DowngradeSync
 		}
-		return Wait, DowngradeSync
+		return completion.Wait, completion.DowngradeSync
 	}
 }
 
 // chooseDefaultAsync is rule 9.
-func chooseDefaultAsync(f Facts) (Policy, Reason) {
+func chooseDefaultAsync(f Facts) (completion.Policy, completion.Reason) {
 	if f.Write {
-		if r := completionDoesIO(f); r != NoDowngrade {
-			return Pool, r
+		if r := completionDoesIO(f); r != completion.NoDowngrade {
+			return completion.Pool, r
 		}
 	}
 	if f.HasEndIO {
-		return Pool, DowngradeEndIO
+		return completion.Pool, completion.DowngradeEndIO
 	}
-	return Inline, NoDowngrade
+	return completion.Inline, completion.NoDowngrade
 }
 
 // completionDoesIO is rule 5 for a write: the first reason its completion
 // may do more I/O (and so may block), or NoDowngrade. The kernel's
 // counterpart is the test in iomap_dio_bio_iter that clears CALLER_COMP.
-func completionDoesIO(f Facts) Reason {
+func completionDoesIO(f Facts) completion.Reason {
 	switch {
 	case !f.PureOverwrite:
-		return DowngradeNotOverwrite
+		return completion.DowngradeNotOverwrite
 	case f.Extends:
-		return DowngradeExtends
+		return completion.DowngradeExtends
 	case f.NeedsSync:
-		return DowngradeNeedsSync
+		return completion.DowngradeNeedsSync
 	}
-	return NoDowngrade
+	return completion.NoDowngrade
 }
