@@ -13,9 +13,9 @@
 //
 //	Policy   runs on                         kernel counterpart
 //	Wait     the caller's goroutine          wait_for_completion (sync kiocb, FORCE_WAIT)
-//	Inline   the reaper, right after the CQE IOMAP_DIO_INLINE_COMP
+//	Inline   the engine's owner, after the CQE IOMAP_DIO_INLINE_COMP
 //	Caller   the caller's goroutine, later   IOMAP_DIO_CALLER_COMP (since removed from Linux)
-//	Pool     the engine's worker goroutines    queue_work(s_dio_done_wq)
+//	Pool     the engine's worker goroutines  queue_work(s_dio_done_wq)
 //	Polled   the goroutine polling the ring  IOCB_HIPRI
 //
 // Caller-deferred completion was removed from the kernel after it went unused

@@ -16,7 +16,8 @@ const (
 	// Wait is synchronous completion: the caller blocks and completes the
 	// request on its own goroutine.
 	Wait
-	// Inline runs completion on the reaper right after the last CQE.
+	// Inline runs completion on the engine's owner goroutine (the one that
+	// reaps the ring) right after the last CQE.
 	// It is the default for reads; the work must not block.
 	Inline
 	// Caller defers completion: the reaper only pushes the request onto the
