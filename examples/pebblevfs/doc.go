@@ -12,10 +12,11 @@
 //     Pebble opens to read (Open) are read with ReadAt; Read (WAL and
 //     MANIFEST replay) and the handles Pebble opens for sequential reads
 //     (vfs.SequentialReadsOption, which compactions use) read through a
-//     read-ahead window, and Prefetch (which Pebble calls when an iterator
-//     reads blocks in order) reads the span it names in one I/O: page-cache
-//     read-ahead does nothing under O_DIRECT. Both read synchronously until
-//     dio has an asynchronous read-ahead reader.
+//     read-ahead window (read synchronously, a window at a time), and
+//     Prefetch (which Pebble calls when an iterator reads blocks in order)
+//     starts one asynchronous read of the span it names and returns; the
+//     ReadAts within the span wait for it. Page-cache read-ahead does
+//     nothing under O_DIRECT.
 //   - Everything else (directories, LOCK, OPTIONS, markers, temporary
 //     files, renames, links, removals) goes to vfs.Default: those are small
 //     files whose durability is a directory fsync or a rename, which the

@@ -3,6 +3,7 @@
 package pebblevfs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/dio"
 	"golang.org/x/sys/unix"
 )
@@ -51,10 +53,41 @@ type file struct {
 	pf atomic.Pointer[prefetched]
 }
 
-// prefetched is a span of a read-only file read by Prefetch.
+// prefetched is a span of a read-only file that Prefetch started reading.
+// The read is in flight until the first ReadAt that needs it waits for it
+// (once: the others wait on the same sync.Once); n and err are its result,
+// and data[:n] is the file from off.
 type prefetched struct {
 	off  int64
 	data []byte
+	req  *dio.Request
+	once sync.Once
+	n    int
+	err  error
+}
+
+// wait waits for the span's read and returns how much of data is the
+// file's (0 if the read failed: the caller reads the device itself).
+func (pf *prefetched) wait() int {
+	pf.once.Do(func() {
+		pf.n, pf.err = pf.req.Wait(context.Background())
+		if pf.err != nil && !errors.Is(pf.err, io.EOF) {
+			pf.n = 0
+		}
+	})
+	return pf.n
+}
+
+// serve copies [off, off+len(p)) from the span if it holds all of it.
+func (pf *prefetched) serve(p []byte, off int64) (int, bool) {
+	if off < pf.off || off+int64(len(p)) > pf.off+int64(len(pf.data)) {
+		return 0, false
+	}
+	n := pf.wait()
+	if off+int64(len(p)) > pf.off+int64(n) {
+		return 0, false // past what the read returned: the end of the file, or an error
+	}
+	return copy(p, pf.data[off-pf.off:]), true
 }
 
 // maxPrefetch bounds one Prefetch (Pebble asks for 64 KiB to 256 KiB).
@@ -114,8 +147,10 @@ func (fl *file) ReadAt(p []byte, off int64) (int, error) {
 			return 0, err
 		}
 	}
-	if pf := fl.pf.Load(); pf != nil && off >= pf.off && off+int64(len(p)) <= pf.off+int64(len(pf.data)) {
-		return copy(p, pf.data[off-pf.off:]), nil
+	if pf := fl.pf.Load(); pf != nil {
+		if n, ok := pf.serve(p, off); ok {
+			return n, nil
+		}
 	}
 	if fl.sequential && fl.fs.cfg.readahead > 0 && len(p) <= fl.fs.cfg.readahead/2 {
 		fl.mu.Lock()
@@ -236,15 +271,15 @@ func (fl *file) SyncTo(length int64) (bool, error) {
 // Prefetch implements vfs.File. Pebble calls it on a read-only sstable
 // handle when it sees an iterator read blocks in order, just before it
 // reads the first of them. Page-cache readahead does nothing under
-// O_DIRECT, so Prefetch reads [off, off+n) itself, in one aligned read,
-// and ReadAts within it are served from memory until the next Prefetch
-// replaces it, or until spans prefetched later on other files push it out
-// (the FS keeps the last maxPrefetchSpans: Pebble keeps thousands of files
-// open, and a span kept per file would hold memory no cgroup can
-// reclaim). The read is synchronous; Prefetch could instead start it (a
-// dio.Request, or dio.File.ReadAhead for a scan) and return, and does not
-// yet. It is advisory: errors are dropped (the ReadAt that follows reads
-// the device itself and reports its own).
+// O_DIRECT, so Prefetch starts one aligned read of [off, off+n) (a
+// dio.Request) and returns; ReadAts within the span wait for it and are
+// served from memory until the next Prefetch replaces it, or until spans
+// prefetched later on other files push it out (the FS keeps the last
+// maxPrefetchSpans: Pebble keeps thousands of files open, and a span kept
+// per file would hold memory no cgroup can reclaim). A span dropped before
+// anyone waited for it is still read to the end; its Go memory stays the
+// engine's until then. It is advisory: errors are dropped (the ReadAt
+// that follows reads the device itself and reports its own).
 func (fl *file) Prefetch(off, n int64) error {
 	if fl.rw || fl.writer() != nil || n <= 0 || off < 0 {
 		return nil
@@ -256,11 +291,11 @@ func (fl *file) Prefetch(off, n int64) error {
 	start := off &^ 4095
 	end := (off + n + 4095) &^ 4095
 	buf := alignedBuf(int(end - start))
-	m, err := fl.f.ReadAt(buf, start)
-	if err != nil && !errors.Is(err, io.EOF) {
+	req := &dio.Request{Op: dio.Read, Off: start, Buf: buf, Policy: completion.Wait}
+	if err := fl.f.Submit(req); err != nil {
 		return nil
 	}
-	pf := &prefetched{off: start, data: buf[:m]}
+	pf := &prefetched{off: start, data: buf, req: req}
 	fl.pf.Store(pf)
 	fl.fs.notePrefetch(fl, pf)
 	return nil

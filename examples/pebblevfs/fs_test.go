@@ -256,9 +256,9 @@ func TestFallbackWhereODirectIsRefused(t *testing.T) {
 	}
 }
 
-// TestPrefetchServesReads: after Prefetch, ReadAts within its span are
-// served from memory (no SQE) and return the file; reads outside go to the
-// file.
+// TestPrefetchServesReads: after Prefetch, ReadAts within its span wait
+// for its read and are served from memory (no SQE of their own) and return
+// the file; reads outside go to the file.
 func TestPrefetchServesReads(t *testing.T) {
 	fs := newFS(t)
 	name := filepath.Join(t.TempDir(), "000004.sst")
@@ -274,8 +274,15 @@ func TestPrefetchServesReads(t *testing.T) {
 	if err := f.Prefetch(5000, 256<<10); err != nil {
 		t.Fatal(err)
 	}
+	// The first read waits for the prefetch (started, not finished, when
+	// Prefetch returned); the engine has counted its SQE by then. No read
+	// after it may need one.
+	first := make([]byte, 4000)
+	if n, err := f.ReadAt(first, 5000); n != 4000 || err != nil || !bytes.Equal(first, data[5000:9000]) {
+		t.Fatalf("ReadAt(4000, 5000), the first in the prefetched span: %d, %v", n, err)
+	}
 	before := fs.Engine().Stats().Submitted
-	for off := int64(5000); off+4000 <= 5000+256<<10; off += 4000 {
+	for off := int64(9000); off+4000 <= 5000+256<<10; off += 4000 {
 		p := make([]byte, 4000)
 		if n, err := f.ReadAt(p, off); n != 4000 || err != nil || !bytes.Equal(p, data[off:off+4000]) {
 			t.Fatalf("ReadAt(4000, %d) in the prefetched span: %d, %v", off, n, err)
