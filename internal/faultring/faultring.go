@@ -33,24 +33,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
 )
 
-// Inner is the method set of ringhook.Ring (and of *ring.Ring).
-type Inner interface {
-	GetSQE() *ring.SQE
-	Submit() (int, error)
-	Pending() uint32
-	Peek(dst []ring.CQE) (int, error)
-	WaitCQ(n uint32) (uint32, error)
-	WaitCQTimeout(n uint32, d time.Duration) (uint32, error)
-	Err(res int32) error
-	Flags() ring.SetupFlags
-	RegisterBuffers(bufs [][]byte) error
-	RegisterFiles(fds []int32) error
-	UpdateFiles(off uint32, fds []int32) error
-	Close() error
-}
+// Inner is the ring a Ring wraps: the engine's ring interface
+// (ringhook.Ring, which *ring.Ring implements).
+type Inner = ringhook.Ring
 
 // SubmitWaiter is the optional part of a ring that publishes SQEs (Flush)
 // and then submits and waits in one system call (EnterWait). *ring.Ring
