@@ -3,6 +3,7 @@
 package dio
 
 import (
+	"io"
 	"testing"
 	"time"
 
@@ -74,3 +75,16 @@ func FdForTest(f *File) uintptr {
 // DefaultEngineForTest returns the process's engine (the one Files
 // opened without an engine share).
 func DefaultEngineForTest() (*Engine, error) { return defaultEng() }
+
+// ReadAheadSubmittedForTest returns how many of a ReadAhead reader's
+// slots hold a read the engine accepted (submitted, done or not) and the
+// reader has not consumed yet.
+func ReadAheadSubmittedForTest(rc io.ReadCloser) int {
+	n := 0
+	for _, s := range rc.(*readAhead).slots {
+		if s.busy {
+			n++
+		}
+	}
+	return n
+}
