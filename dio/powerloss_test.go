@@ -53,7 +53,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,19 +72,6 @@ const powerSector = 512
 // errLost marks a check that found acknowledged data missing after a
 // crash: what the counter-checks must see.
 var errLost = errors.New("acknowledged data lost")
-
-// powerSeed is UIRINGDIO_POWERLOSS_SEED, or a new seed each run.
-func powerSeed(t *testing.T) uint64 {
-	t.Helper()
-	if s := os.Getenv("UIRINGDIO_POWERLOSS_SEED"); s != "" {
-		seed, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("UIRINGDIO_POWERLOSS_SEED: %v", err)
-		}
-		return seed
-	}
-	return uint64(time.Now().UnixNano())
-}
 
 // powerMount mounts fstype on the block-level crash file system, and
 // skips the test where that cannot run (no root, /dev/fuse, loop devices
@@ -284,7 +270,7 @@ func (p *powerRun) run() *powerRun { return p }
 // must have checked acknowledged data.
 func runPowerSuite(t *testing.T, m *crashfs.BlockMount, suite powerSuite, b powerBudget) {
 	t.Helper()
-	seed := powerSeed(t)
+	seed := crashfs.Seed(t)
 	start := time.Now()
 	res, err := suite(t, m, filepath.Join(m.Dir(), "suite"), seed, b)
 	if rerr := os.RemoveAll(filepath.Join(m.Dir(), "suite")); rerr != nil {
@@ -305,7 +291,7 @@ func runPowerSuite(t *testing.T, m *crashfs.BlockMount, suite powerSuite, b powe
 func powerCounterCheck(t *testing.T, m *crashfs.BlockMount, suite powerSuite, sw *atomic.Bool, name string) {
 	t.Helper()
 	const bound = 20
-	seed := powerSeed(t)
+	seed := crashfs.Seed(t)
 	trials := 3
 	if longMode() {
 		trials = 20

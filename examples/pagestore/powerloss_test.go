@@ -22,7 +22,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -31,51 +30,8 @@ import (
 	"github.com/uringdio/uringdio/internal/durability"
 )
 
-// powerTarget is a crash file system, at the block level
-// (*crashfs.BlockMount) or the file level (*crashfs.FS).
-type powerTarget interface {
-	Dir() string
-	CrashAfter(n int64, seed uint64, mode crashfs.Mode) <-chan crashfs.CrashStats
-	Restart() error
-	Stats() crashfs.Stats
-}
-
-// mountPowerTarget mounts ext4 over the block-level crash file system, or
-// the file-level one where the block level is unavailable (or when
-// UIRINGDIO_POWERLOSS_LEVEL=file asks for it). It returns a description.
-func mountPowerTarget(t *testing.T) (powerTarget, string) {
-	t.Helper()
-	if os.Getenv("UIRINGDIO_POWERLOSS_LEVEL") != "file" {
-		m, err := crashfs.MountBlock(t, crashfs.BlockOptions{FS: "ext4", Size: 128 << 20})
-		if err == nil {
-			return m, "ext4 on a loop device over the crash file system"
-		}
-		if !errors.Is(err, crashfs.ErrUnavailable) {
-			t.Fatal(err)
-		}
-		t.Logf("block level unavailable (%v): file level", err)
-	}
-	c, err := crashfs.Mount(t, crashfs.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, "the crash file system (file level)"
-}
-
 func powerLongMode() bool {
 	return os.Getenv("UIRINGDIO_LONG") != "" && os.Getenv("UIRINGDIO_LONG") != "0"
-}
-
-// powerSeed is UIRINGDIO_POWERLOSS_SEED, or a new seed each run.
-func powerSeed(t *testing.T) uint64 {
-	if s := os.Getenv("UIRINGDIO_POWERLOSS_SEED"); s != "" {
-		seed, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("UIRINGDIO_POWERLOSS_SEED: %v", err)
-		}
-		return seed
-	}
-	return uint64(time.Now().UnixNano())
 }
 
 // powerCfg is one run of the suite.
@@ -169,7 +125,7 @@ func (pm *powerModel) check(s *Store) (int, error) {
 // an acknowledged write missing after recovery, a torn page accepted, or
 // the store failing without a crash. Failures of the harness itself are
 // fatal.
-func runPowerLoss(t *testing.T, tg powerTarget, cfg powerCfg) (*powerResult, error) {
+func runPowerLoss(t *testing.T, tg crashfs.Target, cfg powerCfg) (*powerResult, error) {
 	t.Helper()
 	res := powerResult{firstAckRound: -1}
 	var model powerModel
@@ -362,8 +318,8 @@ func powerRound(cfg powerCfg, rng *rand.Rand, model *powerModel, version *uint64
 // acknowledged before a crash must read back, byte for byte, after
 // recovery, and no torn page may be accepted.
 func TestPowerLoss(t *testing.T) {
-	tg, what := mountPowerTarget(t)
-	cfg := powerCfg{dir: filepath.Join(tg.Dir(), "store"), seed: powerSeed(t), minRounds: 10, maxRounds: 20, budget: 10 * time.Second, maxRequests: 200}
+	tg, what := crashfs.MountEither(t, "ext4", 128<<20)
+	cfg := powerCfg{dir: filepath.Join(tg.Dir(), "store"), seed: crashfs.Seed(t), minRounds: 10, maxRounds: 20, budget: 10 * time.Second, maxRequests: 200}
 	if powerLongMode() {
 		cfg.minRounds, cfg.maxRounds = 500, 500
 	}
@@ -387,8 +343,8 @@ func TestPowerLoss(t *testing.T) {
 // nearly always does (a Torn crash may keep a few lied-about writes), and
 // the test logs which crash point that was.
 func TestPowerLossCatchesLyingSync(t *testing.T) {
-	tg, what := mountPowerTarget(t)
-	seed := powerSeed(t)
+	tg, what := crashfs.MountEither(t, "ext4", 128<<20)
+	seed := crashfs.Seed(t)
 	trials := 3
 	if powerLongMode() {
 		trials = 30

@@ -46,50 +46,6 @@ import (
 	"github.com/uringdio/uringdio/internal/crashfs"
 )
 
-// powerTarget is a crash file system, at the block level
-// (*crashfs.BlockMount) or the file level (*crashfs.FS).
-type powerTarget interface {
-	Dir() string
-	CrashAfter(n int64, seed uint64, mode crashfs.Mode) <-chan crashfs.CrashStats
-	Restart() error
-}
-
-// mountPowerTarget mounts ext4 over the block-level crash file system, or
-// the file-level one where the block level is unavailable (or when
-// UIRINGDIO_POWERLOSS_LEVEL=file asks for it), and returns a description.
-// It skips the test where neither can run (no root, no /dev/fuse).
-func mountPowerTarget(t *testing.T) (powerTarget, string) {
-	t.Helper()
-	if os.Getenv("UIRINGDIO_POWERLOSS_LEVEL") != "file" {
-		m, err := crashfs.MountBlock(t, crashfs.BlockOptions{FS: "ext4", Size: 128 << 20})
-		if err == nil {
-			return m, "ext4 on a loop device over the crash file system"
-		}
-		if !errors.Is(err, crashfs.ErrUnavailable) {
-			t.Fatal(err)
-		}
-		t.Logf("block level unavailable (%v): file level", err)
-	}
-	c, err := crashfs.Mount(t, crashfs.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, "the crash file system (file level)"
-}
-
-// powerSeed is UIRINGDIO_POWERLOSS_SEED, or a new seed each run.
-func powerSeed(t *testing.T) uint64 {
-	t.Helper()
-	if s := os.Getenv("UIRINGDIO_POWERLOSS_SEED"); s != "" {
-		seed, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("UIRINGDIO_POWERLOSS_SEED: %v", err)
-		}
-		return seed
-	}
-	return uint64(time.Now().UnixNano())
-}
-
 // powerMaxRequests bounds the crash point: the crash comes at a request to
 // the image drawn from [1, powerMaxRequests] (one in five from [1, 60]:
 // in or right after the child's Open, recovery included). A Sync commit
@@ -101,7 +57,7 @@ const powerMaxRequests = 800
 // what its crash points did.
 type powerRun struct {
 	t    *testing.T
-	tg   powerTarget
+	tg   crashfs.Target
 	dir  string   // the DB, on tg
 	seed uint64   // the run's seed: its crash points and the children's writes
 	env  []string // added to the children's environment (a lying switch)
@@ -127,7 +83,7 @@ func (p *powerRun) String() string {
 // error wrapping errLost), a DB that does not open or read, or a value no
 // child wrote (errBroken), or a child that failed without a crash.
 // Failures of the harness are fatal.
-func runPowerLoss(t *testing.T, tg powerTarget, dir string, seed uint64, points int, env []string) (*powerRun, error) {
+func runPowerLoss(t *testing.T, tg crashfs.Target, dir string, seed uint64, points int, env []string) (*powerRun, error) {
 	t.Helper()
 	p := &powerRun{t: t, tg: tg, dir: dir, seed: seed, env: env}
 	for round := range points {
@@ -311,8 +267,8 @@ func powerReplay(test string, seed uint64) string {
 // unacknowledged commit may or may not be there). 6 crash points; 50 in
 // the long mode.
 func TestPowerLossKeepsSyncedWrites(t *testing.T) {
-	tg, what := mountPowerTarget(t)
-	seed := powerSeed(t)
+	tg, what := crashfs.MountEither(t, "ext4", 128<<20)
+	seed := crashfs.Seed(t)
 	points := 6
 	if longMode() {
 		points = 50
@@ -370,8 +326,8 @@ func TestPowerLossCatchesEarlyAck(t *testing.T) {
 // switch lie on: each must end in a violation (an error wrapping errLost
 // or errBroken) within bound crash points.
 func powerCounterCheck(t *testing.T, lie string) {
-	tg, what := mountPowerTarget(t)
-	seed := powerSeed(t)
+	tg, what := crashfs.MountEither(t, "ext4", 128<<20)
+	seed := crashfs.Seed(t)
 	const bound = 10
 	trials := 3
 	if longMode() {
