@@ -150,6 +150,17 @@ func TestSeccompBlockedIOUringFallsBackToPread(t *testing.T) {
 		c, _ := f.Capabilities()
 		fmt.Printf("backend=%s why=%s\n", c.Backend, c.BackendWhy)
 		exercise(t, f)
+		// An engine of the File's own falls back the same way.
+		g, err := dio.Open(filepath.Join(os.Getenv("UIRINGDIO_DIR"), "own"), os.O_RDWR|os.O_CREATE, 0o600,
+			&dio.Options{EngineOptions: &dio.EngineOptions{}})
+		if err != nil {
+			fmt.Println("open with EngineOptions:", err)
+			os.Exit(1)
+		}
+		c, _ = g.Capabilities()
+		fmt.Printf("own engine backend=%s\n", c.Backend)
+		exercise(t, g)
+		g.Close()
 		fmt.Println("child ok")
 		return
 	}
@@ -159,7 +170,7 @@ func TestSeccompBlockedIOUringFallsBackToPread(t *testing.T) {
 	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && ee.ExitCode() == 3 {
 		t.Skipf("cannot install a seccomp filter here: %s", out)
 	}
-	if err != nil || !strings.Contains(string(out), "child ok") || !strings.Contains(string(out), "backend=pread") {
+	if err != nil || !strings.Contains(string(out), "child ok") || !strings.Contains(string(out), "own engine backend=pread") {
 		t.Fatalf("child under seccomp: %v\n%s", err, out)
 	}
 	if !strings.Contains(string(out), "operation not permitted") {

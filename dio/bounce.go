@@ -4,6 +4,7 @@ package dio
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math/bits"
 	"sync"
@@ -66,31 +67,42 @@ func bounceClass(n int64) int {
 	return bits.Len64(uint64(n-1)) - minBounceShift
 }
 
-// get returns a buffer of at least n bytes (n <= maxBounce), waiting for
-// room under the bound. Its contents are undefined.
+// get returns a buffer of at least n bytes (0 < n <= maxBounce), waiting
+// for room under the bound. Its contents are undefined.
 func (p *bufPool) get(n int64) ([]byte, error) {
-	c := bounceClass(n)
-	size := int64(1) << (c + minBounceShift)
+	if n <= 0 || n > maxBounce {
+		return nil, fmt.Errorf("dio: bounce buffer of %d bytes: %w", n, syscall.EINVAL)
+	}
+	b, size := p.take(bounceClass(n))
+	if b != nil {
+		return b, nil
+	}
+	b, err := ring.Alloc(int(size))
+	if err != nil {
+		p.mu.Lock()
+		p.held -= size
+		p.mu.Unlock()
+		return nil, err
+	}
+	return b, nil
+}
+
+// take returns a cached buffer of class c, or reserves room for a new one
+// of size bytes (b nil), waiting for room under the bound.
+func (p *bufPool) take(c int) (b []byte, size int64) {
+	size = int64(1) << (c + minBounceShift)
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	for {
 		if l := len(p.free[c]); l > 0 {
-			b := p.free[c][l-1]
+			b = p.free[c][l-1]
 			p.free[c][l-1] = nil
 			p.free[c] = p.free[c][:l-1]
-			p.mu.Unlock()
-			return b, nil
+			return b, size
 		}
 		if p.held+size <= p.limit {
 			p.held += size
-			p.mu.Unlock()
-			b, err := ring.Alloc(int(size))
-			if err != nil {
-				p.mu.Lock()
-				p.held -= size
-				p.mu.Unlock()
-				return nil, err
-			}
-			return b, nil
+			return nil, size
 		}
 		if !p.evictLocked(c) {
 			p.waiting++
@@ -160,22 +172,22 @@ func (f *File) isAligned(p []byte, off int64) bool {
 // bounceRead reads len(p) bytes at off through bounce buffers: the aligned
 // range around each piece is read and the bytes asked for copied out.
 func (f *File) bounceRead(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
-	if off < 0 {
-		return 0, f.opErr("read", off, int64(len(p)), syscall.EINVAL)
-	}
 	f.eng.stats.Bounced.Add(1)
 	a := f.align.Offset
 	done := 0
 	for done < len(p) {
 		pos := off + int64(done)
+		if pos >= f.maxEnd() {
+			return done, io.EOF // no direct read reaches past the last aligned block
+		}
 		lo := pos &^ (a - 1)
-		want := min(int64(len(p)-done), maxBounce-(pos-lo))
+		want := min(int64(len(p)-done), maxBounce-(pos-lo), f.maxEnd()-pos)
 		hi := alignUp(pos+want, a)
 		buf, err := f.eng.bufs.get(hi - lo)
 		if err != nil {
 			return done, f.opErr("read", off, int64(len(p)), err)
 		}
-		n, err := f.directIO(ctx, Read, buf[:hi-lo], lo, fl, false)
+		n, err := f.kernelRead(ctx, buf[:hi-lo], lo, fl)
 		got := min(max(int64(n)-(pos-lo), 0), want)
 		copy(p[done:], buf[pos-lo:pos-lo+got])
 		f.eng.bufs.put(buf)
@@ -193,11 +205,12 @@ func (f *File) bounceRead(ctx context.Context, p []byte, off int64, fl Flags) (i
 // bounceWrite writes p at off holding the file's gate alone: the sectors
 // the range covers in part are read, patched and written back with it.
 func (f *File) bounceWrite(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
-	if off < 0 {
-		return 0, f.opErr("write", off, int64(len(p)), syscall.EINVAL)
-	}
 	if !f.writable {
 		return 0, f.opErr("write", off, int64(len(p)), readOnlyErr{})
+	}
+	if !f.canRead {
+		return 0, f.opErr("write", off, int64(len(p)), unsupported(
+			"an unaligned write to a write-only file whose permissions refuse reading: it must read the sectors it covers in part (open with O_RDWR, or write aligned)"))
 	}
 	if f.gate() == nil {
 		// A mapped file whose mapper leaves allocation to the kernel
@@ -219,6 +232,8 @@ func (f *File) patchWrite(ctx context.Context, p []byte, off int64, fl Flags) (i
 	a := f.align.Offset
 	end := off + int64(len(p))
 	var size0 int64
+	done, reached := 0, int64(0)
+	var werr error
 	if f.vol != nil {
 		size0 = f.vol.size.Load()
 	} else {
@@ -231,16 +246,14 @@ func (f *File) patchWrite(ctx context.Context, p []byte, off int64, fl Flags) (i
 		// as zeroes. Past the old end, the old last block may hold bytes
 		// of a write whose size change a crash lost, and ext4's direct
 		// write does not zero them (xfs does): zero the rest of that block
-		// first, as a buffered write or a truncate would.
+		// first, as a buffered write or a truncate would. The zeroing's
+		// aligned writes move the end of file: it is set right below.
 		if gapEnd := min(off, alignUp(size, blk)); off > size && gapEnd > size && !f.blockDev {
-			if err := f.zeroRange(size, gapEnd-size); err != nil {
-				return 0, reframe(err, "write", off, int64(len(p)))
-			}
+			reached = alignUp(gapEnd, a)
+			werr = f.zeroRange(size, gapEnd-size)
 		}
 	}
-	done, reached := 0, int64(0)
-	var werr error
-	for done < len(p) {
+	for done < len(p) && werr == nil {
 		pos := off + int64(done)
 		lo := pos &^ (a - 1)
 		chunkEnd := min(end, lo+maxBounce)

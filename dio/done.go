@@ -63,7 +63,7 @@ func (r *Request) runCompletion() {
 	}
 	r.n, r.err = n+r.DoneBefore, err
 	if !r.fileDec {
-		f.inflight.Add(-1)
+		f.release()
 	}
 	r.state.Store(stateResult)
 	r.runCallback()

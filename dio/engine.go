@@ -189,7 +189,6 @@ var defaultEngine struct {
 func defaultEng() (*Engine, error) {
 	defaultEngine.once.Do(func() {
 		c := engineConfig(nil)
-		c.allowPread = true // where io_uring is refused, the pread backend
 		defaultEngine.e, defaultEngine.err = newEngine(&c)
 		if defaultEngine.e != nil {
 			defaultEngine.e.permanent = true
@@ -225,10 +224,33 @@ func newEngine(c *config) (*Engine, error) {
 	if err == nil {
 		return e, nil
 	}
-	if c.allowPread && refusedRing(err) {
-		return newPreadEngine(c, err), nil
+	if refusedRing(err) {
+		if opt := c.needsRing(); opt != "" {
+			return nil, fmt.Errorf("%s needs io_uring, and the ring was refused: %w", opt, err)
+		}
+		return newPreadEngine(c, err), nil // where io_uring is refused, the pread backend
 	}
 	return nil, err
+}
+
+// needsRing names the option that asks for a ring (and so cannot fall
+// back to the pread backend), or returns "".
+func (c *config) needsRing() string {
+	switch {
+	case c.ringFlags&ring.SetupSQPoll != 0:
+		return "EngineOptions.SQPoll"
+	case c.ringFlags&ring.SetupIOPoll != 0:
+		return "EngineOptions.IOPoll"
+	case c.ringFlags != 0:
+		return "EngineOptions.RingFlags"
+	case c.fixedCount > 0:
+		return "EngineOptions.FixedBuffers"
+	case c.regFiles > 0:
+		return "EngineOptions.RegisteredFiles"
+	case c.wrapRing != nil:
+		return "a ring wrapper (test hook)"
+	}
+	return ""
 }
 
 // setupRing creates and sets up the ring; the owner calls it on its
@@ -325,10 +347,23 @@ func newPreadEngine(c *config, why error) *Engine {
 // Close stops the engine: it waits for every request in flight, stops the
 // owner and the pool, and closes the ring. Files using it must be closed
 // first. The default engine's Close does nothing.
+//
+// Called from a callback that runs on the engine's owner (Inline), Close
+// cannot wait for the owner: it refuses new I/O at once, returns nil, and
+// the owner stops once what is in flight has completed.
 func (e *Engine) Close() error {
 	if e.permanent || e.closed.Swap(true) {
 		return nil
 	}
+	if e.onOwnerThread() {
+		go e.shutdown()
+		return nil
+	}
+	return e.shutdown()
+}
+
+// shutdown stops the owner and the workers and frees the engine's memory.
+func (e *Engine) shutdown() error {
 	var err error
 	if e.ring != nil {
 		err = e.stopOwner() // the owner drains, then closes the ring

@@ -92,6 +92,13 @@ func (readOnlyErr) Is(t error) bool {
 	return t == ErrReadOnly || t == syscall.EBADF
 }
 
+// writeOnlyErr is the error of a read of a File opened O_WRONLY. It
+// matches syscall.EBADF, what the kernel would have said.
+type writeOnlyErr struct{}
+
+func (writeOnlyErr) Error() string   { return "dio: file not opened for reading" }
+func (writeOnlyErr) Is(t error) bool { return t == syscall.EBADF }
+
 // unsupportedErr names what is missing; it matches ErrUnsupported,
 // errors.ErrUnsupported and ring.ErrUnsupported.
 type unsupportedErr struct{ what string }

@@ -34,7 +34,6 @@ func NewEngineWithoutRingForTest(err error) (*Engine, error) {
 	newRing = func(ring.Params) (*ring.Ring, error) { return nil, err }
 	defer func() { newRing = saved }()
 	c := engineConfig(nil)
-	c.allowPread = true
 	return newEngine(&c)
 }
 
@@ -88,3 +87,16 @@ func ReadAheadSubmittedForTest(rc io.ReadCloser) int {
 	}
 	return n
 }
+
+// RefuseRingForTest makes every ring the engine creates until restore is
+// called fail with err, as a seccomp profile or kernel.io_uring_disabled
+// would.
+func RefuseRingForTest(err error) (restore func()) {
+	saved := newRing
+	newRing = func(ring.Params) (*ring.Ring, error) { return nil, err }
+	return func() { newRing = saved }
+}
+
+// ClosedForTest reports whether f's descriptor close has begun (a Close
+// that waited, or the last reference after a deferred one).
+func ClosedForTest(f *File) bool { return f.closeDone.Load() }

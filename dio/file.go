@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -52,6 +53,8 @@ type File struct {
 	backend  string       // why the file is served the way it is
 	targets  []int32      // fd per target; 0 is the file
 	writable bool
+	readable bool // opened for reading by the caller (ReadAt, Submit of a Read)
+	canRead  bool // the descriptor reads: an unaligned write's read-modify-write works
 	blockDev bool
 	align    alignment
 	maxIO    int64
@@ -67,8 +70,12 @@ type File struct {
 	closed atomic.Bool
 	// inflight counts references on the descriptor: requests in flight and
 	// calls that use the fd (Sync, Truncate, ...). Close waits for it to
-	// drop to zero before it closes the fd, as internal/poll's fdMutex does.
-	inflight atomic.Int64
+	// drop to zero before it closes the fd, as internal/poll's fdMutex does;
+	// a Close that must not wait (deferClose) leaves the closing to
+	// whoever drops the last reference (release).
+	inflight   atomic.Int64
+	deferClose atomic.Bool // Close ran on the engine's owner with I/O in flight
+	closeDone  atomic.Bool // the descriptor's close has been claimed
 }
 
 // alignment is what direct I/O on a file requires: buffer addresses must be
@@ -84,12 +91,22 @@ type alignment struct {
 // Open opens path with O_DIRECT (added to flag) for I/O through an
 // engine, as os.OpenFile opens it. A nil o means the defaults (Options).
 // Open keeps nothing of o but its values.
+//
+// O_APPEND is refused (EINVAL): Linux writes every write of such a file at
+// its end, whatever offset WriteAt names (os.File.WriteAt refuses them
+// too); append with File.Appender instead. A file opened O_WRONLY is
+// opened for reading and writing underneath where its permissions allow,
+// so that an unaligned write can read the sectors it covers in part; its
+// reads still fail (EBADF) as the caller asked.
 func Open(path string, flag int, perm os.FileMode, o *Options) (*File, error) {
 	c := fileConfig(o)
 	if c.sizeSet && c.mapper == nil {
 		return nil, &OpError{Op: "open", Path: path, Err: fmt.Errorf("Options.Size needs Options.Mapper: a kernel file's size is the kernel's: %w", syscall.EINVAL)}
 	}
-	osf, err := os.OpenFile(path, flag|syscall.O_DIRECT|syscall.O_CLOEXEC, perm)
+	if flag&os.O_APPEND != 0 {
+		return nil, &OpError{Op: "open", Path: path, Err: fmt.Errorf("O_APPEND: Linux would write every WriteAt at the end of the file, whatever its offset; use File.Appender: %w", syscall.EINVAL)}
+	}
+	osf, canRead, err := openFile(path, flag, perm)
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
@@ -104,6 +121,8 @@ func Open(path string, flag int, perm os.FileMode, o *Options) (*File, error) {
 		regIdx:   -1,
 		mapper:   c.mapper,
 		writable: flag&(os.O_WRONLY|os.O_RDWR) != 0,
+		readable: flag&os.O_WRONLY == 0,
+		canRead:  canRead,
 		policy:   c.policy,
 		endIO:    c.endIO,
 		hook:     c.submitHook,
@@ -176,6 +195,26 @@ func Open(path string, flag int, perm os.FileMode, o *Options) (*File, error) {
 	return f, nil
 }
 
+// openFile opens path for direct I/O. A write-only open becomes a
+// read-write one where the file's permissions allow (canRead reports
+// whether the descriptor reads).
+func openFile(path string, flag int, perm os.FileMode) (f *os.File, canRead bool, err error) {
+	flag |= syscall.O_DIRECT | syscall.O_CLOEXEC
+	if flag&os.O_WRONLY != 0 {
+		rw := flag&^os.O_WRONLY | os.O_RDWR
+		if f, err = os.OpenFile(path, rw, perm); err == nil {
+			return f, true, nil
+		}
+		if !errors.Is(err, syscall.EACCES) && !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EROFS) {
+			return nil, false, err
+		}
+		f, err = os.OpenFile(path, flag, perm)
+		return f, false, err
+	}
+	f, err = os.OpenFile(path, flag, perm)
+	return f, true, err
+}
+
 // Name returns the path the file was opened with.
 func (f *File) Name() string { return f.path }
 
@@ -213,13 +252,19 @@ func (c rawConn) Write(func(fd uintptr) bool) error {
 func (f *File) acquire() bool {
 	f.inflight.Add(1)
 	if f.closed.Load() {
-		f.inflight.Add(-1)
+		f.release()
 		return false
 	}
 	return true
 }
 
-func (f *File) release() { f.inflight.Add(-1) }
+// release drops a reference taken by acquire or by a request. The last
+// one closes the descriptor if a Close left that to it (deferClose).
+func (f *File) release() {
+	if f.inflight.Add(-1) == 0 && f.deferClose.Load() {
+		f.closeDeferred()
+	}
+}
 
 func (f *File) opErr(op string, off, n int64, err error) error {
 	return &OpError{Op: op, Path: f.path, Off: off, Len: n, Err: err}
@@ -302,6 +347,9 @@ func (f *File) WriteAtContext(ctx context.Context, p []byte, off int64, fl Flags
 }
 
 func (f *File) syncIO(ctx context.Context, op Op, p []byte, off int64, fl Flags) (int, error) {
+	if err := f.checkRange(op, off, int64(len(p))); err != nil {
+		return 0, f.opErr(op.String(), off, int64(len(p)), err)
+	}
 	if !f.strict && fl&Atomic == 0 && len(p) > 0 {
 		switch {
 		case !f.isAligned(p, off) && op == Read:
@@ -310,8 +358,61 @@ func (f *File) syncIO(ctx context.Context, op Op, p []byte, off int64, fl Flags)
 			return f.bounceWrite(ctx, p, off, fl)
 		}
 	}
+	if op == Read {
+		return f.kernelRead(ctx, p, off, fl)
+	}
 	return f.directIO(ctx, op, p, off, fl, false)
 }
+
+// kernelRead is an aligned synchronous read. A file system refuses a
+// direct read whose aligned range reaches past its largest file (ext4:
+// EINVAL for a block past its last logical block) even where the file
+// ends before that block, where a buffered read returns the bytes up to
+// the end of file. On EINVAL the read is tried again ending at the file's
+// aligned end, if that is shorter: a slow path that only such a range
+// takes.
+func (f *File) kernelRead(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
+	n, err := f.directIO(ctx, Read, p, off, fl, false)
+	if f.vol != nil || !errors.Is(err, syscall.EINVAL) || errors.Is(err, ErrUnaligned) {
+		return n, err
+	}
+	size, _, serr := f.kernelStatRef()
+	end := alignUp(size, f.align.Offset)
+	switch {
+	case serr != nil || end >= off+int64(len(p)):
+		return n, err
+	case end <= off:
+		return 0, io.EOF
+	}
+	n, err = f.directIO(ctx, Read, p[:end-off], off, fl, false)
+	if err == nil {
+		err = io.EOF
+	}
+	return n, err
+}
+
+// checkRange checks a read or write of n bytes at off the way the kernel
+// does before any lock is taken or buffer reserved: a negative offset, or
+// an end past what an int64 holds, is EINVAL (rw_verify_area); a write
+// whose aligned end is past the last aligned offset an int64 holds can
+// never be carried out by direct I/O, and is EFBIG, as a write past a file
+// system's largest file is. A read whose aligned end lies there reads up
+// to it and ends there (bounceRead). Reads need a file opened for reading.
+func (f *File) checkRange(op Op, off, n int64) error {
+	switch {
+	case off < 0 || n < 0 || off > math.MaxInt64-n:
+		return syscall.EINVAL
+	case op == Read && !f.readable:
+		return writeOnlyErr{}
+	case op == Write && n > 0 && off+n > f.maxEnd():
+		return syscall.EFBIG
+	}
+	return nil
+}
+
+// maxEnd is the end of the last aligned block an int64 offset can reach:
+// no direct I/O of the file goes past it.
+func (f *File) maxEnd() int64 { return math.MaxInt64 &^ (f.align.Offset - 1) }
 
 // gapWrite reports whether a write at off on a kernel file starts past the
 // end of the file, inside or after an old last block that holds bytes past
@@ -363,17 +464,61 @@ func (f *File) Submit(r *Request) error {
 	if s := r.state.Load(); s != stateIdle && s != stateComplete && s != stateResult {
 		return &OpError{Op: r.Op.String(), Path: f.path, Off: r.Off, Err: errors.New("request resubmitted while in flight")}
 	}
+	switch {
+	case r.Op == Read || r.Op == Write:
+		if err := f.checkRange(r.Op, r.Off, r.totalLen()); err != nil {
+			return f.opErr(r.Op.String(), r.Off, r.totalLen(), err)
+		}
+	case r.Op == Preallocate && r.Len > 0 && r.Off > math.MaxInt64-r.Len:
+		return f.opErr(r.Op.String(), r.Off, r.Len, syscall.EFBIG)
+	case r.Op > Preallocate:
+		return f.opErr(r.Op.String(), r.Off, 0, fmt.Errorf("unknown Op %d: %w", r.Op, syscall.EINVAL))
+	}
 	return f.start(r, false)
 }
 
 // Close waits for this file's I/O in flight and for calls using its
 // descriptor, then closes it (and its engine, unless shared). Calls after
 // Close begins fail with ErrClosed.
+//
+// Called from a callback that runs on the engine's owner (Inline) while
+// other I/O of the file is in flight, Close cannot wait: that I/O
+// completes only on the owner, which is running the callback. It refuses
+// new I/O at once, returns nil, and the descriptor is closed when the last
+// of that I/O completes (an error of that close is not reported).
 func (f *File) Close() error {
 	if f.closed.Swap(true) {
 		return f.opErr("close", 0, 0, ErrClosed)
 	}
+	if f.inflight.Load() != 0 && f.eng.onOwnerThread() {
+		f.deferClose.Store(true)
+		if f.inflight.Load() == 0 {
+			f.closeDeferred() // the last reference went before it could see deferClose
+		}
+		return nil
+	}
 	waitUntil(func() bool { return f.inflight.Load() == 0 })
+	if !f.closeDone.CompareAndSwap(false, true) {
+		return nil
+	}
+	if err := f.finishClose(); err != nil {
+		return f.opErr("close", 0, 0, err)
+	}
+	return nil
+}
+
+// closeDeferred closes the descriptor for a Close that could not wait,
+// once: off the owner, so that unregistering the file and closing an
+// engine of the file's own can wait for it.
+func (f *File) closeDeferred() {
+	if f.closeDone.CompareAndSwap(false, true) {
+		go f.finishClose()
+	}
+}
+
+// finishClose gives up what the File holds once nothing uses its
+// descriptor.
+func (f *File) finishClose() error {
 	f.eng.unregisterFile(f.regIdx)
 	if f.vol != nil {
 		f.vol.release()
@@ -388,10 +533,7 @@ func (f *File) Close() error {
 	if cerr := f.f.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return f.opErr("close", 0, 0, err)
-	}
-	return nil
+	return err
 }
 
 // Sync flushes data and metadata (fsync) of every target.
@@ -495,6 +637,12 @@ func (f *File) fileOp(op string, off, n int64, fn func() error) error {
 	}
 	if op != "truncate" && (off < 0 || n <= 0) {
 		return f.opErr(op, off, n, syscall.EINVAL)
+	}
+	if op != "truncate" && off > math.MaxInt64-n {
+		return f.opErr(op, off, n, syscall.EFBIG) // as vfs_fallocate says
+	}
+	if op == "truncate" && f.vol != nil && off > f.maxEnd() {
+		return f.opErr(op, off, n, syscall.EFBIG)
 	}
 	if err := fn(); err != nil {
 		return f.opErr(op, off, n, err)

@@ -152,8 +152,6 @@ type config struct {
 	lostAfter   time.Duration
 	bufMemory   int64
 
-	allowPread bool // a refused ring makes a pread-backend engine (the default engine)
-
 	engineSet bool // EngineOptions were given
 }
 

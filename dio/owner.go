@@ -45,6 +45,7 @@ type owner struct {
 	stop   atomic.Bool
 	done   chan error
 	evbuf  [8]byte
+	tid    atomic.Int32 // the owner's OS thread (it is locked to it)
 }
 
 const (
@@ -78,6 +79,7 @@ func (e *Engine) ownerMain(c *config, started chan<- error) {
 	// Never unlocked: when the owner returns, its thread ends with it, and
 	// no other goroutine ever runs on a thread the ring is bound to.
 	runtime.LockOSThread()
+	e.o.tid.Store(int32(unix.Gettid()))
 	err := e.setupRing(c)
 	if err == nil && !e.iopoll {
 		e.o.efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
@@ -108,9 +110,20 @@ func (e *Engine) stopOwner() error {
 	return <-e.o.done
 }
 
-// onOwner runs fn on the owner's thread and waits for it. It must not be
-// called from the owner (an Inline callback).
+// onOwnerThread reports whether the caller is the owner goroutine (an
+// Inline callback, or the owner's own work): the owner is locked to its
+// thread and nothing else runs there, so the thread says who it is.
+func (e *Engine) onOwnerThread() bool {
+	return e.ring != nil && e.o.tid.Load() == int32(unix.Gettid())
+}
+
+// onOwner runs fn on the owner's thread and waits for it; called on the
+// owner (from an Inline callback), it runs fn at once.
 func (e *Engine) onOwner(fn func()) {
+	if e.onOwnerThread() {
+		fn()
+		return
+	}
 	c := &ownerCmd{fn: fn, done: make(chan struct{})}
 	for {
 		old := e.o.cmds.Load()

@@ -64,6 +64,9 @@ func (f *File) newReadAhead(off int64, chunkSize, window int) (*readAhead, error
 	if chunk%a != 0 || chunk > maxBounce || off < 0 {
 		return nil, f.opErr("readahead", off, chunk, syscall.EINVAL)
 	}
+	if !f.readable {
+		return nil, f.opErr("readahead", off, chunk, writeOnlyErr{})
+	}
 	if window <= 0 {
 		window = 4
 	}
@@ -87,6 +90,10 @@ func (r *readAhead) fill() {
 	for i := range r.slots {
 		s := &r.slots[(r.head+i)%len(r.slots)]
 		if s.busy || r.ended || r.err != nil {
+			continue
+		}
+		if r.next > r.f.maxEnd()-r.chunk {
+			r.ended = true // no direct read reaches past the last aligned block
 			continue
 		}
 		s.off = r.next

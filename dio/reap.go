@@ -156,7 +156,7 @@ func (e *Engine) put(r *Request, reaper bool) {
 		// Deferred to the caller, who may never come: only completions
 		// that do no I/O are deferred (start makes sure), so the File's
 		// in-flight count drops here and Close does not wait for them.
-		r.file.inflight.Add(-1)
+		r.file.release()
 		r.fileDec = true
 	}
 	if r.gateHeld {

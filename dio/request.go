@@ -114,7 +114,10 @@ type Request struct {
 	// Callback runs when the request completes: on the reaper (Inline), on
 	// a pool worker (Pool), or on the goroutine that polls or waits
 	// (Caller, Wait). It must not block waiting for other I/O of the same
-	// engine when it runs inline.
+	// engine when it runs inline. It may Open and Close files, including
+	// its own: run on the engine's owner, a Close of a File with other
+	// I/O in flight does not wait for it (File.Close), nor does an
+	// Engine's Close.
 	Callback func(*Request)
 	// Queue receives the request at completion under the Caller policy;
 	// its owner runs the completion with Queue.Poll or Queue.Wait.

@@ -27,7 +27,7 @@ func (f *File) start(r *Request, sync bool) error {
 	// the descriptor under a request about to be queued with it.
 	f.inflight.Add(1)
 	bad := func(err error) error {
-		f.inflight.Add(-1)
+		f.release()
 		return f.opErr(r.Op.String(), r.Off, length, err)
 	}
 	if f.closed.Load() || f.eng.closed.Load() {
@@ -79,7 +79,7 @@ func (f *File) start(r *Request, sync bool) error {
 		r.policy = completion.Wait
 		r.n = r.DoneBefore
 		r.once.Claim() // completed here, without the file's in-flight ref: no runCompletion
-		f.inflight.Add(-1)
+		f.release()
 		r.state.Store(stateComplete)
 		return nil
 	}
@@ -189,7 +189,7 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 	bad := func(err error) error {
 		f.gateRelease(r)
 		if !deferred {
-			f.inflight.Add(-1)
+			f.release()
 		}
 		return f.opErr(r.Op.String(), r.Off, r.length, err)
 	}

@@ -114,6 +114,9 @@ func (f *File) newAppender(off int64, chunkSize, inflight int) (*appender, error
 	if !f.writable {
 		return nil, f.opErr("appender", off, 0, readOnlyErr{})
 	}
+	if off > f.maxEnd()-chunk {
+		return nil, f.opErr("appender", off, chunk, syscall.EFBIG)
+	}
 	w := &appender{f: f, chunk: chunk, max: inflight, synced: off}
 	if w.max <= 0 {
 		w.max = 4
@@ -149,6 +152,9 @@ func (w *appender) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	if err := w.usable(); err != nil {
 		return 0, err
+	}
+	if w.bufOff+w.n > w.f.maxEnd()-int64(len(p)) {
+		return 0, w.f.opErr("write", w.bufOff+w.n, int64(len(p)), syscall.EFBIG)
 	}
 	done := 0
 	for done < len(p) {
