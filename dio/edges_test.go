@@ -334,3 +334,45 @@ func mustEngineT(t *testing.T, o *dio.EngineOptions) *dio.Engine {
 	t.Cleanup(func() { e.Close() })
 	return e
 }
+
+// TestPanickingCallbackHoldsNothing: a Caller callback runs on the
+// caller's goroutine, which may recover from its panic; dio must hold
+// none of its locks or references by then, so the next unaligned write
+// (which takes the inode's lock alone) and Close go through.
+func TestPanickingCallbackHoldsNothing(t *testing.T) {
+	f, err := dio.Open(filepath.Join(t.TempDir(), "p"), os.O_RDWR|os.O_CREATE, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := relBuf(t, 4096)
+	for _, op := range []dio.Op{dio.Write, dio.Read} {
+		r := &dio.Request{Op: op, Buf: buf, Policy: completion.Caller, Callback: func(*dio.Request) { panic("callback") }}
+		if err := f.Submit(r); err != nil {
+			t.Fatal(err)
+		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Error("the callback's panic did not reach Wait")
+				}
+			}()
+			r.Wait(context.Background())
+		}()
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.WriteAt([]byte("abc"), 1)
+		if err == nil {
+			err = f.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(hangLimit()):
+		t.Fatal("an unaligned write or Close hangs after a callback panicked")
+	}
+}
