@@ -212,56 +212,137 @@ func (f *File) bounceWrite(ctx context.Context, p []byte, off int64, fl Flags) (
 		return 0, f.opErr("write", off, int64(len(p)), unsupported(
 			"an unaligned write to a write-only file whose permissions refuse reading: it must read the sectors it covers in part (open with O_RDWR, or write aligned)"))
 	}
-	if f.gate() == nil {
-		// A mapped file whose mapper leaves allocation to the kernel
-		// (FileMapper) has no gate: its owner promised no other writer.
-		return f.patchWrite(ctx, p, off, fl)
-	}
 	hold, err := f.lockExclusive(ctx)
 	if err != nil {
 		return 0, f.opErr("write", off, int64(len(p)), err)
 	}
-	n, err := f.patchWrite(ctx, p, off, fl)
-	f.unlockExclusive(hold)
-	return n, err
+	defer f.unlockExclusive(hold)
+	return f.patchWrite(ctx, p, off, fl)
 }
 
-// patchWrite is bounceWrite's work, done with the gate held.
+// patchWrite is bounceWrite's work, done with the lock held exclusive.
 func (f *File) patchWrite(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
 	f.eng.stats.Bounced.Add(1)
-	a := f.align.Offset
-	end := off + int64(len(p))
-	var size0 int64
-	done, reached := 0, int64(0)
-	var werr error
-	if f.vol != nil {
-		size0 = f.vol.size.Load()
-	} else {
-		size, blk, err := f.kernelStatRef()
-		if err != nil {
-			return 0, f.opErr("write", off, int64(len(p)), err)
+	if f.vol == nil {
+		return f.patchKernel(ctx, p, off, fl)
+	}
+	// A volume: its size is the engine's, in memory. A FileMapper's file
+	// (no ops) is a kernel file its owner promised no one else changes:
+	// a sector written past the end is cut back to the write's end.
+	size0 := f.vol.size.Load()
+	done, reached, werr := f.rmw(ctx, p, off, fl)
+	newSize := size0
+	if done > 0 {
+		newSize = max(size0, off+int64(done))
+	}
+	if reached > newSize && f.vol.ops == nil {
+		if err := ignoringEINTR(func() error { return unix.Ftruncate(int(f.fd), newSize) }); err != nil && werr == nil {
+			werr = err
 		}
-		size0 = size
-		// A write that starts past the end leaves a gap, which must read
-		// as zeroes. Past the old end, the old last block may hold bytes
-		// of a write whose size change a crash lost, and ext4's direct
-		// write does not zero them (xfs does): zero the rest of that block
-		// first, as a buffered write or a truncate would. The zeroing's
-		// aligned writes move the end of file: it is set right below.
-		if gapEnd := min(off, alignUp(size, blk)); off > size && gapEnd > size && !f.blockDev {
-			reached = alignUp(gapEnd, a)
-			werr = f.zeroRange(size, gapEnd-size)
+		if werr == nil && fl&(DSync|Sync) != 0 {
+			werr = f.syncFds(fl&Sync == 0) // the new size, durable with the data
 		}
 	}
-	for done < len(p) && werr == nil {
+	f.vol.extendSize(newSize)
+	if werr != nil {
+		return done, reframe(werr, "write", off, int64(len(p)))
+	}
+	return done, nil
+}
+
+// patchKernel writes p at off on a kernel file so that no size change is
+// ever undone: a partial sector that reaches past the end of file (the
+// sector of an extending write's end, or of a write that starts past the
+// end) is not read, patched and written whole, which would move the end of
+// file to the sector's end and need a truncate back, one that could undo a
+// size another handle, process or os.File set meanwhile. Its bytes go
+// through a buffered descriptor instead, so that the kernel moves the size
+// exactly to the write's end (as os.File would), never down. Everything
+// else goes direct: whole sectors, and partial sectors inside the file
+// through a read-modify-write.
+func (f *File) patchKernel(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
+	size, blk, err := f.kernelStatRef()
+	if err != nil {
+		return 0, f.opErr("write", off, int64(len(p)), err)
+	}
+	growing := !f.blockDev // a block device's size does not move
+	// A write that starts past the end leaves a gap, which must read as
+	// zeroes. Past the old end, the old last block may hold bytes of a
+	// write whose size change a crash lost, and ext4's direct write does
+	// not zero them (xfs does): zero the rest of that block first, as a
+	// buffered write or a truncate would.
+	zeroed := int64(-1) // the size the gap's zeroing set
+	if gapEnd := min(off, alignUp(size, blk)); growing && off > size && gapEnd > size {
+		if _, err := f.writeBuffered(nil, size, gapEnd-size, 0); err != nil {
+			return 0, reframe(err, "write", off, int64(len(p)))
+		}
+		zeroed = gapEnd
+	}
+	done, err := f.patchParts(ctx, p, off, size, fl)
+	if err != nil && done == 0 && zeroed >= 0 {
+		// Nothing written (EFBIG, ENOSPC, ...): take back the size the
+		// zeroing moved, unless someone moved it since, as os.File's
+		// failed write leaves the size alone.
+		if cur, _, serr := f.kernelStatRef(); serr == nil && cur == zeroed {
+			ignoringEINTR(func() error { return unix.Ftruncate(int(f.fd), size) })
+		}
+	}
+	return done, err
+}
+
+// patchParts is patchKernel's write of p at off, size being the end of
+// file before it.
+func (f *File) patchParts(ctx context.Context, p []byte, off, size int64, fl Flags) (int, error) {
+	a := f.align.Offset
+	end := off + int64(len(p))
+	growing := !f.blockDev
+	lo, hi := off, end
+	done := 0
+	if off%a != 0 && growing && off&^(a-1)+a > size {
+		// The head sector reaches past the end of file.
+		headEnd := min(end, alignUp(off, a))
+		n, err := f.writeBuffered(p[:headEnd-off], off, 0, fl)
+		done += n
+		if err != nil {
+			return done, f.opErr("write", off, int64(len(p)), err)
+		}
+		lo = headEnd
+	}
+	if tail := end &^ (a - 1); end%a != 0 && growing && tail+a > size && tail >= lo {
+		hi = tail // the tail sector reaches past the end of file
+	}
+	if lo < hi {
+		n, _, err := f.rmw(ctx, p[lo-off:hi-off], lo, fl)
+		done += n
+		if err != nil {
+			return done, reframe(err, "write", off, int64(len(p)))
+		}
+	}
+	if hi < end {
+		n, err := f.writeBuffered(p[hi-off:], hi, 0, fl)
+		done += n
+		if err != nil {
+			return done, f.opErr("write", off, int64(len(p)), err)
+		}
+	}
+	return done, nil
+}
+
+// rmw writes p at off through bounce buffers: the aligned range around it,
+// in chunks, with the sectors it covers in part read first and patched.
+// It returns the bytes of p written, and the end of the furthest aligned
+// write (which may lie past off+len(p)).
+func (f *File) rmw(ctx context.Context, p []byte, off int64, fl Flags) (done int, reached int64, err error) {
+	a := f.align.Offset
+	end := off + int64(len(p))
+	for done < len(p) {
 		pos := off + int64(done)
 		lo := pos &^ (a - 1)
 		chunkEnd := min(end, lo+maxBounce)
 		hi := alignUp(chunkEnd, a)
 		buf, err := f.eng.bufs.get(hi - lo)
 		if err != nil {
-			werr = err
-			break
+			return done, reached, err
 		}
 		b := buf[:hi-lo]
 		// The sectors covered in part: what the file holds there (zeroes
@@ -274,8 +355,7 @@ func (f *File) patchWrite(ctx context.Context, p []byte, off int64, fl Flags) (i
 		}
 		if err != nil {
 			f.eng.bufs.put(buf)
-			werr = err
-			break
+			return done, reached, err
 		}
 		copy(b[pos-lo:], p[done:done+int(chunkEnd-pos)])
 		n, err := f.directIO(ctx, Write, b, lo, fl, true)
@@ -285,32 +365,72 @@ func (f *File) patchWrite(ctx context.Context, p []byte, off int64, fl Flags) (i
 		}
 		done += int(min(max(int64(n)-(pos-lo), 0), chunkEnd-pos))
 		if err != nil {
-			werr = err
-			break
+			return done, reached, err
 		}
 	}
-	// The aligned writes may have moved the end of file to a sector
-	// boundary past the write's end: the file ends where os.File's write
-	// would have left it.
-	newSize := size0
-	if done > 0 {
-		newSize = max(size0, off+int64(done))
+	return done, reached, nil
+}
+
+// writeBuffered writes p at off (or, with p nil, zeroes zero bytes at off)
+// through the file's buffered descriptor, with RWF_DSYNC or RWF_SYNC as fl
+// asks, then writes the pages back and drops them: the file keeps no page
+// cache that a direct read would have to wait for. The caller holds the
+// lock exclusive.
+func (f *File) writeBuffered(p []byte, off, zero int64, fl Flags) (int, error) {
+	fd, err := f.bufferedFd()
+	if err != nil {
+		return 0, err
 	}
-	if reached > newSize && (f.vol == nil || f.vol.ops == nil) {
-		if err := ignoringEINTR(func() error { return unix.Ftruncate(int(f.fd), newSize) }); err != nil && werr == nil {
-			werr = err
+	if p == nil {
+		p = make([]byte, zero) // less than a file system block
+	}
+	var rwf uint32
+	switch {
+	case fl&Sync != 0:
+		rwf = unix.RWF_SYNC
+	case fl&DSync != 0:
+		rwf = unix.RWF_DSYNC
+	}
+	done := 0
+	for done < len(p) {
+		n, err := rw(int32(fd), p[done:], off+int64(done), true, rwf)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return done, err
+		case n == 0:
+			return done, io.ErrShortWrite
 		}
-		if werr == nil && fl&(DSync|Sync) != 0 {
-			werr = f.syncFds(fl&Sync == 0) // the new size, durable with the data
-		}
+		done += n
 	}
-	if f.vol != nil {
-		f.vol.extendSize(newSize)
-	}
-	if werr != nil {
-		return done, reframe(werr, "write", off, int64(len(p)))
-	}
+	const page = 4096
+	lo, hi := off&^(page-1), alignUp(off+int64(done), page)
+	unix.SyncFileRange(fd, lo, hi-lo, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+	unix.Fadvise(fd, lo, hi-lo, unix.FADV_DONTNEED)
 	return done, nil
+}
+
+// bufferedFd returns a descriptor of the file without O_DIRECT, opened at
+// its first use (through /proc/self/fd, so it is the same file whatever
+// happened to the path) and closed with the File.
+func (f *File) bufferedFd() (int, error) {
+	f.bfdOnce.Do(func() {
+		fl := unix.O_RDWR
+		if !f.canRead {
+			fl = unix.O_WRONLY
+		}
+		fd, err := unix.Open("/proc/self/fd/"+itoa(int(f.fd)), fl|unix.O_CLOEXEC, 0)
+		if err != nil {
+			f.bfdErr = fmt.Errorf("a buffered descriptor for the bytes of a sector past the end of file: %w", err)
+			return
+		}
+		f.bfd.Store(int32(fd))
+	})
+	if f.bfdErr != nil {
+		return -1, f.bfdErr
+	}
+	return int(f.bfd.Load()), nil
 }
 
 // readSector reads the sector at off into b (one alignment unit), zeroes

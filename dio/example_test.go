@@ -302,7 +302,10 @@ func ExampleNewEngine() {
 			fmt.Println(err)
 			return
 		}
-		f.WriteAt([]byte(name), 0)
+		buf, _ := ring.Alloc(4096) // aligned: the write goes through the engine's ring
+		copy(buf, name)
+		f.WriteAt(buf, 0)
+		ring.Free(buf)
 		f.Close() // does not close the shared engine
 	}
 	st := eng.Stats() // a snapshot

@@ -67,6 +67,12 @@ type File struct {
 	untornOnce sync.Once
 	untorn     devinfo.Untorn
 
+	// bfd is a descriptor of the file without O_DIRECT, for the bytes of
+	// a partial sector past the end of file (bounce.go); 0 until opened.
+	bfdOnce sync.Once
+	bfd     atomic.Int32
+	bfdErr  error
+
 	closed atomic.Bool
 	// inflight counts references on the descriptor: requests in flight and
 	// calls that use the fd (Sync, Truncate, ...). Close waits for it to
@@ -530,6 +536,9 @@ func (f *File) finishClose() error {
 	if f.ownEng {
 		err = f.eng.Close()
 	}
+	if fd := f.bfd.Load(); fd > 0 {
+		unix.Close(int(fd))
+	}
 	if cerr := f.f.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
@@ -644,7 +653,10 @@ func (f *File) fileOp(op string, off, n int64, fn func() error) error {
 	if op == "truncate" && f.vol != nil && off > f.maxEnd() {
 		return f.opErr(op, off, n, syscall.EFBIG)
 	}
-	if err := fn(); err != nil {
+	// A size or space change runs alone, after the writes in flight on
+	// the inode (every handle's, every engine's) drain: none of them
+	// lands in space freed, or moves a size set, under it.
+	if err := f.exclusive(context.Background(), fn); err != nil {
 		return f.opErr(op, off, n, err)
 	}
 	return nil

@@ -5,96 +5,149 @@ package dio
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/uringdio/uringdio/internal/choose"
 )
 
-// writeGate serializes the writes of a File whose mapper allocates in
-// blocks larger than the I/O alignment, where the engine itself zeroes the
-// parts of a new or unwritten block that a write does not cover. Two such
-// writes into the same block, in flight together, would each zero the
-// other's data. The kernel has the same problem for unaligned direct
-// writes and solves it the same way (xfs and ext4 take the inode's I/O
-// lock exclusively, wait for direct I/O in flight, and complete the write
-// before dropping the lock): a write that is not aligned to the block size
-// waits until no other write is in flight, and holds the file until its
-// extents are converted; block-aligned writes run together, but not
-// alongside an unaligned one. Waiting is FIFO, so a stream of aligned
-// writes cannot starve an unaligned one.
+// ioLock is the I/O lock of an inode: of a kernel file (one per (dev, ino)
+// in the process, shared by every File and engine on it) or of a volume
+// (one per mapper). It is the kernel's i_rwsem as xfs and ext4 take it for
+// direct I/O, and its count of shared holders is their inode_dio_wait
+// count, since a request holds the lock until its I/O is done:
 //
-// Asynchronous writes never block Submit: a write that must wait is queued
-// here and launched by whoever releases the gate (the completion of the
-// write before it). Synchronous writes wait, reaping meanwhile. A gated
-// write converts its extents (the mapper's IOComplete) and releases the
-// gate where its I/O completes, usually on the reaper, never behind other
-// completion work: a mapper that declares BlockSize must convert without
-// blocking on I/O (ExtentMap's conversion is an in-memory update).
-type writeGate struct {
-	mu         sync.Mutex
-	active     int  // writes admitted and not yet released
-	excl       bool // the one admitted write is unaligned
+//   - shared: writes of a kernel file that need no read-modify-write,
+//     extending ones included (the kernel moves the size at completion);
+//     every request of a volume whose map the engine keeps, so that no
+//     space is freed or zeroed under I/O in flight;
+//   - exclusive, after the shared holders drain: a read-modify-write
+//     (an unaligned write, bounce.go), a volume write that needs
+//     sub-block zeroing, and every size or space change (Truncate,
+//     Allocate, Preallocate, Punch), on kernel files as on volumes.
+//
+// Reads of a kernel file take no lock: the kernel orders them against its
+// own size and space changes.
+//
+// The uncontended paths are one compare-and-swap to take and one atomic
+// add to release. Once anyone waits, everyone queues behind it (FIFO): a
+// stream of shared holders cannot starve an exclusive one. A synchronous
+// caller waits on its request's wake channel; an asynchronous request is
+// queued without blocking Submit and launched, with its own File's
+// descriptor, engine and policy, by whoever releases the lock last
+// (gateRelease): the engine, when the I/O of the request before it is
+// done. A queued request holds its own File's reference, so that File's
+// Close waits for it; a cancelled context takes it off the queue
+// (ECANCELED, nothing done).
+type ioLock struct {
+	// state: the number of shared holders in the low 32 bits, lockExcl
+	// while held exclusive, lockQueued while the queue is not empty (it
+	// turns the fast paths off). Changed with atomics; lockQueued and
+	// admissions from the queue only under mu.
+	state atomic.Uint64
+	mu    sync.Mutex
+	// The queue, FIFO through Request.gateNext; under mu.
 	head, tail *Request
-	waited     uint64 // writes that had to wait (gateWaited)
+	waited     atomic.Uint64 // requests that had to queue (gateWaited)
 }
 
-// admissibleLocked reports whether r may start now.
-func (g *writeGate) admissibleLocked(r *Request) bool {
-	if g.excl {
-		return false
+const (
+	lockCount  = 1<<32 - 1
+	lockExcl   = 1 << 32
+	lockQueued = 1 << 33
+)
+
+// admissible reports whether a holder of the kind excl may enter in state
+// s (the queue aside).
+func admissible(s uint64, excl bool) bool {
+	return s&lockExcl == 0 && (!excl || s&lockCount == 0)
+}
+
+func grant(excl bool) uint64 {
+	if excl {
+		return lockExcl
 	}
-	return !r.gateExcl || g.active == 0
+	return 1
 }
 
-func (g *writeGate) admitLocked(r *Request) {
-	g.active++
-	if r.gateExcl {
-		g.excl = true
-	}
-	r.gateHeld = true
-}
-
-// enter admits r (true) or, unless try is set, queues it behind the
-// writes already waiting.
-func (g *writeGate) enter(r *Request, try bool) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+// enter takes the lock for r (exclusive if r.gateExcl) and reports true,
+// or, unless try is set, queues r and reports false: r is admitted later
+// by the release that makes room (leave).
+func (l *ioLock) enter(r *Request, try bool) bool {
 	r.gateNext = nil
-	if g.head == nil && g.admissibleLocked(r) {
-		g.admitLocked(r)
-		return true
+	for s := l.state.Load(); s&lockQueued == 0 && admissible(s, r.gateExcl); s = l.state.Load() {
+		if l.state.CompareAndSwap(s, s+grant(r.gateExcl)) {
+			r.gateHeld = true
+			return true
+		}
 	}
-	if try {
-		return false
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for {
+		s := l.state.Load()
+		if l.head == nil && admissible(s, r.gateExcl) {
+			if l.state.CompareAndSwap(s, s+grant(r.gateExcl)) {
+				r.gateHeld = true
+				return true
+			}
+			continue
+		}
+		if try {
+			return false
+		}
+		// Once lockQueued is set, every release comes here (under mu) to
+		// admit: a release before it changed s, and this CAS fails.
+		if s&lockQueued != 0 || l.state.CompareAndSwap(s, s|lockQueued) {
+			break
+		}
 	}
-	g.waited++
-	if g.tail == nil {
-		g.head = r
+	l.waited.Add(1)
+	if l.tail == nil {
+		l.head = r
 	} else {
-		g.tail.gateNext = r
+		l.tail.gateNext = r
 	}
-	g.tail = r
+	l.tail = r
 	return false
 }
 
-// leave releases r's hold and returns the waiting writes it admits, in
+// leave releases r's hold and returns the queued requests it admits, in
 // order, linked through gateNext.
-func (g *writeGate) leave(r *Request) *Request {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.active--
+func (l *ioLock) leave(r *Request) *Request {
+	r.gateHeld = false
+	var s uint64
 	if r.gateExcl {
-		g.excl = false
+		s = l.state.Add(^uint64(lockExcl - 1)) // -lockExcl
+	} else {
+		s = l.state.Add(^uint64(0))
 	}
+	if s&lockQueued == 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.admitLocked()
+}
+
+// admitLocked admits queued requests from the head while they may enter,
+// and returns them linked through gateNext. Called with mu held.
+func (l *ioLock) admitLocked() *Request {
 	var first, last *Request
-	for g.head != nil && g.admissibleLocked(g.head) {
-		w := g.head
-		g.head = w.gateNext
-		if g.head == nil {
-			g.tail = nil
+	for l.head != nil {
+		w := l.head
+		s := l.state.Load()
+		if !admissible(s, w.gateExcl) {
+			break
+		}
+		if !l.state.CompareAndSwap(s, s+grant(w.gateExcl)) {
+			continue // a release meanwhile: look again
+		}
+		l.head = w.gateNext
+		if l.head == nil {
+			l.tail = nil
 		}
 		w.gateNext = nil
-		g.admitLocked(w)
+		w.gateHeld = true
 		if last == nil {
 			first = w
 		} else {
@@ -102,63 +155,77 @@ func (g *writeGate) leave(r *Request) *Request {
 		}
 		last = w
 	}
+	if l.head == nil {
+		for s := l.state.Load(); !l.state.CompareAndSwap(s, s&^lockQueued); s = l.state.Load() {
+		}
+	}
 	return first
 }
 
-// remove takes r off the queue if it is still waiting there.
-func (g *writeGate) remove(r *Request) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+// remove takes r off the queue if it is still waiting there, and returns
+// the requests that its leaving admits (those queued behind it, if it was
+// an exclusive one at the head).
+func (l *ioLock) remove(r *Request) (found bool, admitted *Request) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	var prev *Request
-	for w := g.head; w != nil; prev, w = w, w.gateNext {
+	for w := l.head; w != nil; prev, w = w, w.gateNext {
 		if w != r {
 			continue
 		}
 		if prev == nil {
-			g.head = w.gateNext
+			l.head = w.gateNext
 		} else {
 			prev.gateNext = w.gateNext
 		}
-		if g.tail == w {
-			g.tail = prev
+		if l.tail == w {
+			l.tail = prev
 		}
 		w.gateNext = nil
-		return true
+		return true, l.admitLocked()
 	}
-	return false
+	return false, nil
 }
 
-// gateRelease releases r's hold on the file's write gate, if it has one,
-// and starts the writes that were waiting for it. Called once r's I/O is
-// done and (for writes the mapper converts) its extents are converted.
-func (f *File) gateRelease(r *Request) {
-	if !r.gateHeld {
-		return
-	}
-	r.gateHeld = false
-	for w := f.gate().leave(r); w != nil; {
+// start carries on the requests the lock admitted: a synchronous caller
+// is woken; an asynchronous request is launched by its own File, with
+// that File's descriptor, engine, backend and policy.
+func startAdmitted(w *Request) {
+	for w != nil {
 		next := w.gateNext
 		w.gateNext = nil
 		if w.gateSync {
 			w.gateAdmitted.Store(true)
 			signal(w.wake)
 		} else {
-			f.launchAdmitted(w)
+			w.file.launchAdmitted(w)
 		}
 		w = next
 	}
 }
 
-// awaitAdmission blocks a synchronous write until the gate admits it (the
-// writes it waits for complete on the engine's owner). If the caller's context ends first, the write
-// leaves the queue and fails with ECANCELED, having done nothing.
+// gateRelease releases r's hold on its File's lock, if it has one, and
+// starts the requests that were waiting for it. Called once r's I/O is
+// done and (for writes the mapper converts) its extents are converted.
+func (f *File) gateRelease(r *Request) {
+	if !r.gateHeld {
+		return
+	}
+	startAdmitted(f.gate().leave(r))
+}
+
+// awaitAdmission blocks a synchronous request until the lock admits it
+// (the I/O it waits for completes on the engine). If the caller's context
+// ends first, the request leaves the queue and fails with ECANCELED,
+// having done nothing.
 func (f *File) awaitAdmission(r *Request) error {
 	done := r.gateDone
 	for !r.gateAdmitted.Load() {
 		select {
 		case <-r.wake:
 		case <-done:
-			if f.gate().remove(r) {
+			if found, admitted := f.gate().remove(r); found {
+				startAdmitted(admitted)
 				return syscall.ECANCELED
 			}
 			done = nil // admitted meanwhile: go on
@@ -167,19 +234,25 @@ func (f *File) awaitAdmission(r *Request) error {
 	return nil
 }
 
-// cancelQueued completes r with ECANCELED if it is an asynchronous write
-// still waiting at the gate, and reports whether it was.
+// cancelQueued completes r with ECANCELED if it is an asynchronous request
+// still queued for the lock, and reports whether it was.
 func (f *File) cancelQueued(r *Request) bool {
-	if f.gate() == nil || r.gateSync || !f.gate().remove(r) {
+	if f.gate() == nil || r.gateSync {
+		return false
+	}
+	found, admitted := f.gate().remove(r)
+	startAdmitted(admitted)
+	if !found {
 		return false
 	}
 	f.completeUnlaunched(r, syscall.ECANCELED)
 	return true
 }
 
-// launchAdmitted starts an asynchronous write the gate admitted after its
-// Submit returned. An error can no longer be returned to the submitter:
-// the request completes with it, through its policy, having moved no data.
+// launchAdmitted starts an asynchronous request the lock admitted after
+// its Submit returned. An error can no longer be returned to the
+// submitter: the request completes with it, through its policy, having
+// moved no data.
 func (f *File) launchAdmitted(r *Request) {
 	err := f.launch(r, false, true)
 	if err == nil {
@@ -192,10 +265,11 @@ func (f *File) launchAdmitted(r *Request) {
 	f.completeUnlaunched(r, err)
 }
 
-// completeUnlaunched completes an asynchronous write that Submit accepted
-// but that never reached the ring (it failed to map after waiting at the
-// gate, or was cancelled there) with err and no bytes, through its policy.
-// It holds the File's in-flight reference of its submission.
+// completeUnlaunched completes an asynchronous request that Submit
+// accepted but that never reached the engine (it failed to map after
+// waiting for the lock, or was cancelled there) with err and no bytes,
+// through its policy. It holds the File's in-flight reference of its
+// submission.
 func (f *File) completeUnlaunched(r *Request, err error) {
 	r.pieces = r.pieces[:0]
 	r.errno, r.stopAt = err, r.Off
@@ -206,14 +280,11 @@ func (f *File) completeUnlaunched(r *Request, err error) {
 	f.eng.put(r, false)
 }
 
-// gateWaited reports how many requests on the file's volume waited at its
-// gate (0 for kernel files and mappers that leave zeroing to the kernel).
+// gateWaited reports how many requests on the file's inode or volume had
+// to queue for its lock.
 func (f *File) gateWaited() uint64 {
-	g := f.gate()
-	if g == nil {
-		return 0
+	if g := f.gate(); g != nil {
+		return g.waited.Load()
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.waited
+	return 0
 }

@@ -19,7 +19,7 @@ import (
 type inode struct {
 	key  inodeKey
 	refs int // under inodes.mu
-	gate writeGate
+	gate ioLock
 }
 
 type inodeKey struct{ dev, ino uint64 }

@@ -31,7 +31,7 @@ type volume struct {
 	zeroBS  int64 // bs when it is larger than the I/O alignment: the engine zeroes sub-block ranges
 	sizeSet bool  // the size came from Options.Size
 	size    atomicSize
-	gate    writeGate
+	gate    ioLock
 	refs    int // under volumes.mu
 }
 
@@ -99,33 +99,30 @@ func (v *volume) release() {
 	}
 }
 
-// gate returns the write gate the file's requests pass, if any: its
-// volume's where the engine keeps the map, its inode's on a kernel file.
-func (f *File) gate() *writeGate {
-	switch {
-	case f.ino != nil:
+// gate returns the I/O lock the file's requests take (gate.go): its
+// inode's for a kernel file, its volume's for a mapped file.
+func (f *File) gate() *ioLock {
+	if f.ino != nil {
 		return &f.ino.gate
-	case f.vol != nil && f.vol.ops != nil:
-		return &f.vol.gate
 	}
-	return nil
+	return &f.vol.gate
 }
 
-// gated reports whether r passes the file's gate. On a volume whose map
-// the engine keeps every request does (writes that need sub-block zeroing
-// alone; the rest together), so that hole punching and truncation, which
-// hold the gate alone, never free space under I/O. On a kernel file writes
-// do (together), so that an unaligned write, which holds it alone, reads
-// and rewrites its partial sectors with no other write of this process in
-// between. The gate holder's own I/O (owned) does not pass it.
+// gated reports whether r takes the file's lock (shared unless it needs
+// sub-block zeroing). On a volume whose map the engine keeps every request
+// does, so that hole punching and truncation, which hold it alone, never
+// free space under I/O. Elsewhere writes do, so that an unaligned write,
+// which holds it alone, reads and rewrites its partial sectors with no
+// other write of this process in between, and size changes wait for the
+// writes in flight. The lock holder's own I/O (owned) does not take it.
 func (f *File) gated(r *Request) bool {
 	if r.owned {
 		return false
 	}
-	if f.ino != nil {
-		return r.Op == Write
+	if f.vol != nil && f.vol.ops != nil {
+		return true
 	}
-	return f.vol != nil && f.vol.ops != nil
+	return r.Op == Write
 }
 
 // extendSize raises the volume's size to end if it is smaller, and tells
@@ -195,6 +192,9 @@ func (f *File) unlockExclusive(r *Request) {
 	f.eng.putReq(r)
 }
 
+// The size and space operations below run with the lock held exclusive
+// (File.fileOp).
+
 // truncate sets a volume's size. Shrinking releases the blocks past the new
 // end and zeroes the rest of the new last block, so that growing the
 // volume again reads zeroes there, as a file system's truncate does.
@@ -206,23 +206,21 @@ func (v *volume) truncate(f *File, size int64) error {
 		v.setSize(size)
 		return nil
 	}
-	return f.exclusive(context.Background(), func() error {
-		if size < v.size.Load() {
-			end := alignUp(size, v.bs)
-			if end > size {
-				if err := f.zeroMapped(size, end-size); err != nil {
-					return err
-				}
-			}
-			if last := maxBlockEnd(v.bs); end < last {
-				if err := v.ops.Punch(end, last-end); err != nil {
-					return err
-				}
+	if size < v.size.Load() {
+		end := alignUp(size, v.bs)
+		if end > size {
+			if err := f.zeroMapped(size, end-size); err != nil {
+				return err
 			}
 		}
-		v.setSize(size)
-		return nil
-	})
+		if last := maxBlockEnd(v.bs); end < last {
+			if err := v.ops.Punch(end, last-end); err != nil {
+				return err
+			}
+		}
+	}
+	v.setSize(size)
+	return nil
 }
 
 // allocate preallocates [off, off+n) in the map (unwritten: reads as
@@ -242,15 +240,13 @@ func (v *volume) allocate(f *File, off, n int64, keepSize bool) error {
 		}
 		return nil
 	}
-	return f.exclusive(context.Background(), func() error {
-		if err := v.ops.Preallocate(off, n); err != nil {
-			return err
-		}
-		if !keepSize {
-			v.extendSize(off + n)
-		}
-		return nil
-	})
+	if err := v.ops.Preallocate(off, n); err != nil {
+		return err
+	}
+	if !keepSize {
+		v.extendSize(off + n)
+	}
+	return nil
 }
 
 // punch turns [off, off+n) into a hole: whole blocks leave the map, the
@@ -269,23 +265,21 @@ func (v *volume) punch(f *File, off, n int64) error {
 	if end < off {
 		return syscall.EINVAL
 	}
-	return f.exclusive(context.Background(), func() error {
-		lo, hi := alignUp(off, v.bs), end&^(v.bs-1)
-		if lo >= hi {
-			return f.zeroMapped(off, n) // within one block, or two partial ones
+	lo, hi := alignUp(off, v.bs), end&^(v.bs-1)
+	if lo >= hi {
+		return f.zeroMapped(off, n) // within one block, or two partial ones
+	}
+	if off < lo {
+		if err := f.zeroMapped(off, lo-off); err != nil {
+			return err
 		}
-		if off < lo {
-			if err := f.zeroMapped(off, lo-off); err != nil {
-				return err
-			}
+	}
+	if hi < end {
+		if err := f.zeroMapped(hi, end-hi); err != nil {
+			return err
 		}
-		if hi < end {
-			if err := f.zeroMapped(hi, end-hi); err != nil {
-				return err
-			}
-		}
-		return v.ops.Punch(lo, hi-lo)
-	})
+	}
+	return v.ops.Punch(lo, hi-lo)
 }
 
 // maxBlockEnd is the largest block-aligned file offset.
