@@ -37,27 +37,117 @@ const (
 const defaultBufferMemory = 64 << 20
 
 // bufPool hands out page-aligned off-heap buffers within one byte bound
-// per engine: bounce buffers, and the buffers of writers and read-ahead
-// readers. When the bound is reached, get waits for a put (back-pressure,
-// never failure). Buffers that are put back are kept for reuse, and freed
-// when another size needs the room.
+// per engine. Two kinds of user take them, and neither waits for a buffer
+// while holding one, so the pool cannot deadlock:
+//   - a bounced ReadAt or WriteAt takes one buffer (get) for one aligned
+//     I/O and puts it back before it takes another;
+//   - a stream (an Appender, a ReadAhead reader) reserves all its buffers
+//     in one step (reserve), or as many as there is room for, at least
+//     one, and keeps them until it is closed. Streams together hold at
+//     most the bound less maxBounce, so a bounced call always gets a
+//     buffer once the bounced calls before it are done.
+//
+// When the bound is reached a taker waits (back-pressure, never failure).
+// Buffers put back are kept for reuse, and freed when another size needs
+// the room.
 type bufPool struct {
-	mu      sync.Mutex
-	cond    sync.Cond
-	limit   int64
-	held    int64 // bytes allocated: handed out or cached
-	free    [nBounceClasses][][]byte
-	closed  bool
-	waiting int
+	mu         sync.Mutex
+	cond       sync.Cond
+	limit      int64
+	held       int64 // bytes allocated: handed out or cached
+	streamHeld int64 // bytes reserved by streams
+	free       [nBounceClasses][][]byte
+	closed     bool
+	waiting    int
 }
 
 func newBufPool(limit int64) *bufPool {
 	if limit <= 0 {
 		limit = defaultBufferMemory
 	}
-	p := &bufPool{limit: max(limit, maxBounce)}
+	p := &bufPool{limit: max(limit, 2*maxBounce)}
 	p.cond.L = &p.mu
 	return p
+}
+
+// reserve takes up to count buffers of size bytes (0 < size <= maxBounce)
+// for a stream, in one step: it waits, holding nothing, until at least one
+// fits in the streams' share of the bound, then takes as many as fit, up
+// to count. release gives them back.
+func (p *bufPool) reserve(count int, size int64) ([][]byte, error) {
+	if size <= 0 || size > maxBounce || count <= 0 {
+		return nil, fmt.Errorf("dio: %d stream buffers of %d bytes: %w", count, size, syscall.EINVAL)
+	}
+	c := bounceClass(size)
+	size = int64(1) << (c + minBounceShift)
+	bufs, fresh := p.reserveLocked(c, count, size)
+	for i := len(bufs) - fresh; i < len(bufs); i++ {
+		b, err := ring.Alloc(int(size))
+		if err != nil {
+			p.mu.Lock()
+			p.held -= size * int64(len(bufs)-i)
+			p.streamHeld -= size * int64(len(bufs)-i)
+			p.cond.Broadcast()
+			p.mu.Unlock()
+			p.release(bufs[:i])
+			return nil, err
+		}
+		bufs[i] = b
+	}
+	return bufs, nil
+}
+
+// reserveLocked takes the mutex and reserves what reserve takes: cached
+// buffers first, then room for fresh ones (the last fresh entries of the
+// result, nil for the caller to allocate).
+func (p *bufPool) reserveLocked(c, count int, size int64) (bufs [][]byte, fresh int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	share := p.limit - maxBounce
+	for {
+		k := min(int64(count), (share-p.streamHeld)/size)
+		for k > 0 && len(p.free[c]) < int(k) && p.held+size*(k-int64(len(p.free[c]))) > p.limit && p.evictLocked(c) {
+		}
+		if k > 0 {
+			k = min(k, int64(len(p.free[c]))+(p.limit-p.held)/size)
+		}
+		if k >= 1 {
+			bufs = make([][]byte, k)
+			for i := range bufs {
+				if l := len(p.free[c]); l > 0 {
+					bufs[i] = p.free[c][l-1]
+					p.free[c][l-1] = nil
+					p.free[c] = p.free[c][:l-1]
+				} else {
+					p.held += size
+					fresh++
+				}
+			}
+			p.streamHeld += k * size
+			return bufs, fresh
+		}
+		p.waiting++
+		p.cond.Wait()
+		p.waiting--
+	}
+}
+
+// release gives back a stream's buffers from reserve.
+func (p *bufPool) release(bufs [][]byte) {
+	var n int64
+	for _, b := range bufs {
+		if b != nil {
+			n += int64(cap(b))
+		}
+	}
+	p.mu.Lock()
+	p.streamHeld -= n
+	p.mu.Unlock()
+	for _, b := range bufs {
+		if b != nil {
+			p.put(b)
+		}
+	}
 }
 
 func bounceClass(n int64) int {
@@ -265,6 +355,9 @@ func (f *File) patchKernel(ctx context.Context, p []byte, off int64, fl Flags) (
 	if err != nil {
 		return 0, f.opErr("write", off, int64(len(p)), err)
 	}
+	if patchHook != nil {
+		patchHook(f) // a test's: the size is read, nothing written yet
+	}
 	growing := !f.blockDev // a block device's size does not move
 	// A write that starts past the end leaves a gap, which must read as
 	// zeroes. Past the old end, the old last block may hold bytes of a
@@ -327,6 +420,10 @@ func (f *File) patchParts(ctx context.Context, p []byte, off, size int64, fl Fla
 	}
 	return done, nil
 }
+
+// patchHook, set by tests (export_test.go), runs in patchKernel with the
+// lock held, once the size is read and before anything is written.
+var patchHook func(*File)
 
 // rmw writes p at off through bounce buffers: the aligned range around it,
 // in chunks, with the sectors it covers in part read first and patched.

@@ -100,3 +100,8 @@ func RefuseRingForTest(err error) (restore func()) {
 // ClosedForTest reports whether f's descriptor close has begun (a Close
 // that waited, or the last reference after a deferred one).
 func ClosedForTest(f *File) bool { return f.closeDone.Load() }
+
+// SetPatchHookForTest sets a hook that runs inside every unaligned write
+// of a kernel file, with the inode's lock held exclusive, once the size is
+// read and before anything is written (nil: none).
+func SetPatchHookForTest(h func(*File)) { patchHook = h }

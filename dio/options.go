@@ -116,8 +116,9 @@ type EngineOptions struct {
 	Workers int
 	// BufferMemory bounds the memory the engine keeps for bounce buffers
 	// (unaligned ReadAt and WriteAt, Appender and ReadAhead) at that many
-	// bytes (default 64 MiB). A request that finds the bound reached waits
-	// for a buffer to come back.
+	// bytes (default 64 MiB, at least 2 MiB). A request that finds the
+	// bound reached waits for a buffer to come back; a stream takes its
+	// buffers when it is made, fewer where there is no room for all.
 	BufferMemory int64
 
 	hooks ringhook.Hooks // test hooks (internal/ringhook)

@@ -42,7 +42,10 @@ type raSlot struct {
 // chunk bytes in flight ahead of its position, for scans and compactions:
 // direct I/O bypasses the page cache, so the kernel's read-ahead does
 // nothing. chunk is a multiple of the file's alignment, at most 1 MiB (0
-// means 256 KiB); window 0 means 4. It is for files that do not change
+// means 256 KiB); window 0 means 4. The window's buffers come from the
+// engine's buffer memory (EngineOptions.BufferMemory), all at once: where
+// it has no room for all of them the window is smaller, and where it has
+// none ReadAhead waits for another stream to close. It is for files that do not change
 // under it, such as sstables: bytes it read ahead are not read again. Read
 // copies into p: p is the caller's when Read returns. Close waits for the
 // reads in flight and gives the buffers back; it does not close the File.
@@ -70,16 +73,17 @@ func (f *File) newReadAhead(off int64, chunkSize, window int) (*readAhead, error
 	if window <= 0 {
 		window = 4
 	}
-	r := &readAhead{f: f, chunk: chunk, pos: off, next: off &^ (a - 1), slots: make([]raSlot, window)}
+	// The window's buffers, in one step: as many as the engine's buffer
+	// memory has room for, at least one (bounce.go).
+	bufs, err := f.eng.bufs.reserve(window, chunk)
+	if err != nil {
+		return nil, f.opErr("readahead", off, chunk, err)
+	}
+	r := &readAhead{f: f, chunk: chunk, pos: off, next: off &^ (a - 1), slots: make([]raSlot, len(bufs))}
 	for i := range r.slots {
-		buf, err := f.eng.bufs.get(chunk)
-		if err != nil {
-			r.Close()
-			return nil, f.opErr("readahead", off, chunk, err)
-		}
 		q := newRequest()
 		q.Op, q.Policy = Read, completion.Wait
-		r.slots[i] = raSlot{req: q, buf: buf[:chunk]}
+		r.slots[i] = raSlot{req: q, buf: bufs[i][:chunk]}
 	}
 	r.fill()
 	return r, nil
@@ -163,16 +167,16 @@ func (r *readAhead) Close() error {
 		return nil
 	}
 	r.closed = true
+	bufs := make([][]byte, 0, len(r.slots))
 	for i := range r.slots {
 		s := &r.slots[i]
 		if s.busy {
 			s.req.Wait(context.Background())
 			s.busy = false
 		}
-		if s.buf != nil {
-			r.f.eng.bufs.put(s.buf)
-			s.buf = nil
-		}
+		bufs = append(bufs, s.buf)
+		s.buf = nil
 	}
+	r.f.eng.bufs.release(bufs)
 	return nil
 }

@@ -38,7 +38,8 @@ import (
 // The Appender owns the file's contents from its start offset on while it
 // is open: do not write them through other handles. Write copies p before
 // it returns: p is the caller's again then. Its buffers come from the
-// engine's buffer memory (EngineOptions.BufferMemory). Write, Sync,
+// engine's buffer memory (EngineOptions.BufferMemory), all at once when it
+// is made (fewer chunks in flight where there is no room for all). Write, Sync,
 // SyncData, Size and Close are safe for concurrent use.
 type Appender interface {
 	// Write appends p. It returns an error only if the Appender is closed
@@ -75,12 +76,14 @@ type appender struct {
 	dirty   bool // chunks written since the last sync
 	tailLen int64
 
-	// Chunks written behind: requests, their completion state.
+	// Chunks written behind: requests, their completion state, and the
+	// buffers not in use (one per free request).
 	cmu      sync.Mutex
 	ccond    sync.Cond
 	inflight int
 	werr     error
 	free     []*Request
+	spare    [][]byte
 
 	// Group commit.
 	smu     sync.Mutex
@@ -117,19 +120,25 @@ func (f *File) newAppender(off int64, chunkSize, inflight int) (*appender, error
 	if off > f.maxEnd()-chunk {
 		return nil, f.opErr("appender", off, chunk, syscall.EFBIG)
 	}
-	w := &appender{f: f, chunk: chunk, max: inflight, synced: off}
-	if w.max <= 0 {
-		w.max = 4
+	if inflight <= 0 {
+		inflight = 4
 	}
-	w.ccond.L, w.scond.L = &w.cmu, &w.smu
-	buf, err := f.eng.bufs.get(chunk)
+	// Its buffers, in one step: the chunk being filled and one per chunk
+	// written behind, as many as the engine's buffer memory has room for
+	// (bounce.go). With one, chunks are written synchronously.
+	bufs, err := f.eng.bufs.reserve(1+inflight, chunk)
 	if err != nil {
 		return nil, f.opErr("appender", off, chunk, err)
 	}
-	w.buf, w.bufOff, w.n = buf[:chunk], off&^(a-1), off%a
+	w := &appender{f: f, chunk: chunk, max: len(bufs) - 1, synced: off}
+	w.ccond.L, w.scond.L = &w.cmu, &w.smu
+	for _, b := range bufs[1:] {
+		w.spare = append(w.spare, b[:chunk])
+	}
+	w.buf, w.bufOff, w.n = bufs[0][:chunk], off&^(a-1), off%a
 	if w.n > 0 {
 		if err := f.readSector(context.Background(), w.buf[:a], w.bufOff); err != nil {
-			f.eng.bufs.put(buf)
+			f.eng.bufs.release(bufs)
 			return nil, reframe(err, "appender", off, 0)
 		}
 	}
@@ -187,6 +196,17 @@ func (w *appender) usable() error {
 // writeBehind submits the full chunk and starts a new one. Called with mu
 // held.
 func (w *appender) writeBehind() error {
+	if w.max == 0 {
+		// One buffer: write it now and fill it again.
+		if _, err := w.f.directIO(context.Background(), Write, w.buf, w.bufOff, 0, false); err != nil {
+			w.err = err
+			return err
+		}
+		w.dirty = true
+		w.bufOff += w.chunk
+		w.n, w.tailLen = 0, 0
+		return nil
+	}
 	w.cmu.Lock()
 	for len(w.free) == 0 && w.werr == nil {
 		w.ccond.Wait()
@@ -198,6 +218,8 @@ func (w *appender) writeBehind() error {
 	}
 	r := w.free[len(w.free)-1]
 	w.free = w.free[:len(w.free)-1]
+	next := w.spare[len(w.spare)-1]
+	w.spare = w.spare[:len(w.spare)-1]
 	w.inflight++
 	w.cmu.Unlock()
 	r.Off, r.Buf, r.Flags = w.bufOff, w.buf, 0
@@ -205,6 +227,7 @@ func (w *appender) writeBehind() error {
 		w.cmu.Lock()
 		w.inflight--
 		w.free = append(w.free, r)
+		w.spare = append(w.spare, next)
 		w.cmu.Unlock()
 		w.err = err
 		return err
@@ -212,12 +235,7 @@ func (w *appender) writeBehind() error {
 	w.dirty = true
 	w.bufOff += w.chunk
 	w.n, w.tailLen = 0, 0
-	buf, err := w.f.eng.bufs.get(w.chunk)
-	if err != nil {
-		w.err = w.f.opErr("write", w.bufOff, w.chunk, err)
-		return w.err
-	}
-	w.buf = buf[:w.chunk]
+	w.buf = next
 	return nil
 }
 
@@ -225,9 +243,9 @@ func (w *appender) writeBehind() error {
 // reaper): it gives the buffer back and records an error.
 func (w *appender) written(r *Request) {
 	_, err := r.Result()
-	w.f.eng.bufs.put(r.Buf)
-	r.Buf = nil
 	w.cmu.Lock()
+	w.spare = append(w.spare, r.Buf)
+	r.Buf = nil
 	if err != nil && w.werr == nil {
 		w.werr = err
 	}
@@ -379,8 +397,11 @@ func (w *appender) Close() error {
 			err = w.f.opErr("sync", size, 0, serr)
 		}
 	}
-	w.f.eng.bufs.put(w.buf)
-	w.buf = nil
+	w.cmu.Lock()
+	bufs := append(w.spare, w.buf)
+	w.spare, w.buf = nil, nil
+	w.cmu.Unlock()
+	w.f.eng.bufs.release(bufs)
 	return err
 }
 
