@@ -15,6 +15,7 @@ package target
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -442,14 +443,14 @@ func seed(t testing.TB) uint64 {
 	return uint64(time.Now().UnixNano())
 }
 
-// randomBytes returns n bytes from rng.
+// randomBytes returns n bytes drawn from rng (through a ChaCha8 it
+// seeds, which fills them a block at a time).
 func randomBytes(rng *rand.Rand, n int) []byte {
-	b := make([]byte, n)
-	for i := 0; i < n; i += 8 {
-		v := rng.Uint64()
-		for j := 0; j < 8 && i+j < n; j++ {
-			b[i+j] = byte(v >> (8 * j))
-		}
+	var seed [32]byte
+	for i := range 4 {
+		binary.LittleEndian.PutUint64(seed[8*i:], rng.Uint64())
 	}
+	b := make([]byte, n)
+	rand.NewChaCha8(seed).Read(b)
 	return b
 }
