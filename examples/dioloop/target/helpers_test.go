@@ -80,8 +80,9 @@ type ChildStats struct {
 type child struct {
 	t *Target
 
-	failing atomic.Pointer[[2]int64] // reads overlapping [off, end) fail
-	fr      atomic.Pointer[faultring.Ring]
+	failing      atomic.Pointer[[2]int64] // reads overlapping [off, end) fail
+	failingWrite atomic.Pointer[[2]int64] // writes overlapping [off, end) fail
+	fr           atomic.Pointer[faultring.Ring]
 
 	mu      sync.Mutex
 	uppers  []string // file systems mounted on the device, for teardown
@@ -105,6 +106,12 @@ func (c *child) Stats(_ int, out *ChildStats) error {
 // with EIO; a length of 0 ends that.
 func (c *child) FailReads(r [2]int64, _ *int) error {
 	c.failing.Store(&[2]int64{r[0], r[0] + r[1]})
+	return nil
+}
+
+// FailWrites is FailReads for writes.
+func (c *child) FailWrites(r [2]int64, _ *int) error {
+	c.failingWrite.Store(&[2]int64{r[0], r[0] + r[1]})
 	return nil
 }
 
@@ -137,15 +144,16 @@ func (c *child) Stop(_ int, _ *int) error {
 	return c.t.Close(ctx)
 }
 
-// decide is the fault ring's choice for one CQE: EIO for a read that
-// overlaps the failing range.
+// decide is the fault ring's choice for one CQE: EIO for a read or a
+// write that overlaps its failing range.
 func (c *child) decide(q faultring.CQE) faultring.Fault {
+	var r *[2]int64
 	switch q.SQE.Op {
 	case ring.OpRead, ring.OpReadv, ring.OpReadFixed:
-	default:
-		return faultring.None
+		r = c.failing.Load()
+	case ring.OpWrite, ring.OpWritev, ring.OpWriteFixed:
+		r = c.failingWrite.Load()
 	}
-	r := c.failing.Load()
 	if r == nil || r[1] <= r[0] {
 		return faultring.None
 	}
