@@ -94,7 +94,10 @@ func startCommand(t *testing.T, image string) (*command, string) {
 		t.Fatal(err)
 	}
 	c.cmd = exec.Command(exe)
-	c.cmd.Env = append(os.Environ(), mainEnv+"="+string(args))
+	// Under the race detector a process sleeps a second at exit unless
+	// told not to.
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	c.cmd.Env = append(os.Environ(), mainEnv+"="+string(args), "GORACE="+gorace)
 	c.cmd.Stderr = &c.out
 	stdout, err := c.cmd.StdoutPipe()
 	if err != nil {
