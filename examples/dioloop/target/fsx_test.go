@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/uringdio/uringdio/internal/fsx"
 )
@@ -58,14 +59,21 @@ func TestExt4AboveReadsEqualTheModel(t *testing.T) {
 	if longMode() {
 		ops = 200_000
 	}
-	if v := os.Getenv("DIOLOOP_FSX_OPS"); v != "" {
+	if v := os.Getenv("UIRINGDIO_FSX_OPS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil {
-			t.Fatalf("DIOLOOP_FSX_OPS: %v", err)
+			t.Fatalf("UIRINGDIO_FSX_OPS: %v", err)
 		}
 		ops = n
 	}
-	sd := seed(t)
+	sd := uint64(time.Now().UnixNano())
+	if v := os.Getenv("UIRINGDIO_FSX_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("UIRINGDIO_FSX_SEED: %v", err)
+		}
+		sd = n
+	}
 	x := &fsxRun{t: t, s: s, dir: dir, rng: rand.New(rand.NewPCG(sd, 0x9e3779b97f4a7c15)), log: fsx.NewLog(40), seed: sd}
 	for i := range 3 {
 		x.files = append(x.files, &fsxFile{name: fmt.Sprintf("f%d", i), m: fsx.NewModel()})
@@ -104,7 +112,7 @@ func TestExt4AboveReadsEqualTheModel(t *testing.T) {
 // command.
 func (x *fsxRun) fail(format string, args ...any) {
 	x.t.Helper()
-	x.t.Fatalf("%s\nseed %d; last operations:\n%sreplay: DIOLOOP_SEED=%d go test -run %s ./examples/dioloop/target",
+	x.t.Fatalf("%s\nseed %d; last operations:\n%sreplay: UIRINGDIO_FSX_SEED=%d go test -run %s ./examples/dioloop/target",
 		fmt.Sprintf(format, args...), x.seed, x.log, x.seed, x.t.Name())
 }
 

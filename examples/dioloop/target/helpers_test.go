@@ -25,7 +25,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -437,19 +436,6 @@ const (
 	ext4Shutdown   = 2<<30 | 4<<16 | 'X'<<8 | 125
 	ext4NoLogFlush = 0x2
 )
-
-// seed is the environment's DIOLOOP_SEED (a replay), or a new seed.
-func seed(t testing.TB) uint64 {
-	t.Helper()
-	if s := os.Getenv("DIOLOOP_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("DIOLOOP_SEED: %v", err)
-		}
-		return v
-	}
-	return uint64(time.Now().UnixNano())
-}
 
 // randomBytes returns n bytes drawn from rng (through a ChaCha8 it
 // seeds, which fills them a block at a time).

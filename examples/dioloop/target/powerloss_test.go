@@ -69,7 +69,7 @@ func newPowerRun(t *testing.T, ackBeforeSync bool) *powerRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sd := seed(t)
+	sd := crashfs.Seed(t)
 	r := &powerRun{
 		t:     t,
 		fs:    fs,
@@ -270,7 +270,7 @@ func TestFsyncedFilesSurvivePowerLoss(t *testing.T) {
 		}
 		r.cut(mode, fired)
 		if err := r.check(); err != nil {
-			t.Fatalf("round %d (%v), seed %d: %v\nreplay: DIOLOOP_SEED=%d go test -run %s ./examples/dioloop/target",
+			t.Fatalf("round %d (%v), seed %d: %v\nreplay: UIRINGDIO_POWERLOSS_SEED=%d go test -run %s ./examples/dioloop/target",
 				round, mode, r.seed, err, r.seed, t.Name())
 		}
 	}
