@@ -23,7 +23,8 @@ type Config struct {
 	// 4 KiB-aligned, so it reaches the image zero-copy wherever the
 	// image's direct-I/O alignment is 4096 or less.
 	BlockSize int
-	// Options open the image (dio.Open): the engine, a volume's Mapper.
+	// Options open the image (dio.Open): the engine, or a volume's
+	// Mapper (an iomap.ExtentMap; the tests cover kernel files only).
 	// Nil: the process's engine, a kernel file.
 	Options *dio.Options
 
