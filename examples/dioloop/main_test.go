@@ -1,0 +1,248 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/uringdio/uringdio/ring"
+	"golang.org/x/sys/unix"
+)
+
+// The command under test is this test binary run again with mainEnv set
+// to its arguments (JSON): TestMain runs main with them. The command
+// serves in its own process, as it would from a shell; the tests do I/O to
+// its device from theirs.
+const mainEnv = "DIOLOOP_TEST_MAIN"
+
+func TestMain(m *testing.M) {
+	if a := os.Getenv(mainEnv); a != "" {
+		var args []string
+		if err := json.Unmarshal([]byte(a), &args); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		os.Args = append([]string{"dioloop"}, args...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestParseSize(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"", 0, true},
+		{"4096", 4096, true},
+		{"64K", 64 << 10, true},
+		{"16m", 16 << 20, true},
+		{"2G", 2 << 30, true},
+		{"1T", 1 << 40, true},
+		{"-1", 0, false},
+		{"G", 0, false},
+		{"1.5G", 0, false},
+		{"99999999999T", 0, false},
+	} {
+		got, err := parseSize(c.in)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d, ok %v", c.in, got, err, c.want, c.ok)
+		}
+	}
+}
+
+// command is the command running in a child process.
+type command struct {
+	cmd   *exec.Cmd
+	lines chan string // its output, line by line; closed at its end
+	out   bytes.Buffer
+	dir   string // where it mounts its FUSE file system
+}
+
+// startCommand runs the command on a new image of 16 MiB and waits for the
+// device it prints.
+func startCommand(t *testing.T, image string) (*command, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("dioloop: mounting FUSE and attaching loop devices needs root")
+	}
+	for _, p := range []string{"/dev/fuse", "/dev/loop-control"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skipf("dioloop: %v", err)
+		}
+	}
+	c := &command{lines: make(chan string, 16), dir: filepath.Join(t.TempDir(), "mnt")}
+	if err := os.Mkdir(c.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args, _ := json.Marshal([]string{"-image", image, "-size", "16M", "-dir", c.dir})
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = exec.Command(exe)
+	// Under the race detector a process sleeps a second at exit unless
+	// told not to.
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	c.cmd.Env = append(os.Environ(), mainEnv+"="+string(args), "GORACE="+gorace)
+	c.cmd.Stderr = &c.out
+	stdout, err := c.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.cmd.Process.Kill()
+		c.cmd.Wait()
+	})
+	go func() {
+		defer close(c.lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+	}()
+	dev, ok := <-c.lines
+	if !ok || !strings.HasPrefix(dev, "/dev/loop") {
+		c.cmd.Wait()
+		t.Fatalf("the command's first line is %q, want a loop device; stderr:\n%s", dev, c.out.String())
+	}
+	return c, dev
+}
+
+// waitFor reads the command's output up to a line that contains s.
+func (c *command) waitFor(t *testing.T, s string) {
+	t.Helper()
+	for l := range c.lines {
+		if strings.Contains(l, s) {
+			return
+		}
+	}
+	t.Fatalf("the command ended without printing %q; stderr:\n%s", s, c.out.String())
+}
+
+// exit waits for the command's end and returns its exit code and its
+// remaining output.
+func (c *command) exit() (int, string) {
+	var rest strings.Builder
+	for l := range c.lines {
+		rest.WriteString(l + "\n")
+	}
+	err := c.cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), rest.String() + c.out.String()
+	}
+	return 0, rest.String() + c.out.String()
+}
+
+// attachedTo returns the backing file of loop device dev, or "".
+func attachedTo(dev string) string {
+	b, _ := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "loop/backing_file"))
+	return strings.TrimSpace(string(b))
+}
+
+// isMountPoint reports whether dir is mounted on.
+func isMountPoint(dir string) bool {
+	var a, b unix.Stat_t
+	if unix.Stat(dir, &a) != nil || unix.Stat(filepath.Dir(dir), &b) != nil {
+		return false
+	}
+	return a.Dev != b.Dev
+}
+
+// TestSIGTERMFlushesDetachesAndUnmounts runs the command, writes through
+// its device, sends SIGTERM and checks that it exits 0 with the loop
+// device detached from its file, its FUSE file system unmounted and the
+// data on the image.
+func TestSIGTERMFlushesDetachesAndUnmounts(t *testing.T) {
+	image := filepath.Join(t.TempDir(), "disk.img")
+	c, dev := startCommand(t, image)
+	served := filepath.Join(c.dir, "disk.img")
+	if got := attachedTo(dev); got != served {
+		t.Fatalf("%s is attached to %q, want %q", dev, got, served)
+	}
+	buf, err := ring.Alloc(64 << 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ring.Free(buf)
+	for i := range buf {
+		buf[i] = byte(i*7 + 1)
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(buf, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	code, out := c.exit()
+	if code != 0 {
+		t.Fatalf("exit code %d after SIGTERM:\n%s", code, out)
+	}
+	if !strings.Contains(out, "dioloop: stopped") {
+		t.Errorf("output lacks \"dioloop: stopped\":\n%s", out)
+	}
+	if got := attachedTo(dev); got == served {
+		t.Errorf("%s is still attached to %s", dev, served)
+	}
+	if isMountPoint(c.dir) {
+		t.Errorf("%s is still mounted", c.dir)
+	}
+	img, err := os.Open(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	got := make([]byte, len(buf))
+	if _, err := io.ReadFull(io.NewSectionReader(img, 1<<20, int64(len(buf))), got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, buf) {
+		t.Error("the image does not hold what was written to the device")
+	}
+}
+
+// TestSecondSignalStopsWhileTheDeviceIsInUse holds the command's device
+// open, as a mounted file system would: the first SIGTERM waits for it,
+// the second stops the command anyway, with an error that says the device
+// was in use, and its FUSE file system unmounted.
+func TestSecondSignalStopsWhileTheDeviceIsInUse(t *testing.T) {
+	c, dev := startCommand(t, filepath.Join(t.TempDir(), "disk.img"))
+	holder, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	c.waitFor(t, "flush, detach")
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	code, out := c.exit()
+	if code != 1 || !strings.Contains(out, "still in use") {
+		t.Fatalf("exit code %d after a second SIGTERM, want 1 with \"still in use\":\n%s", code, out)
+	}
+	if isMountPoint(c.dir) {
+		t.Errorf("%s is still mounted", c.dir)
+	}
+}
