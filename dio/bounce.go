@@ -6,11 +6,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/bits"
-	"sync"
 	"syscall"
 
-	"github.com/uringdio/uringdio/ring"
+	"github.com/uringdio/uringdio/internal/engine"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -23,246 +22,10 @@ import (
 // in this process both survive; a write that ends past the end of file
 // leaves the file exactly as long as its end, as os.File would.
 
-// Bounce buffers come in power-of-two sizes from 4 KiB to maxBounce; longer
-// requests go through in pieces of maxBounce.
-const (
-	minBounceShift = 12
-	maxBounceShift = 20
-	maxBounce      = 1 << maxBounceShift
-	nBounceClasses = maxBounceShift - minBounceShift + 1
-)
-
-// defaultBufferMemory is the default bound on the memory an engine keeps
-// for bounce buffers (EngineOptions.BufferMemory).
-const defaultBufferMemory = 64 << 20
-
-// bufPool hands out page-aligned off-heap buffers within one byte bound
-// per engine. Two kinds of user take them, and neither waits for a buffer
-// while holding one, so the pool cannot deadlock:
-//   - a bounced ReadAt or WriteAt takes one buffer (get) for one aligned
-//     I/O and puts it back before it takes another;
-//   - a stream (an Appender, a ReadAhead reader) reserves all its buffers
-//     in one step (reserve), or as many as there is room for, at least
-//     one, and keeps them until it is closed. Streams together hold at
-//     most the bound less maxBounce, so a bounced call always gets a
-//     buffer once the bounced calls before it are done.
-//
-// When the bound is reached a taker waits (back-pressure, never failure).
-// Buffers put back are kept for reuse, and freed when another size needs
-// the room.
-type bufPool struct {
-	mu         sync.Mutex
-	cond       sync.Cond
-	limit      int64
-	held       int64 // bytes allocated: handed out or cached
-	streamHeld int64 // bytes reserved by streams
-	free       [nBounceClasses][][]byte
-	closed     bool
-	waiting    int
-}
-
-func newBufPool(limit int64) *bufPool {
-	if limit <= 0 {
-		limit = defaultBufferMemory
-	}
-	p := &bufPool{limit: max(limit, 2*maxBounce)}
-	p.cond.L = &p.mu
-	return p
-}
-
-// reserve takes up to count buffers of size bytes (0 < size <= maxBounce)
-// for a stream, in one step: it waits, holding nothing, until at least one
-// fits in the streams' share of the bound, then takes as many as fit, up
-// to count. release gives them back.
-func (p *bufPool) reserve(count int, size int64) ([][]byte, error) {
-	if size <= 0 || size > maxBounce || count <= 0 {
-		return nil, fmt.Errorf("dio: %d stream buffers of %d bytes: %w", count, size, syscall.EINVAL)
-	}
-	c := bounceClass(size)
-	size = int64(1) << (c + minBounceShift)
-	bufs, fresh := p.reserveLocked(c, count, size)
-	for i := len(bufs) - fresh; i < len(bufs); i++ {
-		b, err := ring.Alloc(int(size))
-		if err != nil {
-			p.mu.Lock()
-			p.held -= size * int64(len(bufs)-i)
-			p.streamHeld -= size * int64(len(bufs)-i)
-			p.cond.Broadcast()
-			p.mu.Unlock()
-			p.release(bufs[:i])
-			return nil, err
-		}
-		bufs[i] = b
-	}
-	return bufs, nil
-}
-
-// reserveLocked takes the mutex and reserves what reserve takes: cached
-// buffers first, then room for fresh ones (the last fresh entries of the
-// result, nil for the caller to allocate).
-func (p *bufPool) reserveLocked(c, count int, size int64) (bufs [][]byte, fresh int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	share := p.limit - maxBounce
-	for {
-		k := min(int64(count), (share-p.streamHeld)/size)
-		for k > 0 && len(p.free[c]) < int(k) && p.held+size*(k-int64(len(p.free[c]))) > p.limit && p.evictLocked(c) {
-		}
-		if k > 0 {
-			k = min(k, int64(len(p.free[c]))+(p.limit-p.held)/size)
-		}
-		if k >= 1 {
-			bufs = make([][]byte, k)
-			for i := range bufs {
-				if l := len(p.free[c]); l > 0 {
-					bufs[i] = p.free[c][l-1]
-					p.free[c][l-1] = nil
-					p.free[c] = p.free[c][:l-1]
-				} else {
-					p.held += size
-					fresh++
-				}
-			}
-			p.streamHeld += k * size
-			return bufs, fresh
-		}
-		p.waiting++
-		p.cond.Wait()
-		p.waiting--
-	}
-}
-
-// release gives back a stream's buffers from reserve.
-func (p *bufPool) release(bufs [][]byte) {
-	var n int64
-	for _, b := range bufs {
-		if b != nil {
-			n += int64(cap(b))
-		}
-	}
-	p.mu.Lock()
-	p.streamHeld -= n
-	p.mu.Unlock()
-	for _, b := range bufs {
-		if b != nil {
-			p.put(b)
-		}
-	}
-}
-
-func bounceClass(n int64) int {
-	if n <= 1<<minBounceShift {
-		return 0
-	}
-	return bits.Len64(uint64(n-1)) - minBounceShift
-}
-
-// get returns a buffer of at least n bytes (0 < n <= maxBounce), waiting
-// for room under the bound. Its contents are undefined.
-func (p *bufPool) get(n int64) ([]byte, error) {
-	if n <= 0 || n > maxBounce {
-		return nil, fmt.Errorf("dio: bounce buffer of %d bytes: %w", n, syscall.EINVAL)
-	}
-	b, size := p.take(bounceClass(n))
-	if b != nil {
-		return b, nil
-	}
-	b, err := ring.Alloc(int(size))
-	if err != nil {
-		p.mu.Lock()
-		p.held -= size
-		p.mu.Unlock()
-		return nil, err
-	}
-	return b, nil
-}
-
-// take returns a cached buffer of class c, or reserves room for a new one
-// of size bytes (b nil), waiting for room under the bound.
-func (p *bufPool) take(c int) (b []byte, size int64) {
-	size = int64(1) << (c + minBounceShift)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for {
-		if l := len(p.free[c]); l > 0 {
-			b = p.free[c][l-1]
-			p.free[c][l-1] = nil
-			p.free[c] = p.free[c][:l-1]
-			return b, size
-		}
-		if p.held+size <= p.limit {
-			p.held += size
-			return nil, size
-		}
-		if !p.evictLocked(c) {
-			p.waiting++
-			p.cond.Wait()
-			p.waiting--
-		}
-	}
-}
-
-// evictLocked frees one cached buffer of another size, reporting whether
-// it found one.
-func (p *bufPool) evictLocked(keep int) bool {
-	for c := nBounceClasses - 1; c >= 0; c-- {
-		if c == keep || len(p.free[c]) == 0 {
-			continue
-		}
-		l := len(p.free[c])
-		b := p.free[c][l-1]
-		p.free[c][l-1] = nil
-		p.free[c] = p.free[c][:l-1]
-		p.held -= int64(cap(b))
-		ring.Free(b)
-		return true
-	}
-	return false
-}
-
-// put gives back a buffer from get.
-func (p *bufPool) put(b []byte) {
-	b = b[:cap(b)]
-	p.mu.Lock()
-	if p.closed {
-		p.held -= int64(len(b))
-		p.mu.Unlock()
-		ring.Free(b)
-		return
-	}
-	c := bounceClass(int64(len(b)))
-	p.free[c] = append(p.free[c], b)
-	if p.waiting > 0 {
-		p.cond.Broadcast()
-	}
-	p.mu.Unlock()
-}
-
-// close frees the cached buffers; buffers handed out are freed when put.
-func (p *bufPool) close() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.closed = true
-	for c := range p.free {
-		for _, b := range p.free[c] {
-			p.held -= int64(cap(b))
-			ring.Free(b)
-		}
-		p.free[c] = nil
-	}
-}
-
-// isAligned reports whether a request of p at off can go to the kernel as
-// it is.
-func (f *File) isAligned(p []byte, off int64) bool {
-	a := f.align
-	return off%a.Offset == 0 && int64(len(p))%a.Offset == 0 && int64(uintptr(addrOf(p)))%a.Memory == 0
-}
-
 // bounceRead reads len(p) bytes at off through bounce buffers: the aligned
 // range around each piece is read and the bytes asked for copied out.
 func (f *File) bounceRead(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
-	f.eng.stats.Bounced.Add(1)
+	f.eng.C.Bounced.Add(1)
 	a := f.align.Offset
 	done := 0
 	for done < len(p) {
@@ -271,16 +34,16 @@ func (f *File) bounceRead(ctx context.Context, p []byte, off int64, fl Flags) (i
 			return done, io.EOF // no direct read reaches past the last aligned block
 		}
 		lo := pos &^ (a - 1)
-		want := min(int64(len(p)-done), maxBounce-(pos-lo), f.maxEnd()-pos)
+		want := min(int64(len(p)-done), engine.MaxBuffer-(pos-lo), f.maxEnd()-pos)
 		hi := alignUp(pos+want, a)
-		buf, err := f.eng.bufs.get(hi - lo)
+		buf, err := f.eng.Bufs.Get(hi - lo)
 		if err != nil {
 			return done, f.opErr("read", off, int64(len(p)), err)
 		}
 		n, err := f.kernelRead(ctx, buf[:hi-lo], lo, fl)
 		got := min(max(int64(n)-(pos-lo), 0), want)
 		copy(p[done:], buf[pos-lo:pos-lo+got])
-		f.eng.bufs.put(buf)
+		f.eng.Bufs.Put(buf)
 		done += int(got)
 		if err != nil && err != io.EOF {
 			return done, reframe(err, "read", off, int64(len(p)))
@@ -295,10 +58,10 @@ func (f *File) bounceRead(ctx context.Context, p []byte, off int64, fl Flags) (i
 // bounceWrite writes p at off holding the file's gate alone: the sectors
 // the range covers in part are read, patched and written back with it.
 func (f *File) bounceWrite(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
-	if !f.writable {
+	if !f.mode.writable {
 		return 0, f.opErr("write", off, int64(len(p)), readOnlyErr{})
 	}
-	if !f.canRead {
+	if !f.mode.canRead {
 		return 0, f.opErr("write", off, int64(len(p)), unsupported(
 			"an unaligned write to a write-only file whose permissions refuse reading: it must read the sectors it covers in part (open with O_RDWR, or write aligned)"))
 	}
@@ -312,7 +75,7 @@ func (f *File) bounceWrite(ctx context.Context, p []byte, off int64, fl Flags) (
 
 // patchWrite is bounceWrite's work, done with the lock held exclusive.
 func (f *File) patchWrite(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
-	f.eng.stats.Bounced.Add(1)
+	f.eng.C.Bounced.Add(1)
 	if f.vol == nil {
 		return f.patchKernel(ctx, p, off, fl)
 	}
@@ -358,7 +121,7 @@ func (f *File) patchKernel(ctx context.Context, p []byte, off int64, fl Flags) (
 	if patchHook != nil {
 		patchHook(f) // a test's: the size is read, nothing written yet
 	}
-	growing := !f.blockDev // a block device's size does not move
+	growing := !f.mode.blockDev // a block device's size does not move
 	// A write that starts past the end leaves a gap, which must read as
 	// zeroes. Past the old end, the old last block may hold bytes of a
 	// write whose size change a crash lost, and ext4's direct write does
@@ -388,7 +151,7 @@ func (f *File) patchKernel(ctx context.Context, p []byte, off int64, fl Flags) (
 func (f *File) patchParts(ctx context.Context, p []byte, off, size int64, fl Flags) (int, error) {
 	a := f.align.Offset
 	end := off + int64(len(p))
-	growing := !f.blockDev
+	growing := !f.mode.blockDev
 	lo, hi := off, end
 	done := 0
 	if off%a != 0 && growing && off&^(a-1)+a > size {
@@ -435,9 +198,9 @@ func (f *File) rmw(ctx context.Context, p []byte, off int64, fl Flags) (done int
 	for done < len(p) {
 		pos := off + int64(done)
 		lo := pos &^ (a - 1)
-		chunkEnd := min(end, lo+maxBounce)
+		chunkEnd := min(end, lo+engine.MaxBuffer)
 		hi := alignUp(chunkEnd, a)
-		buf, err := f.eng.bufs.get(hi - lo)
+		buf, err := f.eng.Bufs.Get(hi - lo)
 		if err != nil {
 			return done, reached, err
 		}
@@ -451,12 +214,12 @@ func (f *File) rmw(ctx context.Context, p []byte, off int64, fl Flags) (done int
 			err = f.readSector(ctx, b[hi-a-lo:], hi-a)
 		}
 		if err != nil {
-			f.eng.bufs.put(buf)
+			f.eng.Bufs.Put(buf)
 			return done, reached, err
 		}
 		copy(b[pos-lo:], p[done:done+int(chunkEnd-pos)])
 		n, err := f.directIO(ctx, Write, b, lo, fl, true)
-		f.eng.bufs.put(buf)
+		f.eng.Bufs.Put(buf)
 		if n > 0 {
 			reached = max(reached, lo+int64(n))
 		}
@@ -490,7 +253,7 @@ func (f *File) writeBuffered(p []byte, off, zero int64, fl Flags) (int, error) {
 	}
 	done := 0
 	for done < len(p) {
-		n, err := rw(int32(fd), p[done:], off+int64(done), true, rwf)
+		n, err := engine.RW(int32(fd), p[done:], off+int64(done), true, rwf)
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -512,22 +275,23 @@ func (f *File) writeBuffered(p []byte, off, zero int64, fl Flags) (int, error) {
 // its first use (through /proc/self/fd, so it is the same file whatever
 // happened to the path) and closed with the File.
 func (f *File) bufferedFd() (int, error) {
-	f.bfdOnce.Do(func() {
+	b := &f.bfd
+	b.once.Do(func() {
 		fl := unix.O_RDWR
-		if !f.canRead {
+		if !f.mode.canRead {
 			fl = unix.O_WRONLY
 		}
 		fd, err := unix.Open("/proc/self/fd/"+itoa(int(f.fd)), fl|unix.O_CLOEXEC, 0)
 		if err != nil {
-			f.bfdErr = fmt.Errorf("a buffered descriptor for the bytes of a sector past the end of file: %w", err)
+			b.err = fmt.Errorf("a buffered descriptor for the bytes of a sector past the end of file: %w", err)
 			return
 		}
-		f.bfd.Store(int32(fd))
+		b.fd.Store(int32(fd))
 	})
-	if f.bfdErr != nil {
-		return -1, f.bfdErr
+	if b.err != nil {
+		return -1, b.err
 	}
-	return int(f.bfd.Load()), nil
+	return int(b.fd.Load()), nil
 }
 
 // readSector reads the sector at off into b (one alignment unit), zeroes
@@ -548,7 +312,7 @@ func (f *File) kernelStatRef() (size, blk int64, err error) {
 		return 0, 0, ErrClosed
 	}
 	defer f.release()
-	if f.blockDev {
+	if f.mode.blockDev {
 		size, err = f.kernelSize()
 		return size, f.align.Offset, err
 	}

@@ -5,42 +5,69 @@ package dio
 import (
 	"io"
 
+	"github.com/uringdio/uringdio/completion"
+	"github.com/uringdio/uringdio/internal/engine"
 	"github.com/uringdio/uringdio/iomap"
 )
 
-// finishResult turns the I/O accounting into the request's raw result.
-// Called once, by whoever drops the last reference.
-func (r *Request) finishResult() {
-	n := r.stopAt - r.Off
-	if end := r.Off + r.length; r.stopAt > end {
-		n = r.length
-	}
-	if n < 0 {
-		n = 0
-	}
-	if r.Op == Read && r.sizeAt >= 0 && !r.owned && r.sizeAt-r.Off < n && r.errno == nil {
-		n = max(r.sizeAt-r.Off, 0) // a mapped file ends at its size
-	}
-	r.n = n
-	r.err = r.errno
-}
+// reqHooks is a Request as the engine's hooks (engine.Hooks): a type of
+// its own, so that the hook methods stay out of Request's API.
+type reqHooks Request
 
-// runCompletion runs the request's completion work exactly once: size
-// extension, extent conversion, the sync a DSYNC write still needs, the
-// end-of-I/O hook, then the callback. Where it runs is the policy's
-// choice.
-func (r *Request) runCompletion() {
-	if !r.once.Claim() {
+var _ engine.Hooks = (*reqHooks)(nil)
+
+// IODone turns the I/O's accounting into the raw result and lets go of
+// what the I/O held: the File's reference of a completion deferred to a
+// caller who may never come, and the I/O lock (after a volume write has
+// converted its extents and moved the size, so the next request sees
+// them), never behind completion work: a Pool callback may itself wait
+// for the lock.
+func (h *reqHooks) IODone() {
+	r := (*Request)(h)
+	r.finishResult()
+	f := r.file
+	if r.x.Policy == completion.Caller || (r.x.Policy == completion.Wait && !r.facts.Sync) {
+		// Only completions that do no I/O are deferred (choosePolicy), so
+		// Close need not wait for them.
+		f.release()
+		r.fileDec = true
+	}
+	if !r.lk.held {
 		return
 	}
+	if r.Op == Write && f.vol != nil {
+		if !r.facts.PureOverwrite {
+			r.conv = conversion{done: true, err: f.convert(r)}
+		}
+		if r.n > 0 && !r.owned {
+			f.vol.extendSize(r.Off + r.n)
+		}
+	}
+	f.gateRelease(r)
+}
+
+// finishResult turns StopAt and Err into the bytes done.
+func (r *Request) finishResult() {
+	n := min(max(r.x.StopAt-r.Off, 0), r.length)
+	if r.Op == Read && r.sizeAt >= 0 && !r.owned && r.sizeAt-r.Off < n && r.x.Err == nil {
+		n = max(r.sizeAt-r.Off, 0) // a mapped file ends at its size
+	}
+	r.n, r.err = n, r.x.Err
+}
+
+// Complete runs the request's completion work, where its policy says: size
+// extension, extent conversion, the sync a DSync write still needs, the
+// end-of-I/O hook, then the callback.
+func (h *reqHooks) Complete() {
+	r := (*Request)(h)
 	f := r.file
 	n, err := r.n, r.err
 	if r.Op == Write && n > 0 && f.vol != nil && !r.owned {
 		f.vol.extendSize(r.Off + n)
 	}
 	if r.Op == Write && !r.facts.PureOverwrite {
-		cerr := r.convErr
-		if !r.converted {
+		cerr := r.conv.err
+		if !r.conv.done {
 			cerr = f.convert(r)
 		}
 		if cerr != nil && err == nil {
@@ -52,8 +79,8 @@ func (r *Request) runCompletion() {
 			err = serr
 		}
 	}
-	if f.endIO != nil {
-		n, err = f.endIO(r, n, err)
+	if f.hooks.endIO != nil {
+		n, err = f.hooks.endIO(r, n, err)
 	}
 	if err == nil && r.Op == Read && n < r.length {
 		err = io.EOF
@@ -65,14 +92,34 @@ func (r *Request) runCompletion() {
 	if !r.fileDec {
 		f.release()
 	}
-	r.state.Store(stateResult)
-	r.runCallback()
-	wake := r.wake
-	// From here the caller may reuse r. The callback may already have
-	// resubmitted it (the usual asynchronous loop): then it is in flight
-	// again and stays so.
-	r.state.CompareAndSwap(stateResult, stateComplete)
-	signal(wake)
+	r.x.SetResult()
+	if r.Callback != nil {
+		r.Callback(r)
+	}
+}
+
+// ReadEnded reports whether a read that came back short, its data ending
+// at off, ran into the end of the file. On a kernel file the kernel says
+// so: nothing read, or data that stops short of an aligned boundary (the
+// kernel ends direct reads at its unaligned end of file); a short read
+// that stops on a boundary is resubmitted for the rest and so learns
+// which. On a mapped file the mapper's size says so.
+func (h *reqHooks) ReadEnded(off int64, zero bool) bool {
+	r := (*Request)(h)
+	switch {
+	case zero:
+		return true
+	case r.sizeAt < 0 || r.owned:
+		return off%r.file.align.Offset != 0
+	}
+	return off >= r.sizeAt
+}
+
+// Dequeue takes r off its lock's queue if it still waits there, completing
+// it cancelled.
+func (h *reqHooks) Dequeue() bool {
+	r := (*Request)(h)
+	return r.file.cancelQueued(r)
 }
 
 // convert tells the mapper how a write that was not a pure overwrite
@@ -97,10 +144,4 @@ func (f *File) convert(r *Request) error {
 		}
 	}
 	return first
-}
-
-func (r *Request) runCallback() {
-	if r.Callback != nil {
-		r.Callback(r)
-	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/uringdio/uringdio/internal/engine"
 	"github.com/uringdio/uringdio/ring"
 )
 
@@ -25,7 +26,7 @@ var (
 	// ErrRingBroken: the ring delivered a completion that matches no
 	// request in flight (lost, duplicated or late CQE). The engine refuses
 	// further I/O: a request's result can no longer be trusted.
-	ErrRingBroken = errors.New("dio: ring broken: completion matches no request in flight")
+	ErrRingBroken = engine.ErrRingBroken
 	// ErrInProgress: Result was called on a request that has not completed.
 	ErrInProgress = errors.New("dio: request still in flight")
 )
@@ -38,7 +39,7 @@ var (
 	// errLostCompletion: the kernel finished the request, but its
 	// completion never arrived (found by an audit, audit.go). It matches
 	// ErrRingBroken: the engine refuses further I/O.
-	errLostCompletion error = lostError{}
+	errLostCompletion = engine.ErrLostCompletion
 )
 
 // OpError is the error of one operation on one File (or, with no Path,
@@ -113,10 +114,6 @@ func unsupported(what string) error { return unsupportedErr{what} }
 // errnoOf extracts an errno from a kernel result.
 func errnoOf(res int32) syscall.Errno { return syscall.Errno(-res) }
 
-type lostError struct{}
-
-func (lostError) Error() string {
-	return "dio: ring broken: completion lost (the kernel finished the request; its CQE never arrived)"
-}
-
-func (lostError) Is(target error) bool { return target == ErrRingBroken }
+// errUnknownOp is Submit's error for a Request whose Op is none of the
+// operations.
+var errUnknownOp = fmt.Errorf("dio: unknown Op: %w", syscall.EINVAL)

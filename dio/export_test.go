@@ -7,11 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uringdio/uringdio/internal/engine"
 	"github.com/uringdio/uringdio/ring"
 )
 
 // AuditForTest queues a lost-completion audit (audit.go).
-func AuditForTest(e *Engine) { e.onOwner(func() { e.audit() }) }
+func AuditForTest(e *Engine) { e.e.Audit() }
 
 // SizeForTest returns f.Size(), failing the test on an error.
 func SizeForTest(t testing.TB, f *File) int64 {
@@ -25,21 +26,20 @@ func SizeForTest(t testing.TB, f *File) int64 {
 
 // InflightForTest returns f's count of references on its descriptor
 // (requests in flight and calls using it).
-func InflightForTest(f *File) int64 { return f.inflight.Load() }
+func InflightForTest(f *File) int64 { return f.refs.n.Load() }
 
 // NewEngineWithoutRingForTest makes an engine the way DefaultEngine does,
 // with a ring constructor that fails with err.
 func NewEngineWithoutRingForTest(err error) (*Engine, error) {
-	saved := newRing
-	newRing = func(ring.Params) (*ring.Ring, error) { return nil, err }
-	defer func() { newRing = saved }()
-	c := engineConfig(nil)
-	return newEngine(&c)
+	saved := engine.NewRing
+	engine.NewRing = func(ring.Params) (*ring.Ring, error) { return nil, err }
+	defer func() { engine.NewRing = saved }()
+	return NewEngine(nil)
 }
 
 // LostAfterForTest returns the engine's lost-completion audit interval (0:
 // audits off).
-func LostAfterForTest(e *Engine) time.Duration { return e.lostAfter }
+func LostAfterForTest(e *Engine) time.Duration { return e.e.LostAfter() }
 
 // SetSubmitHook sets on o a hook that sees (and may change) every SQE of
 // the File opened with o, just before it is queued. The engine's own
@@ -65,7 +65,7 @@ func MaxIOForTest(f *File) int64 { return f.maxIO }
 
 // FdForTest returns f's descriptor, or ^uintptr(0) once Close has begun.
 func FdForTest(f *File) uintptr {
-	if f.closed.Load() {
+	if f.refs.closed.Load() {
 		return ^uintptr(0)
 	}
 	return uintptr(f.fd)
@@ -92,14 +92,14 @@ func ReadAheadSubmittedForTest(rc io.ReadCloser) int {
 // called fail with err, as a seccomp profile or kernel.io_uring_disabled
 // would.
 func RefuseRingForTest(err error) (restore func()) {
-	saved := newRing
-	newRing = func(ring.Params) (*ring.Ring, error) { return nil, err }
-	return func() { newRing = saved }
+	saved := engine.NewRing
+	engine.NewRing = func(ring.Params) (*ring.Ring, error) { return nil, err }
+	return func() { engine.NewRing = saved }
 }
 
 // ClosedForTest reports whether f's descriptor close has begun (a Close
 // that waited, or the last reference after a deferred one).
-func ClosedForTest(f *File) bool { return f.closeDone.Load() }
+func ClosedForTest(f *File) bool { return f.refs.closeDone.Load() }
 
 // SetPatchHookForTest sets a hook that runs inside every unaligned write
 // of a kernel file, with the inode's lock held exclusive, once the size is

@@ -237,7 +237,7 @@ func TestReadAtAllocs(t *testing.T) {
 	ctx := context.Background()
 	q := &completion.Queue{}
 	for _, p := range []completion.Policy{completion.Inline, completion.Caller, completion.Pool} {
-		r := newRequest()
+		r := &Request{}
 		r.Op, r.Buf, r.Policy, r.Queue = Read, b, p, q
 		f.Submit(r)
 		r.Wait(ctx)

@@ -4,10 +4,9 @@ package dio
 
 import (
 	"os"
-	"time"
 
 	"github.com/uringdio/uringdio/completion"
-	"github.com/uringdio/uringdio/internal/ringhook"
+	"github.com/uringdio/uringdio/internal/engine"
 	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
 )
@@ -71,134 +70,30 @@ type Options struct {
 	endIO      func(r *Request, n int64, err error) (int64, error)
 }
 
-// EngineOptions configure an Engine (NewEngine, or a File's own engine
-// through Options.EngineOptions). A nil *EngineOptions, like the zero
-// value, is the default: a 256-entry ring with the flags the engine picks,
-// no registered buffers or files, 8 × the SQ size in flight, 4 ×
-// GOMAXPROCS completion workers and 64 MiB of bounce buffers.
-//
-// Options that shape the ring itself (SQPoll, IOPoll, RingFlags,
-// FixedBuffers, RegisteredFiles) make the engine serve every file through
-// the ring; otherwise each device gets the faster backend (a device that
-// completes synchronously is served by pread).
-type EngineOptions struct {
-	// QueueDepth is the ring's SQ size (default 256).
-	QueueDepth int
-	// SQPoll makes the ring use a kernel submission thread that spins for
-	// SQPollIdle before it sleeps.
-	SQPoll     bool
-	SQPollIdle time.Duration
-	// IOPoll makes the ring poll for completions (IORING_SETUP_IOPOLL).
-	// The device must support polled I/O: Open fails with
-	// ring.ErrNoPolledIO if it does not.
-	IOPoll bool
-	// RingFlags are raw setup flags added to the ring's. Flags the
-	// engine's owner cannot honour (R_DISABLED, ATTACH_WQ and the
-	// completion-work flags it picks itself) are an error (EINVAL).
-	RingFlags ring.SetupFlags
-	// FixedBuffers registers that many buffers of FixedBufferSize bytes
-	// (default 1 MiB) with the ring; I/O whose memory lies in them uses
-	// read_fixed and write_fixed.
-	FixedBuffers    int
-	FixedBufferSize int
-	// RegisteredFiles registers the engine's files with the ring (slots
-	// for that many files), so SQEs carry a fixed-file index instead of
-	// an fd.
-	RegisteredFiles int
-	// MaxInflight bounds the SQEs in flight at once (default 8 × the SQ
-	// size). Requests beyond it wait in the engine's backlog.
-	MaxInflight int
-	// Workers is how many worker goroutines the engine keeps for
-	// completion work that may block (the Pool policy) and for the pread
-	// backend's asynchronous requests (default 4 × GOMAXPROCS). Their
-	// queue has no bound: the engine's owner never waits to hand work
-	// over.
-	Workers int
-	// BufferMemory bounds the memory the engine keeps for bounce buffers
-	// (unaligned ReadAt and WriteAt, Appender and ReadAhead) at that many
-	// bytes (default 64 MiB, at least 2 MiB). A request that finds the
-	// bound reached waits for a buffer to come back; a stream takes its
-	// buffers when it is made, fewer where there is no room for all.
-	BufferMemory int64
-
-	hooks ringhook.Hooks // test hooks (internal/ringhook)
-}
-
-func init() {
-	ringhook.Attach = func(o any, h ringhook.Hooks) { o.(*EngineOptions).hooks = h }
-}
-
-// config is what Open and NewEngine were asked for.
+// config is what Open was asked for.
 type config struct {
-	engine     *Engine
-	mapper     iomap.Mapper
-	targets    []*os.File
-	size       int64
-	sizeSet    bool
-	policy     completion.Policy
-	strict     bool
-	endIO      func(r *Request, n int64, err error) (int64, error)
-	submitHook func(r *Request, sqe *ring.SQE)
-
-	// engine settings
-	entries     uint32
-	ringFlags   ring.SetupFlags
-	sqIdle      time.Duration
-	fixedCount  int
-	fixedSize   int
-	regFiles    int
-	maxInflight int
-	workers     int
-	wrapRing    func(ringhook.Ring) ringhook.Ring
-	lostAfter   time.Duration
-	bufMemory   int64
-
-	engineSet bool // EngineOptions were given
-}
-
-// engineConfig is the configuration of an engine made with o (nil: the
-// defaults).
-func engineConfig(o *EngineOptions) config {
-	c := config{entries: 256}
-	if o == nil {
-		return c
-	}
-	c.engineSet = true
-	if o.QueueDepth > 0 {
-		c.entries = uint32(o.QueueDepth)
-	}
-	c.ringFlags = o.RingFlags
-	if o.SQPoll {
-		c.ringFlags |= ring.SetupSQPoll
-		c.sqIdle = o.SQPollIdle
-	}
-	if o.IOPoll {
-		c.ringFlags |= ring.SetupIOPoll
-	}
-	c.fixedCount, c.fixedSize = o.FixedBuffers, o.FixedBufferSize
-	c.regFiles = o.RegisteredFiles
-	c.maxInflight = o.MaxInflight
-	c.workers = o.Workers
-	c.bufMemory = o.BufferMemory
-	c.wrapRing = o.hooks.WrapRing
-	c.lostAfter = max(o.hooks.LostAfter, 0)
-	return c
+	engine    *Engine
+	engineSet bool // EngineOptions were given: an engine of the File's own
+	eng       engine.Config
+	mapper    iomap.Mapper
+	targets   []*os.File
+	size      int64
+	policy    completion.Policy
+	strict    bool
+	hooks     fileHooks
 }
 
 // fileConfig is the configuration of a File opened with o (nil: the
 // defaults).
 func fileConfig(o *Options) config {
 	if o == nil {
-		return engineConfig(nil)
+		return config{}
 	}
-	c := engineConfig(o.EngineOptions)
-	c.engine = o.Engine
-	c.mapper = o.Mapper
-	c.targets = o.Targets
-	c.size, c.sizeSet = o.Size, o.Size != 0
-	c.policy = o.Policy
-	c.strict = o.StrictAlignment
-	c.submitHook = o.submitHook
-	c.endIO = o.endIO
+	c := config{engine: o.Engine, engineSet: o.EngineOptions != nil, eng: engineConfig(o.EngineOptions),
+		mapper: o.Mapper, targets: o.Targets, size: o.Size, policy: o.Policy, strict: o.StrictAlignment}
+	c.hooks.endIO = o.endIO
+	if h := o.submitHook; h != nil {
+		c.hooks.sqe = func(x *engine.Req, sqe *ring.SQE) { h((*Request)(x.Hooks.(*reqHooks)), sqe) }
+	}
 	return c
 }

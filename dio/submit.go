@@ -3,164 +3,232 @@
 package dio
 
 import (
+	"context"
 	"errors"
-	"strconv"
+	"math"
 	"syscall"
+	"unsafe"
 
 	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/internal/choose"
 	"github.com/uringdio/uringdio/internal/durability"
+	"github.com/uringdio/uringdio/internal/engine"
 	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
 )
 
+// Requests to the engine: a request is checked, takes its File's
+// reference and (where it needs it) the I/O lock, is mapped to pieces
+// (one SQE each: the kernel's identity mapping on a kernel file, iomap's
+// loop over a mapped file), and launched.
+
 // errEmpty is returned by Submit for a request with no bytes.
 var errEmpty = errors.New("dio: zero-length request")
 
-// start validates r, maps it to pieces (iter.go's loop) and queues the
-// pieces on the engine. An error means nothing was submitted.
+func init() {
+	launchAdmitted = func(r *Request) { r.file.launchQueued(r) }
+}
+
+// submit is Submit below the API: Appender and ReadAhead use it.
+func (f *File) submit(r *Request) error {
+	// Idle, complete, or in its own callback (Result): the callback may
+	// resubmit the request it was given.
+	if s := r.x.State.Load(); s != engine.Idle && s != engine.Complete && s != engine.Result {
+		return &OpError{Op: r.Op.String(), Path: f.path, Off: r.Off, Err: errors.New("request resubmitted while in flight")}
+	}
+	switch {
+	case r.Op == Read || r.Op == Write:
+		if err := f.checkRange(r.Op, r.Off, r.totalLen()); err != nil {
+			return f.opErr(r.Op.String(), r.Off, r.totalLen(), err)
+		}
+	case r.Op == Preallocate && r.Len > 0 && r.Off > math.MaxInt64-r.Len:
+		return f.opErr(r.Op.String(), r.Off, r.Len, syscall.EFBIG)
+	case r.Op > Preallocate:
+		return f.opErr(r.Op.String(), r.Off, 0, errUnknownOp)
+	}
+	return f.start(r, false)
+}
+
+// directIO is a synchronous request of aligned memory at an aligned
+// offset: the kernel reads into or writes from p itself. owned marks the
+// I/O of the lock's exclusive holder (volume.go).
+func (f *File) directIO(ctx context.Context, op Op, p []byte, off int64, fl Flags, owned bool) (int, error) {
+	r := getReq()
+	r.Op, r.Off, r.Buf, r.Flags = op, off, p, fl
+	r.owned = owned
+	r.lk.done = ctx.Done()
+	err := f.start(r, true)
+	r.lk.done = nil
+	if err != nil {
+		putReq(r)
+		return 0, err
+	}
+	f.eng.Await(&r.x, ctx.Done())
+	n, err := int(r.n), r.err
+	putReq(r)
+	return n, err
+}
+
+// start checks r, takes the File's reference, and (through the lock where
+// r needs it) maps and launches it. An error means nothing was submitted
+// and r is the caller's again.
 func (f *File) start(r *Request, sync bool) error {
 	length := r.totalLen()
-	// The File's in-flight reference is taken before the closed check:
-	// Close either sees it and waits, or start sees closed and backs out.
-	// Taken after mapping, it let Close find nothing in flight and close
-	// the descriptor under a request about to be queued with it.
-	f.inflight.Add(1)
-	bad := func(err error) error {
+	// The reference is taken before the closed check: Close either sees
+	// it and waits, or start sees closed and backs out.
+	f.refs.n.Add(1)
+	if err := f.admissible(r, length); err != nil {
 		f.release()
 		return f.opErr(r.Op.String(), r.Off, length, err)
 	}
-	if f.closed.Load() || f.eng.closed.Load() {
-		return bad(ErrClosed)
-	}
-	if f.eng.broken.Load() {
-		return bad(ErrRingBroken)
-	}
-	if (r.Op == Write || r.Op == Preallocate) && !f.writable {
-		return bad(readOnlyErr{})
-	}
-	if r.Op.control() {
-		return f.startControl(r, sync, bad)
-	}
-	if r.Off < 0 {
-		return bad(syscall.EINVAL)
-	}
-	if r.Flags&OverwriteOnly != 0 && f.vol == nil {
-		return bad(unsupported("OverwriteOnly on a kernel file: whether a write allocates is the file system's to know (open with Options.Mapper to answer from a mapper)"))
-	}
-	if err := f.checkAlign(r); err != nil {
-		return bad(err)
-	}
-	if r.Flags&Atomic != 0 && length > 0 {
-		if err := f.checkAtomic(r, length); err != nil {
-			return bad(err)
-		}
-	}
-
-	r.file = f
-	r.pieces = r.pieces[:0]
-	r.next, r.submitted, r.curBuf, r.curOff = 0, 0, 0, 0
-	r.errno, r.err, r.n = nil, nil, 0
-	r.converted, r.convErr = false, nil
-	r.cancelled.Store(false)
-	r.fileDec = false
-	r.subGen.Add(1)
-	r.once.Reset()
-	r.async = !sync
-	r.length = length
-	r.want = length
-	r.stopAt = r.Off + length
-	r.sizeAt = -1 // a kernel file: the kernel ends reads
-
-	if length == 0 {
+	f.begin(r, length, sync)
+	switch {
+	case r.Op.control():
+		return f.startControl(r, sync)
+	case length == 0:
 		if !sync {
-			return bad(errEmpty)
+			f.release()
+			return f.opErr(r.Op.String(), r.Off, 0, errEmpty)
 		}
-		r.policy = completion.Wait
+		r.x.Policy = completion.Wait
 		r.n = r.DoneBefore
-		r.once.Claim() // completed here, without the file's in-flight ref: no runCompletion
-		f.release()
-		r.state.Store(stateComplete)
+		f.release() // completed here: no completion runs
+		r.x.Completed()
 		return nil
-	}
-	if f.vol != nil {
-		r.sizeAt = f.vol.size.Load()
-		r.clipRead()
-	}
-
-	r.gateHeld = false
-	r.gateAdmitted.Store(false)
-	if f.gated(r) {
-		// Requests on a volume pass its gate (gate.go) before they are
-		// mapped: writes that need sub-block zeroing alone, the rest
-		// together.
-		var zbs int64
-		if f.vol != nil {
-			zbs = f.vol.zeroBS
-		}
-		r.gateExcl = r.Op == Write && zbs > 0 && (r.Off%zbs != 0 || (r.Off+length)%zbs != 0)
-		r.gateSync = sync
-		nowait := r.Flags&NoWait != 0
-		// In flight before it is queued: once queued, whoever releases the
-		// gate may launch and complete it. Wait waits for it meanwhile.
-		prev := r.state.Swap(stateInflight)
-		if !f.gate().enter(r, nowait) {
-			if nowait {
-				// Like the kernel's IOCB_NOWAIT on a contended inode lock.
-				r.state.Store(prev)
-				return bad(syscall.EAGAIN)
-			}
-			if !sync {
-				return nil // launched when the gate admits it
-			}
-			if err := f.awaitAdmission(r); err != nil {
-				r.state.Store(prev)
-				return bad(err)
-			}
-		}
-		if err := f.launch(r, sync, false); err != nil {
-			r.state.Store(prev) // nothing submitted: the request is the caller's again
-			return err
-		}
-		return nil
+	case f.gated(r):
+		return f.startLocked(r, sync)
 	}
 	return f.launch(r, sync, false)
 }
 
-// startControl starts an Fsync, Fdatasync or Preallocate: one piece per
-// target for a sync (a volume syncs every device), one on the file for a
-// Preallocate, which a volume does through its map (File.Preallocate)
-// instead.
-func (f *File) startControl(r *Request, sync bool, bad func(error) error) error {
-	if r.Op == Preallocate && (r.Off < 0 || r.Len <= 0) {
-		return bad(syscall.EINVAL)
+// admissible reports why r cannot start on f, if it cannot.
+func (f *File) admissible(r *Request, length int64) error {
+	switch {
+	case f.refs.closed.Load() || f.eng.Closed():
+		return ErrClosed
+	case f.eng.Broken():
+		return ErrRingBroken
+	case (r.Op == Write || r.Op == Preallocate) && !f.mode.writable:
+		return readOnlyErr{}
+	case r.Op.control():
+		if r.Op == Preallocate && (r.Off < 0 || r.Len <= 0) {
+			return syscall.EINVAL
+		}
+		if r.Op == Preallocate && f.vol != nil {
+			return unsupported("an asynchronous Preallocate on a mapped file: use File.Preallocate")
+		}
+		return nil
+	case r.Off < 0:
+		return syscall.EINVAL
+	case r.Flags&OverwriteOnly != 0 && f.vol == nil:
+		return unsupported("OverwriteOnly on a kernel file: whether a write allocates is the file system's to know (open with Options.Mapper to answer from a mapper)")
 	}
-	if r.Op == Preallocate && f.vol != nil {
-		return bad(unsupported("an asynchronous Preallocate on a mapped file: use File.Preallocate"))
+	if err := f.checkAlign(r); err != nil {
+		return err
 	}
+	if r.Flags&Atomic != 0 && length > 0 {
+		return f.checkAtomic(r, length)
+	}
+	return nil
+}
+
+// begin readies r for this use: it belongs to f until it completes.
+func (f *File) begin(r *Request, length int64, sync bool) {
 	r.file = f
-	r.pieces = r.pieces[:0]
-	r.next, r.submitted, r.curBuf, r.curOff = 0, 0, 0, 0
-	r.errno, r.err, r.n = nil, nil, 0
-	r.converted, r.convErr = false, nil
-	r.cancelled.Store(false)
-	r.fileDec = false
-	r.subGen.Add(1)
-	r.once.Reset()
+	r.x.Begin(r.Off + length)
+	r.x.Base, r.x.NoWait, r.x.Pread = r.Off, r.Flags&NoWait != 0, f.mode.pread
+	r.x.Hooks, r.x.SQEHook = (*reqHooks)(r), f.hooks.sqe
+	r.x.Direct = sync && f.hooks.sqe == nil && f.vol == nil && !r.Op.control()
+	r.submitted, r.cur = 0, memCursor{}
+	r.n, r.err, r.conv, r.fileDec = 0, nil, conversion{}, false
 	r.async = !sync
-	r.length, r.want, r.stopAt, r.sizeAt = 0, 0, r.Off, -1
-	r.gateHeld = false
+	r.length, r.want, r.sizeAt = length, length, -1 // -1: a kernel file, whose reads the kernel ends
+	r.lk.held = false
+	r.lk.admitted.Store(false)
+	if f.vol != nil && !r.Op.control() {
+		r.sizeAt = f.vol.size.Load()
+		r.clipRead()
+	}
+}
+
+// startLocked takes the File's lock for r (exclusive for a volume write
+// that needs sub-block zeroing), then launches it. An asynchronous r the
+// lock cannot admit now is queued and launched when it is (never blocking
+// Submit); a synchronous one waits here.
+func (f *File) startLocked(r *Request, sync bool) error {
+	zbs := int64(0)
+	if f.vol != nil {
+		zbs = f.vol.zeroBS
+	}
+	r.lk.excl = r.Op == Write && zbs > 0 && (r.Off%zbs != 0 || (r.Off+r.length)%zbs != 0)
+	r.lk.sync = sync
+	nowait := r.Flags&NoWait != 0
+	// In flight before it is queued: once queued, whoever releases the
+	// lock may launch and complete it. Wait waits for it meanwhile.
+	prev := r.x.State.Swap(engine.Inflight)
+	if !f.lock.enter(r, nowait) {
+		var err error
+		switch {
+		case nowait:
+			err = syscall.EAGAIN // like the kernel's IOCB_NOWAIT on a contended inode lock
+		case !sync:
+			return nil // launched when the lock admits it
+		default:
+			err = f.awaitAdmission(r)
+		}
+		if err != nil {
+			r.x.State.Store(prev)
+			f.release()
+			return f.opErr(r.Op.String(), r.Off, r.length, err)
+		}
+	}
+	if err := f.launch(r, sync, false); err != nil {
+		r.x.State.Store(prev) // nothing submitted: the request is the caller's again
+		return err
+	}
+	return nil
+}
+
+// startControl starts an Fsync, Fdatasync or Preallocate: a piece per
+// target for a sync (a volume syncs every device), one on the file for a
+// Preallocate.
+func (f *File) startControl(r *Request, sync bool) error {
+	r.length, r.want = 0, 0
+	r.x.StopAt = r.Off
+	ctl := engine.Fallocate
+	switch r.Op {
+	case Fsync:
+		ctl = engine.Fsync
+	case Fdatasync:
+		ctl = engine.Fdatasync
+	}
 	for t := range f.targets {
 		if r.Op != Preallocate && durability.SkipSync.Load() {
 			break // the power-loss tests' counter-check: no sync at all
 		}
 		fd, reg, _ := f.target(t)
-		r.pieces = append(r.pieces, piece{ctl: r.Op, ctlLen: r.Len, fd: fd, regFile: reg, off: r.Off, fileOff: r.Off})
+		r.x.Pieces = append(r.x.Pieces, engine.Piece{Ctl: ctl, CtlLen: r.Len, Fd: fd, RegFile: reg, Off: r.Off, LogOff: r.Off})
 		if r.Op == Preallocate {
 			break
 		}
 	}
 	return f.launch(r, sync, false)
+}
+
+// launchQueued launches an asynchronous request the lock admitted after
+// its Submit returned. An error can no longer be returned to the
+// submitter: the request completes with it, through its policy, having
+// moved no data.
+func (f *File) launchQueued(r *Request) {
+	err := f.launch(r, false, true)
+	if err == nil {
+		return
+	}
+	var oe *OpError
+	if errors.As(err, &oe) {
+		err = oe.Err
+	}
+	f.completeUnlaunched(r, err)
 }
 
 // clipRead limits a read of a mapped file to its size: the mapper's size
@@ -171,20 +239,20 @@ func (r *Request) clipRead() {
 		return
 	}
 	if r.Off >= r.sizeAt {
-		// Entirely past EOF: no I/O; the request still completes through
-		// its policy, with 0 bytes and io.EOF.
-		r.want, r.stopAt = 0, r.Off
+		// Entirely past the end: no I/O; the request still completes
+		// through its policy, with 0 bytes and io.EOF.
+		r.want, r.x.StopAt = 0, r.Off
 	} else if end := r.Off + r.length; end > r.sizeAt {
-		// Read up to the alignment past EOF; the result is clipped at EOF.
+		// Read up to the alignment past the end; the result is clipped.
 		r.want = alignUp(r.sizeAt-r.Off, r.file.align.Offset)
 	}
 }
 
-// launch maps r and queues its pieces: the second half of start, run by
-// the submitter or, for a request that waited at the gate, by whoever let
-// it through (deferred: its Submit has returned, and on error the request
-// keeps the File's in-flight reference for the completion that reports
-// it). An error means nothing was submitted.
+// launch maps r and hands its pieces to the engine: the second half of
+// start, run by the submitter or, for a request that waited for the lock,
+// by whoever let it in (deferred: its Submit has returned, and on error
+// it keeps the File's reference for the completion that reports it). An
+// error means nothing was submitted.
 func (f *File) launch(r *Request, sync, deferred bool) error {
 	bad := func(err error) error {
 		f.gateRelease(r)
@@ -193,99 +261,78 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 		}
 		return f.opErr(r.Op.String(), r.Off, r.length, err)
 	}
-	if r.gateHeld {
-		// It may have waited at the gate: the world moved on meanwhile.
-		if f.eng.broken.Load() {
-			return bad(ErrRingBroken)
-		}
-		if f.vol != nil {
-			r.sizeAt = f.vol.size.Load()
-			r.want, r.stopAt = r.length, r.Off+r.length
-			r.clipRead()
-		}
+	if r.lk.held && f.vol != nil {
+		// It may have waited for the lock: the world moved on meanwhile.
+		r.sizeAt = f.vol.size.Load()
+		r.want, r.x.StopAt = r.length, r.Off+r.length
+		r.clipRead()
+	}
+	if r.lk.held && f.eng.Broken() {
+		return bad(ErrRingBroken)
 	}
 	pure := true
-	if r.Op.control() {
-		// mapped by startControl
-	} else if f.vol == nil {
+	switch {
+	case r.Op.control(): // mapped by startControl
+	case f.vol == nil:
 		f.mapKernel(r)
-	} else {
+	default:
 		var err error
-		pure, err = f.mapRequest(r)
-		if err != nil && (r.Flags&Partial == 0 || r.submitted == 0) {
-			return bad(err)
-		}
-		if err != nil {
-			r.setErr(err, r.Off+r.submitted)
+		if pure, err = f.mapRequest(r); err != nil {
+			if r.Flags&Partial == 0 || r.submitted == 0 {
+				return bad(err)
+			}
+			r.x.SetErr(err, r.Off+r.submitted)
 		}
 	}
-	if r.Op == Write && r.Flags&(NoWait|Partial) == NoWait && len(r.pieces) > 1 {
+	if r.Op == Write && r.Flags&(NoWait|Partial) == NoWait && len(r.x.Pieces) > 1 {
 		// More than one SQE could half-complete: refuse up front, unless
 		// the caller takes a partial result (Partial).
 		return bad(syscall.EAGAIN)
 	}
+	f.setFlags(r, pure, sync)
+	r.choosePolicy(sync)
+	f.eng.Launch(&r.x, sync)
+	return nil
+}
 
-	// Durability. A kernel file's write is made durable by the kernel
-	// (RWF_DSYNC/RWF_SYNC: a FUA write or a cache flush, plus whatever
-	// metadata the write changed). On a mapped file, write-through when
-	// every extent is a pure overwrite and the size does not move;
-	// otherwise fdatasync/fsync after the data, once the mapper has
-	// converted what the write allocated.
+// setFlags puts the request's RWF flags on its pieces and records the
+// facts its completion policy is chosen from. Durability: a kernel file's
+// write is made durable by the kernel (RWF_DSYNC/RWF_SYNC: a FUA write or
+// a cache flush, plus whatever metadata the write changed). On a mapped
+// file, write-through when every extent is a pure overwrite and the size
+// does not move; otherwise fdatasync/fsync after the data, once the mapper
+// has converted what the write allocated.
+func (f *File) setFlags(r *Request, pure, sync bool) {
 	extends := r.Op == Write && f.vol != nil && r.Off+r.submitted > r.sizeAt
-	var needsSync, writeThrough bool
+	var needsSync, through bool
+	var rwf uint32
 	if r.Op == Write && r.Flags&(DSync|Sync) != 0 && !durability.SkipSync.Load() {
-		rwf := ring.RWFDSync
+		rwf = ring.RWFDSync
 		switch {
 		case f.vol == nil && r.Flags&Sync != 0:
-			writeThrough, rwf = true, ring.RWFSync
+			through, rwf = true, ring.RWFSync
 		case f.vol == nil || (r.Flags&Sync == 0 && pure && !extends):
-			writeThrough = true
+			through = true
 		default:
-			needsSync = true
-		}
-		if writeThrough {
-			for i := range r.pieces {
-				r.pieces[i].rwFlags |= rwf
-			}
+			needsSync, rwf = true, 0
 		}
 	}
 	if r.Flags&NoWait != 0 {
-		for i := range r.pieces {
-			r.pieces[i].rwFlags |= ring.RWFNoWait
-		}
+		rwf |= ring.RWFNoWait
 	}
 	if r.Flags&Atomic != 0 {
-		for i := range r.pieces {
-			r.pieces[i].rwFlags |= ring.RWFAtomic
+		rwf |= ring.RWFAtomic
+	}
+	if rwf != 0 {
+		for i := range r.x.Pieces {
+			r.x.Pieces[i].RWFlags |= rwf
 		}
 	}
 	r.facts = choose.Facts{
-		Sync:          sync,
-		Write:         r.Op == Write,
-		PureOverwrite: pure,
-		Extends:       extends,
-		NeedsSync:     needsSync,
-		WriteThrough:  writeThrough,
-		SingleSQE:     len(r.pieces) <= 1,
-		PolledRing:    f.eng.iopoll,
-		HasEndIO:      f.endIO != nil,
+		Sync: sync, Write: r.Op == Write, PureOverwrite: pure, Extends: extends,
+		NeedsSync: needsSync, WriteThrough: through, SingleSQE: len(r.x.Pieces) <= 1,
+		PolledRing: f.eng.IOPoll(), HasEndIO: f.hooks.endIO != nil,
 	}
-	f.choosePolicy(r, sync)
-
-	r.refs.Store(int32(len(r.pieces)) + 1)
-	r.state.Store(stateInflight)
-	switch {
-	case len(r.pieces) == 0:
-	case f.pread:
-		f.eng.pr.submit(f.eng, r, sync)
-	case sync && f.eng.direct(f, r):
-		f.eng.pr.run(f.eng, r)
-		<-f.eng.directSem
-	default:
-		f.eng.enqueue(r)
-	}
-	f.eng.put(r, false) // the submitter's reference
-	return nil
 }
 
 // mapKernel maps r on a kernel file: the identity, split at the maximum
@@ -295,77 +342,16 @@ func (f *File) mapKernel(r *Request) {
 	if f.regIdx >= 0 {
 		fd, reg = f.regIdx, true
 	}
-	write := r.Op == Write
 	for pos, end := r.Off, r.Off+r.want; pos < end; {
-		p, l, b := r.mem(pos - r.Off)
-		l = min(l, end-pos, f.maxIO)
-		_, fixed := f.eng.fixedIndex(b[:l])
-		r.pieces = append(r.pieces, piece{
-			fd: fd, regFile: reg, fixed: fixed, write: write,
-			addr: p, n: uint32(l), off: pos, fileOff: pos,
+		b := r.mem(pos - r.Off)
+		l := min(int64(len(b)), end-pos, f.maxIO)
+		r.x.Pieces = append(r.x.Pieces, engine.Piece{
+			Fd: fd, RegFile: reg, Fixed: f.eng.Fixed(b[:l]), Write: r.Op == Write,
+			Addr: addrOf(b), N: uint32(l), Off: pos, LogOff: pos,
 		})
 		pos += l
 	}
 	r.submitted = r.want
-}
-
-// choosePolicy picks r's completion policy from what it asked for and
-// r.facts (choose.Choose), and whether it completes asynchronously.
-func (f *File) choosePolicy(r *Request, sync bool) {
-	requested := r.Policy
-	if requested == completion.Default {
-		requested = f.policy
-	}
-	var deferredWhy completion.Reason
-	if requested == completion.Wait && !sync {
-		// An asynchronous request that its caller will Wait for is deferred
-		// completion like Caller, under the same rules: its completion
-		// must do no I/O, since the caller may never come.
-		if p, why := choose.Choose(completion.Caller, r.facts); p != completion.Caller {
-			requested, deferredWhy = p, why
-		}
-	}
-	r.policy, r.reason = choose.Choose(requested, r.facts)
-	if deferredWhy != completion.NoDowngrade {
-		r.reason = deferredWhy
-	}
-	if !r.async && r.policy != completion.Polled {
-		r.policy = completion.Wait
-	}
-	if r.policy == completion.Wait || r.policy == completion.Polled {
-		r.async = false
-	}
-}
-
-func (f *File) checkAlign(r *Request) error {
-	if r.totalLen() == 0 {
-		return nil // nothing reaches the kernel
-	}
-	a := f.align
-	if r.Off%a.Offset != 0 {
-		return &alignError{What: "offset", Value: r.Off, Align: a.Offset}
-	}
-	check := func(b []byte) error {
-		if len(b) == 0 {
-			return nil
-		}
-		if p := int64(uintptr(addrOf(b))); p%a.Memory != 0 {
-			return &alignError{What: "buffer address", Value: p, Align: a.Memory}
-		}
-		if int64(len(b))%a.Offset != 0 {
-			return &alignError{What: "length", Value: int64(len(b)), Align: a.Offset}
-		}
-		return nil
-	}
-	if r.Buf != nil {
-		return check(r.Buf)
-	}
-	for _, b := range r.Bufs {
-		if err := check(b); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // mapRequest runs the iomap loop over the request and turns each mapping
@@ -407,8 +393,8 @@ func (f *File) mapOne(r *Request, m *iomap.Mapping, pos, n int64, pure *bool) er
 		case iomap.Inline:
 			if m.Data != nil {
 				for done := int64(0); done < n; {
-					_, l, b := r.mem(pos + done - r.Off)
-					l = min(l, n-done)
+					b := r.mem(pos + done - r.Off)
+					l := min(int64(len(b)), n-done)
 					copy(b[:l], m.Data[pos+done-m.Offset:])
 					done += l
 				}
@@ -472,34 +458,30 @@ func (f *File) addPieces(r *Request, m *iomap.Mapping, pos, n int64, write bool)
 	if m.Addr == iomap.NoAddr {
 		addr = pos
 	}
+	a := f.align.Offset
 	for n > 0 {
-		p, l, b := r.mem(pos - r.Off)
-		l = min(l, n, f.maxIO)
+		b := r.mem(pos - r.Off)
+		l := min(int64(len(b)), n, f.maxIO)
 		sqeLen := l
-		if a := f.align.Offset; !write && (pos+l)%a != 0 {
+		if !write && (pos+l)%a != 0 {
 			// A mapping that ends at an unaligned EOF: read up to the
 			// alignment; the kernel stops at EOF and returns the short count.
 			sqeLen = min(alignUp(pos+l, a)-pos, int64(len(b)))
 		}
-		_, fixed := f.eng.fixedIndex(b[:sqeLen])
-		if q := r.lastPiece(); write && q != nil && q.fileOff >= 0 && (q.fileOff+int64(q.n))%f.align.Offset != 0 &&
-			q.fileOff+int64(q.n) == pos && q.off+int64(q.n) == addr && q.addr+uintptr(q.n) == p &&
-			q.fd == fd && q.regFile == reg && q.fixed == fixed && int64(q.n) < f.maxIO && r.contiguous(q.fileOff, int64(q.n)+l) {
+		fixed := f.eng.Fixed(b[:sqeLen])
+		if q := r.lastPiece(); write && q != nil && q.LogOff >= 0 && (q.LogOff+int64(q.N))%a != 0 &&
+			q.LogOff+int64(q.N) == pos && q.Off+int64(q.N) == addr && unsafe.Add(q.Addr, q.N) == addrOf(b) &&
+			q.Fd == fd && q.RegFile == reg && q.Fixed == fixed && int64(q.N) < f.maxIO && r.contiguous(q.LogOff, int64(q.N)+l) {
 			// The previous mapping ended at an unaligned offset (the EOF of
 			// a file whose size is not a multiple of the alignment): an SQE
 			// ending there, and one starting there, would fail with EINVAL.
 			// Carry the previous piece on instead, as one write.
-			l = min(l, f.maxIO-int64(q.n))
-			q.n += uint32(l)
-			pos += l
-			addr += l
-			n -= l
-			continue
+			l = min(l, f.maxIO-int64(q.N))
+			q.N += uint32(l)
+		} else {
+			r.x.Pieces = append(r.x.Pieces, engine.Piece{Fd: fd, RegFile: reg, Fixed: fixed, Write: write,
+				Addr: addrOf(b), N: uint32(sqeLen), Off: addr, LogOff: pos})
 		}
-		r.pieces = append(r.pieces, piece{
-			fd: fd, regFile: reg, fixed: fixed, write: write,
-			addr: p, n: uint32(sqeLen), off: addr, fileOff: pos,
-		})
 		pos += l
 		addr += l
 		n -= l
@@ -508,18 +490,15 @@ func (f *File) addPieces(r *Request, m *iomap.Mapping, pos, n int64, write bool)
 }
 
 // contiguous reports whether the request's memory from logical position
-// fileOff on holds n bytes in one buffer.
-func (r *Request) contiguous(fileOff, n int64) bool {
-	_, l, _ := r.mem(fileOff - r.Off)
-	return l >= n
-}
+// off on holds n bytes in one buffer.
+func (r *Request) contiguous(off, n int64) bool { return int64(len(r.mem(off-r.Off))) >= n }
 
 // lastPiece returns the request's last piece, or nil.
-func (r *Request) lastPiece() *piece {
-	if len(r.pieces) == 0 {
+func (r *Request) lastPiece() *engine.Piece {
+	if len(r.x.Pieces) == 0 {
 		return nil
 	}
-	return &r.pieces[len(r.pieces)-1]
+	return &r.x.Pieces[len(r.x.Pieces)-1]
 }
 
 // addZero adds a write of zeroes over [pos, pos+n) of m.
@@ -528,28 +507,22 @@ func (f *File) addZero(r *Request, m *iomap.Mapping, pos, n int64) error {
 	if err != nil {
 		return err
 	}
-	z, err := f.eng.zeroes(int(n))
+	z, err := f.eng.Zeroes(int(n))
 	if err != nil {
 		return err
 	}
-	r.pieces = append(r.pieces, piece{
-		fd: fd, regFile: reg, write: true,
-		addr: uintptr(addrOf(z)), n: uint32(n), off: m.Addr + (pos - m.Offset),
-		fileOff: -1, // not part of the caller's data
-	})
+	r.x.Pieces = append(r.x.Pieces, engine.Piece{Fd: fd, RegFile: reg, Write: true,
+		Addr: addrOf(z), N: uint32(n), Off: m.Addr + (pos - m.Offset), LogOff: -1}) // not the caller's data
 	return nil
 }
 
+// target returns the descriptor (or registered slot) of target t.
 func (f *File) target(t int) (int32, bool, error) {
 	if t < 0 || t >= len(f.targets) {
-		return 0, false, unsupported("mapping names target " + itoa(t) + " but the file has " + itoa(len(f.targets)) + " (see WithTargets)")
+		return 0, false, unsupported("mapping names target " + itoa(t) + " but the file has " + itoa(len(f.targets)) + " (see Options.Targets)")
 	}
 	if t == 0 && f.regIdx >= 0 {
 		return f.regIdx, true, nil
 	}
 	return f.targets[t], false, nil
 }
-
-func alignUp(v, a int64) int64 { return (v + a - 1) / a * a }
-
-func itoa(v int) string { return strconv.Itoa(v) }

@@ -4,11 +4,8 @@ package dio
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"reflect"
-	"sync"
-	"sync/atomic"
+	"math"
 	"syscall"
 
 	"github.com/uringdio/uringdio/iomap"
@@ -16,180 +13,59 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A volume is what every File opened over one mapper shares, as handles
-// share an inode: the size, and (where the engine is the file system) the
-// gate that orders writes, hole punching and truncation. Files find it by
-// their mapper in a process-wide table; it lives while one is open.
-type volume struct {
-	mapper iomap.Mapper
-	// ops is set when the mapper is the file system (it allocates: an
-	// iomap.ExtentMap): space and size operations act on the map, never on
-	// the container. A mapper without them (iomap.FileMapper) describes a
-	// kernel file; those operations go to the kernel and the mapper is told.
-	ops     volumeMapper
-	bs      int64 // the mapper's allocation unit (ops only)
-	zeroBS  int64 // bs when it is larger than the I/O alignment: the engine zeroes sub-block ranges
-	sizeSet bool  // the size came from Options.Size
-	size    atomicSize
-	gate    ioLock
-	refs    int // under volumes.mu
+// Size and space: Truncate, Allocate, Preallocate and Punch, on a kernel
+// file (the kernel's calls) and on a volume (the engine's map).
+
+// spaceOp runs a size or space operation (op: "truncate", "allocate",
+// "preallocate", "punch") with the descriptor held and the lock
+// exclusive: after the writes in flight on the inode or volume (every
+// handle's, every engine's) drain, none of them landing in space freed,
+// or moving a size set, under it.
+func (f *File) spaceOp(op string, off, n int64) error {
+	if !f.acquire() {
+		return f.opErr(op, off, n, ErrClosed)
+	}
+	defer f.release()
+	switch {
+	case !f.mode.writable:
+		return f.opErr(op, off, n, readOnlyErr{})
+	case op == "truncate" && off < 0:
+		return f.opErr(op, off, n, syscall.EINVAL)
+	case op == "truncate" && f.vol != nil && off > f.maxEnd():
+		return f.opErr(op, off, n, syscall.EFBIG)
+	case op != "truncate" && (off < 0 || n <= 0):
+		return f.opErr(op, off, n, syscall.EINVAL)
+	case op != "truncate" && off > math.MaxInt64-n:
+		return f.opErr(op, off, n, syscall.EFBIG) // as vfs_fallocate says
+	}
+	if err := f.exclusive(context.Background(), func() error { return f.space(op, off, n) }); err != nil {
+		return f.opErr(op, off, n, err)
+	}
+	return nil
 }
 
-// volumeMapper is a mapper that owns its space.
-type volumeMapper interface {
-	iomap.Mapper
-	BlockSize() int64
-	Punch(off, n int64) error
-	Preallocate(off, n int64) error
-}
-
-var volumes struct {
-	mu sync.Mutex
-	m  map[iomap.Mapper]*volume
-}
-
-// openVolume returns the shared state of mapper m, creating it at the first
-// Open. fileSize is the opened file's size, the volume's size unless
-// Options.Size says otherwise. A second Open that asks for another size fails:
-// one volume has one size.
-func openVolume(m iomap.Mapper, fileSize int64, c *config, align int64) (*volume, error) {
-	shared := reflect.TypeOf(m).Comparable()
-	volumes.mu.Lock()
-	defer volumes.mu.Unlock()
-	if shared {
-		if v := volumes.m[m]; v != nil {
-			if c.sizeSet && c.size != v.size.Load() {
-				return nil, fmt.Errorf("the mapper is open with size %d, Options.Size asks for %d: %w", v.size.Load(), c.size, syscall.EINVAL)
-			}
-			v.refs++
-			return v, nil
+// space carries out spaceOp's operation, the lock held.
+func (f *File) space(op string, off, n int64) error {
+	if f.vol != nil {
+		switch op {
+		case "truncate":
+			return f.vol.truncate(f, off)
+		case "punch":
+			return f.vol.punch(f, off, n)
 		}
+		return f.vol.allocate(f, off, n, op == "preallocate")
 	}
-	v := &volume{mapper: m, refs: 1, sizeSet: c.sizeSet}
-	size := fileSize
-	if c.sizeSet {
-		size = c.size
-	}
-	if size < 0 {
-		return nil, fmt.Errorf("size %d: %w", size, syscall.EINVAL)
-	}
-	v.size.Store(size)
-	if ops, ok := m.(volumeMapper); ok {
-		v.ops, v.bs = ops, ops.BlockSize()
-		if v.bs > align {
-			v.zeroBS = v.bs
+	return ignoringEINTR(func() error {
+		switch op {
+		case "truncate":
+			return unix.Ftruncate(int(f.fd), off)
+		case "allocate":
+			return unix.Fallocate(int(f.fd), 0, off, n)
+		case "preallocate":
+			return unix.Fallocate(int(f.fd), unix.FALLOC_FL_KEEP_SIZE, off, n)
 		}
-	}
-	if shared {
-		if volumes.m == nil {
-			volumes.m = make(map[iomap.Mapper]*volume)
-		}
-		volumes.m[m] = v
-	}
-	return v, nil
-}
-
-// release drops a File's hold on the volume.
-func (v *volume) release() {
-	volumes.mu.Lock()
-	defer volumes.mu.Unlock()
-	v.refs--
-	if v.refs == 0 && volumes.m[v.mapper] == v {
-		delete(volumes.m, v.mapper)
-	}
-}
-
-// gate returns the I/O lock the file's requests take (gate.go): its
-// inode's for a kernel file, its volume's for a mapped file.
-func (f *File) gate() *ioLock {
-	if f.ino != nil {
-		return &f.ino.gate
-	}
-	return &f.vol.gate
-}
-
-// gated reports whether r takes the file's lock (shared unless it needs
-// sub-block zeroing). On a volume whose map the engine keeps every request
-// does, so that hole punching and truncation, which hold it alone, never
-// free space under I/O. Elsewhere writes do, so that an unaligned write,
-// which holds it alone, reads and rewrites its partial sectors with no
-// other write of this process in between, and size changes wait for the
-// writes in flight. The lock holder's own I/O (owned) does not take it.
-func (f *File) gated(r *Request) bool {
-	if r.owned {
-		return false
-	}
-	if f.vol != nil && f.vol.ops != nil {
-		return true
-	}
-	return r.Op == Write
-}
-
-// extendSize raises the volume's size to end if it is smaller, and tells
-// the mapper.
-func (v *volume) extendSize(end int64) {
-	if !v.size.raise(end) {
-		return
-	}
-	if s, ok := v.mapper.(interface{ ExtendSize(int64) }); ok {
-		s.ExtendSize(end)
-	} else if s, ok := v.mapper.(interface{ SetSize(int64) }); ok {
-		s.SetSize(v.size.Load())
-	}
-}
-
-// setSize sets the volume's size after a truncate, and tells the mapper.
-func (v *volume) setSize(n int64) {
-	v.size.Store(n)
-	if t, ok := v.mapper.(interface{ Truncate(int64) }); ok {
-		t.Truncate(n)
-	} else if s, ok := v.mapper.(interface{ SetSize(int64) }); ok {
-		s.SetSize(n)
-	}
-}
-
-// invalidate tells a mapper that caches a kernel file's layout that the
-// kernel changed [off, off+n).
-func (v *volume) invalidate(off, n int64) {
-	if inv, ok := v.mapper.(interface{ Invalidate(int64, int64) }); ok {
-		inv.Invalidate(off, n)
-	}
-}
-
-// exclusive runs fn holding the file's gate alone (its volume's, or its
-// inode's): no gated request of any File over it is in flight meanwhile,
-// and none starts. fn's own I/O goes through f.ownedIO. ctx ending while
-// it waits for the gate fails it with ECANCELED, having done nothing.
-func (f *File) exclusive(ctx context.Context, fn func() error) error {
-	r, err := f.lockExclusive(ctx)
-	if err != nil {
-		return err
-	}
-	defer f.unlockExclusive(r)
-	return fn()
-}
-
-// lockExclusive takes the file's gate alone (see exclusive); the request it
-// returns is the hold, for unlockExclusive.
-func (f *File) lockExclusive(ctx context.Context) (*Request, error) {
-	e := f.eng
-	r := e.getReq()
-	r.file = f
-	r.gateExcl, r.gateSync = true, true
-	r.gateAdmitted.Store(false)
-	r.gateDone = ctx.Done()
-	if !f.gate().enter(r, false) {
-		if err := f.awaitAdmission(r); err != nil {
-			e.putReq(r)
-			return nil, err
-		}
-	}
-	return r, nil
-}
-
-func (f *File) unlockExclusive(r *Request) {
-	f.gateRelease(r)
-	f.eng.putReq(r)
+		return unix.Fallocate(int(f.fd), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	})
 }
 
 // The size and space operations below run with the lock held exclusive
@@ -362,20 +238,4 @@ func (f *File) ownedIO(op Op, p []byte, off int64) error {
 		return err
 	}
 	return nil
-}
-
-// atomicSize is a file size that concurrent write completions raise.
-type atomicSize struct{ atomic.Int64 }
-
-// raise sets the size to end if it is larger, and reports whether it did.
-func (s *atomicSize) raise(end int64) bool {
-	for {
-		cur := s.Load()
-		if end <= cur {
-			return false
-		}
-		if s.CompareAndSwap(cur, end) {
-			return true
-		}
-	}
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/uringdio/uringdio/internal/engine"
+
 	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/internal/durability"
 )
@@ -111,10 +113,10 @@ func (f *File) newAppender(off int64, chunkSize, inflight int) (*appender, error
 	if chunk <= 0 {
 		chunk = 256 << 10
 	}
-	if chunk%a != 0 || chunk > maxBounce || off < 0 {
+	if chunk%a != 0 || chunk > engine.MaxBuffer || off < 0 {
 		return nil, f.opErr("appender", off, chunk, syscall.EINVAL)
 	}
-	if !f.writable {
+	if !f.mode.writable {
 		return nil, f.opErr("appender", off, 0, readOnlyErr{})
 	}
 	if off > f.maxEnd()-chunk {
@@ -126,7 +128,7 @@ func (f *File) newAppender(off int64, chunkSize, inflight int) (*appender, error
 	// Its buffers, in one step: the chunk being filled and one per chunk
 	// written behind, as many as the engine's buffer memory has room for
 	// (bounce.go). With one, chunks are written synchronously.
-	bufs, err := f.eng.bufs.reserve(1+inflight, chunk)
+	bufs, err := f.eng.Bufs.Reserve(1+inflight, chunk)
 	if err != nil {
 		return nil, f.opErr("appender", off, chunk, err)
 	}
@@ -138,12 +140,12 @@ func (f *File) newAppender(off int64, chunkSize, inflight int) (*appender, error
 	w.buf, w.bufOff, w.n = bufs[0][:chunk], off&^(a-1), off%a
 	if w.n > 0 {
 		if err := f.readSector(context.Background(), w.buf[:a], w.bufOff); err != nil {
-			f.eng.bufs.release(bufs)
+			f.eng.Bufs.Release(bufs)
 			return nil, reframe(err, "appender", off, 0)
 		}
 	}
 	for range w.max {
-		r := newRequest()
+		r := &Request{}
 		r.Op, r.Policy, r.Callback = Write, completion.Inline, w.written
 		w.free = append(w.free, r)
 	}
@@ -223,7 +225,7 @@ func (w *appender) writeBehind() error {
 	w.inflight++
 	w.cmu.Unlock()
 	r.Off, r.Buf, r.Flags = w.bufOff, w.buf, 0
-	if err := w.f.Submit(r); err != nil {
+	if err := w.f.submit(r); err != nil {
 		w.cmu.Lock()
 		w.inflight--
 		w.free = append(w.free, r)
@@ -390,7 +392,7 @@ func (w *appender) Close() error {
 		err = w.writeTail(0)
 	}
 	if err == nil {
-		err = w.f.Truncate(size)
+		err = w.f.spaceOp("truncate", size, 0)
 	}
 	if err == nil {
 		if serr := w.f.syncRef(false); serr != nil {
@@ -401,7 +403,7 @@ func (w *appender) Close() error {
 	bufs := append(w.spare, w.buf)
 	w.spare, w.buf = nil, nil
 	w.cmu.Unlock()
-	w.f.eng.bufs.release(bufs)
+	w.f.eng.Bufs.Release(bufs)
 	return err
 }
 
@@ -411,6 +413,6 @@ func (f *File) syncRef(data bool) error {
 		return ErrClosed
 	}
 	defer f.release()
-	f.eng.stats.Syncs.Add(1)
+	f.eng.C.Syncs.Add(1)
 	return f.syncFds(data)
 }

@@ -3,19 +3,17 @@
 package dio
 
 import (
-	"errors"
-	"sync"
-	"sync/atomic"
+	"context"
 	"syscall"
 
 	"github.com/uringdio/uringdio/internal/choose"
 )
 
-// ioLock is the I/O lock of an inode: of a kernel file (one per (dev, ino)
-// in the process, shared by every File and engine on it) or of a volume
-// (one per mapper). It is the kernel's i_rwsem as xfs and ext4 take it for
-// direct I/O, and its count of shared holders is their inode_dio_wait
-// count, since a request holds the lock until its I/O is done:
+// The I/O lock of an inode (a kernel file's, one per (dev, ino) in the
+// process, shared by every File and engine on it) or of a volume (one per
+// mapper): the kernel's i_rwsem as xfs and ext4 take it for direct I/O.
+// Its count of shared holders is their inode_dio_wait count, since a
+// request holds the lock until its I/O is done:
 //
 //   - shared: writes of a kernel file that need no read-modify-write,
 //     extending ones included (the kernel moves the size at completion);
@@ -39,17 +37,11 @@ import (
 // done. A queued request holds its own File's reference, so that File's
 // Close waits for it; a cancelled context takes it off the queue
 // (ECANCELED, nothing done).
-type ioLock struct {
-	// state: the number of shared holders in the low 32 bits, lockExcl
-	// while held exclusive, lockQueued while the queue is not empty (it
-	// turns the fast paths off). Changed with atomics; lockQueued and
-	// admissions from the queue only under mu.
-	state atomic.Uint64
-	mu    sync.Mutex
-	// The queue, FIFO through Request.gateNext; under mu.
-	head, tail *Request
-	waited     atomic.Uint64 // requests that had to queue (gateWaited)
-}
+
+// launchAdmitted starts an asynchronous request the lock admitted after
+// its Submit returned (submit.go sets it: handed down, so the lock never
+// names the layer above it).
+var launchAdmitted func(r *Request)
 
 const (
 	lockCount  = 1<<32 - 1
@@ -70,14 +62,14 @@ func grant(excl bool) uint64 {
 	return 1
 }
 
-// enter takes the lock for r (exclusive if r.gateExcl) and reports true,
+// enter takes the lock for r (exclusive if r.lk.excl) and reports true,
 // or, unless try is set, queues r and reports false: r is admitted later
 // by the release that makes room (leave).
 func (l *ioLock) enter(r *Request, try bool) bool {
-	r.gateNext = nil
-	for s := l.state.Load(); s&lockQueued == 0 && admissible(s, r.gateExcl); s = l.state.Load() {
-		if l.state.CompareAndSwap(s, s+grant(r.gateExcl)) {
-			r.gateHeld = true
+	r.lk.next = nil
+	for s := l.state.Load(); s&lockQueued == 0 && admissible(s, r.lk.excl); s = l.state.Load() {
+		if l.state.CompareAndSwap(s, s+grant(r.lk.excl)) {
+			r.lk.held = true
 			return true
 		}
 	}
@@ -85,9 +77,9 @@ func (l *ioLock) enter(r *Request, try bool) bool {
 	defer l.mu.Unlock()
 	for {
 		s := l.state.Load()
-		if l.head == nil && admissible(s, r.gateExcl) {
-			if l.state.CompareAndSwap(s, s+grant(r.gateExcl)) {
-				r.gateHeld = true
+		if l.head == nil && admissible(s, r.lk.excl) {
+			if l.state.CompareAndSwap(s, s+grant(r.lk.excl)) {
+				r.lk.held = true
 				return true
 			}
 			continue
@@ -105,7 +97,7 @@ func (l *ioLock) enter(r *Request, try bool) bool {
 	if l.tail == nil {
 		l.head = r
 	} else {
-		l.tail.gateNext = r
+		l.tail.lk.next = r
 	}
 	l.tail = r
 	return false
@@ -114,9 +106,9 @@ func (l *ioLock) enter(r *Request, try bool) bool {
 // leave releases r's hold and returns the queued requests it admits, in
 // order, linked through gateNext.
 func (l *ioLock) leave(r *Request) *Request {
-	r.gateHeld = false
+	r.lk.held = false
 	var s uint64
-	if r.gateExcl {
+	if r.lk.excl {
 		s = l.state.Add(^uint64(lockExcl - 1)) // -lockExcl
 	} else {
 		s = l.state.Add(^uint64(0))
@@ -136,22 +128,22 @@ func (l *ioLock) admitLocked() *Request {
 	for l.head != nil {
 		w := l.head
 		s := l.state.Load()
-		if !admissible(s, w.gateExcl) {
+		if !admissible(s, w.lk.excl) {
 			break
 		}
-		if !l.state.CompareAndSwap(s, s+grant(w.gateExcl)) {
+		if !l.state.CompareAndSwap(s, s+grant(w.lk.excl)) {
 			continue // a release meanwhile: look again
 		}
-		l.head = w.gateNext
+		l.head = w.lk.next
 		if l.head == nil {
 			l.tail = nil
 		}
-		w.gateNext = nil
-		w.gateHeld = true
+		w.lk.next = nil
+		w.lk.held = true
 		if last == nil {
 			first = w
 		} else {
-			last.gateNext = w
+			last.lk.next = w
 		}
 		last = w
 	}
@@ -169,19 +161,19 @@ func (l *ioLock) remove(r *Request) (found bool, admitted *Request) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var prev *Request
-	for w := l.head; w != nil; prev, w = w, w.gateNext {
+	for w := l.head; w != nil; prev, w = w, w.lk.next {
 		if w != r {
 			continue
 		}
 		if prev == nil {
-			l.head = w.gateNext
+			l.head = w.lk.next
 		} else {
-			prev.gateNext = w.gateNext
+			prev.lk.next = w.lk.next
 		}
 		if l.tail == w {
 			l.tail = prev
 		}
-		w.gateNext = nil
+		w.lk.next = nil
 		return true, l.admitLocked()
 	}
 	return false, nil
@@ -192,13 +184,13 @@ func (l *ioLock) remove(r *Request) (found bool, admitted *Request) {
 // that File's descriptor, engine, backend and policy.
 func startAdmitted(w *Request) {
 	for w != nil {
-		next := w.gateNext
-		w.gateNext = nil
-		if w.gateSync {
-			w.gateAdmitted.Store(true)
-			signal(w.wake)
+		next := w.lk.next
+		w.lk.next = nil
+		if w.lk.sync {
+			w.lk.admitted.Store(true)
+			w.x.Signal()
 		} else {
-			w.file.launchAdmitted(w)
+			launchAdmitted(w)
 		}
 		w = next
 	}
@@ -208,10 +200,10 @@ func startAdmitted(w *Request) {
 // starts the requests that were waiting for it. Called once r's I/O is
 // done and (for writes the mapper converts) its extents are converted.
 func (f *File) gateRelease(r *Request) {
-	if !r.gateHeld {
+	if !r.lk.held {
 		return
 	}
-	startAdmitted(f.gate().leave(r))
+	startAdmitted(f.lock.leave(r))
 }
 
 // awaitAdmission blocks a synchronous request until the lock admits it
@@ -219,12 +211,12 @@ func (f *File) gateRelease(r *Request) {
 // ends first, the request leaves the queue and fails with ECANCELED,
 // having done nothing.
 func (f *File) awaitAdmission(r *Request) error {
-	done := r.gateDone
-	for !r.gateAdmitted.Load() {
+	done := r.lk.done
+	for !r.lk.admitted.Load() {
 		select {
-		case <-r.wake:
+		case <-r.x.Wake:
 		case <-done:
-			if found, admitted := f.gate().remove(r); found {
+			if found, admitted := f.lock.remove(r); found {
 				startAdmitted(admitted)
 				return syscall.ECANCELED
 			}
@@ -237,10 +229,10 @@ func (f *File) awaitAdmission(r *Request) error {
 // cancelQueued completes r with ECANCELED if it is an asynchronous request
 // still queued for the lock, and reports whether it was.
 func (f *File) cancelQueued(r *Request) bool {
-	if f.gate() == nil || r.gateSync {
+	if r.lk.sync {
 		return false
 	}
-	found, admitted := f.gate().remove(r)
+	found, admitted := f.lock.remove(r)
 	startAdmitted(admitted)
 	if !found {
 		return false
@@ -249,42 +241,55 @@ func (f *File) cancelQueued(r *Request) bool {
 	return true
 }
 
-// launchAdmitted starts an asynchronous request the lock admitted after
-// its Submit returned. An error can no longer be returned to the
-// submitter: the request completes with it, through its policy, having
-// moved no data.
-func (f *File) launchAdmitted(r *Request) {
-	err := f.launch(r, false, true)
-	if err == nil {
-		return
-	}
-	var oe *OpError
-	if errors.As(err, &oe) {
-		err = oe.Err
-	}
-	f.completeUnlaunched(r, err)
-}
-
 // completeUnlaunched completes an asynchronous request that Submit
 // accepted but that never reached the engine (it failed to map after
 // waiting for the lock, or was cancelled there) with err and no bytes,
 // through its policy. It holds the File's in-flight reference of its
 // submission.
 func (f *File) completeUnlaunched(r *Request, err error) {
-	r.pieces = r.pieces[:0]
-	r.errno, r.stopAt = err, r.Off
-	r.facts = choose.Facts{Write: r.Op == Write, PureOverwrite: true, SingleSQE: true, HasEndIO: f.endIO != nil}
-	f.choosePolicy(r, false)
-	r.refs.Store(1)
-	r.state.Store(stateInflight)
-	f.eng.put(r, false)
+	r.x.Pieces = r.x.Pieces[:0]
+	r.x.Err, r.x.StopAt = err, r.Off
+	r.facts = choose.Facts{Write: r.Op == Write, PureOverwrite: true, SingleSQE: true, HasEndIO: f.hooks.endIO != nil}
+	r.choosePolicy(false)
+	f.eng.Finish(&r.x)
 }
 
 // gateWaited reports how many requests on the file's inode or volume had
 // to queue for its lock.
-func (f *File) gateWaited() uint64 {
-	if g := f.gate(); g != nil {
-		return g.waited.Load()
+func (f *File) gateWaited() uint64 { return f.lock.waited.Load() }
+
+// exclusive runs fn holding the file's lock alone: no request that takes
+// it, from any File on the inode or volume, is in flight meanwhile, and
+// none starts. fn's own I/O goes through ownedIO. ctx ending while it
+// waits fails it with ECANCELED, having done nothing.
+func (f *File) exclusive(ctx context.Context, fn func() error) error {
+	r, err := f.lockExclusive(ctx)
+	if err != nil {
+		return err
 	}
-	return 0
+	defer f.unlockExclusive(r)
+	return fn()
+}
+
+// lockExclusive takes the file's lock alone; the request it returns is
+// the hold, for unlockExclusive.
+func (f *File) lockExclusive(ctx context.Context) (*Request, error) {
+	r := getReq()
+	r.file = f
+	r.x.Begin(0)
+	r.lk.excl, r.lk.sync = true, true
+	r.lk.admitted.Store(false)
+	r.lk.done = ctx.Done()
+	if !f.lock.enter(r, false) {
+		if err := f.awaitAdmission(r); err != nil {
+			putReq(r)
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+func (f *File) unlockExclusive(r *Request) {
+	f.gateRelease(r)
+	putReq(r)
 }

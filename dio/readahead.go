@@ -7,6 +7,8 @@ import (
 	"io"
 	"syscall"
 
+	"github.com/uringdio/uringdio/internal/engine"
+
 	"github.com/uringdio/uringdio/completion"
 )
 
@@ -64,10 +66,10 @@ func (f *File) newReadAhead(off int64, chunkSize, window int) (*readAhead, error
 	if chunk <= 0 {
 		chunk = 256 << 10
 	}
-	if chunk%a != 0 || chunk > maxBounce || off < 0 {
+	if chunk%a != 0 || chunk > engine.MaxBuffer || off < 0 {
 		return nil, f.opErr("readahead", off, chunk, syscall.EINVAL)
 	}
-	if !f.readable {
+	if !f.mode.readable {
 		return nil, f.opErr("readahead", off, chunk, writeOnlyErr{})
 	}
 	if window <= 0 {
@@ -75,13 +77,13 @@ func (f *File) newReadAhead(off int64, chunkSize, window int) (*readAhead, error
 	}
 	// The window's buffers, in one step: as many as the engine's buffer
 	// memory has room for, at least one (bounce.go).
-	bufs, err := f.eng.bufs.reserve(window, chunk)
+	bufs, err := f.eng.Bufs.Reserve(window, chunk)
 	if err != nil {
 		return nil, f.opErr("readahead", off, chunk, err)
 	}
 	r := &readAhead{f: f, chunk: chunk, pos: off, next: off &^ (a - 1), slots: make([]raSlot, len(bufs))}
 	for i := range r.slots {
-		q := newRequest()
+		q := &Request{}
 		q.Op, q.Policy = Read, completion.Wait
 		r.slots[i] = raSlot{req: q, buf: bufs[i][:chunk]}
 	}
@@ -102,7 +104,7 @@ func (r *readAhead) fill() {
 		}
 		s.off = r.next
 		s.req.Off, s.req.Buf = s.off, s.buf
-		if err := r.f.Submit(s.req); err != nil {
+		if err := r.f.submit(s.req); err != nil {
 			r.err = err
 			return
 		}
@@ -177,6 +179,6 @@ func (r *readAhead) Close() error {
 		bufs = append(bufs, s.buf)
 		s.buf = nil
 	}
-	r.f.eng.bufs.release(bufs)
+	r.f.eng.Bufs.Release(bufs)
 	return nil
 }

@@ -1,0 +1,108 @@
+//go:build linux
+
+package engine
+
+import (
+	"runtime"
+	"sync"
+)
+
+// workers run what must run neither on the owner nor on a launcher's
+// stack: Pool completions (work that may block), Inline completions of
+// the pread backend's requests, and the pread backend's asynchronous
+// requests themselves. Their queue has no bound: the owner hands work over
+// without waiting (a Pool callback may wait for I/O only the owner can
+// complete), and what it holds is bounded by the requests in flight. The
+// goroutines start with the first work, up to max.
+type workers struct {
+	mu         sync.Mutex
+	cond       sync.Cond
+	head, tail *Req // FIFO through link
+	started    int
+	idle       int
+	max        int
+	stopped    bool
+	wg         sync.WaitGroup
+	e          *Engine
+}
+
+// Jobs a worker does with a request.
+const (
+	jobComplete = iota + 1 // run its completion
+	jobPread               // carry out its pieces with pread
+)
+
+func newWorkers(e *Engine, max int) *workers {
+	if max <= 0 {
+		max = 4 * runtime.GOMAXPROCS(0) // enough that pread requests to a slow device overlap
+	}
+	w := &workers{max: max, e: e}
+	w.cond.L = &w.mu
+	return w
+}
+
+func (w *workers) push(r *Req, job uint8) {
+	w.mu.Lock()
+	r.job, r.link = job, nil
+	if w.stopped {
+		w.mu.Unlock()
+		w.do(r) // after Close: run it here rather than lose it
+		return
+	}
+	if w.tail == nil {
+		w.head = r
+	} else {
+		w.tail.link = r
+	}
+	w.tail = r
+	if w.idle > 0 {
+		w.cond.Signal()
+	} else if w.started < w.max {
+		w.started++
+		w.wg.Add(1)
+		go w.loop()
+	}
+	w.mu.Unlock()
+}
+
+func (w *workers) loop() {
+	defer w.wg.Done()
+	w.mu.Lock()
+	for {
+		for w.head == nil && !w.stopped {
+			w.idle++
+			w.cond.Wait()
+			w.idle--
+		}
+		r := w.head
+		if r == nil {
+			w.mu.Unlock()
+			return
+		}
+		w.head = r.link
+		if w.head == nil {
+			w.tail = nil
+		}
+		r.link = nil
+		w.mu.Unlock()
+		w.do(r)
+		w.mu.Lock()
+	}
+}
+
+func (w *workers) do(r *Req) {
+	if r.job == jobPread {
+		w.e.pr.run(w.e, r)
+		return
+	}
+	r.runCompletion()
+}
+
+// close runs what is queued and stops the workers.
+func (w *workers) close() {
+	w.mu.Lock()
+	w.stopped = true
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	w.wg.Wait()
+}
