@@ -262,33 +262,6 @@ func (f *File) syncIO(ctx context.Context, op Op, p []byte, off int64, fl Flags)
 	return f.directIO(ctx, op, p, off, fl, false)
 }
 
-// kernelRead is an aligned synchronous read. A file system refuses a
-// direct read whose aligned range reaches past its largest file (ext4:
-// EINVAL for a block past its last logical block) even where the file
-// ends before that block, where a buffered read returns the bytes up to
-// the end of file. On EINVAL the read is tried again ending at the file's
-// aligned end, if that is shorter: a slow path that only such a range
-// takes.
-func (f *File) kernelRead(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
-	n, err := f.directIO(ctx, Read, p, off, fl, false)
-	if f.vol != nil || !errors.Is(err, syscall.EINVAL) || errors.Is(err, ErrUnaligned) {
-		return n, err
-	}
-	size, _, serr := f.kernelStatRef()
-	end := alignUp(size, f.align.Offset)
-	switch {
-	case serr != nil || end >= off+int64(len(p)):
-		return n, err
-	case end <= off:
-		return 0, io.EOF
-	}
-	n, err = f.directIO(ctx, Read, p[:end-off], off, fl, false)
-	if err == nil {
-		err = io.EOF
-	}
-	return n, err
-}
-
 // gapWrite reports whether a write at off on a kernel file starts past the
 // end of the file, inside or after an old last block that holds bytes past
 // the end: such a write goes the way of an unaligned one, which zeroes

@@ -23,21 +23,6 @@ import (
 // only with audits on (Config.LostAfter): from the owner, when no
 // completion came for that long while SQEs were in flight.
 
-// auditState is the owner's bookkeeping of audits.
-type auditState struct {
-	lastOvf   uint32
-	owed      bool   // an audit for dropped CQEs is yet to be queued
-	inFlight  bool   // an audit NOP is in flight
-	seq       uint64 // its place in the SQ order
-	completed uint64 // completions seen at the last watch
-	since     time.Time
-	cancelAt  time.Time // when to audit for a cancelled request still in flight
-}
-
-// cancelAudit is how long a cancelled request may stay in flight before
-// the owner audits the ring (with audits on).
-const cancelAudit = 100 * time.Millisecond
-
 // checkDropped declares the engine broken when the kernel reports CQEs it
 // dropped, and audits the ring to find whose they were.
 func (e *Engine) checkDropped() {
@@ -123,9 +108,3 @@ func (e *Engine) watch() {
 		a.since = now
 	}
 }
-
-// Audit queues an audit from the owner (tests).
-func (e *Engine) Audit() { e.onOwner(func() { e.audit() }) }
-
-// LostAfter is the audit interval (0: audits off).
-func (e *Engine) LostAfter() time.Duration { return e.own.lostAfter }

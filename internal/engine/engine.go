@@ -15,32 +15,13 @@
 package engine
 
 import (
-	"errors"
 	"fmt"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/uringdio/uringdio/internal/ringhook"
+	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/ring"
 )
-
-// Config is what an engine is made with (dio's EngineOptions).
-type Config struct {
-	Entries     uint32
-	RingFlags   ring.SetupFlags
-	SQIdle      time.Duration
-	FixedCount  int
-	FixedSize   int
-	RegFiles    int
-	MaxInflight int
-	Workers     int
-	BufMemory   int64
-	WrapRing    func(ringhook.Ring) ringhook.Ring // a test's
-	LostAfter   time.Duration                     // lost-completion audits (0: off)
-}
 
 // NeedsRing names the setting that asks for a ring (so the engine cannot
 // fall back to pread where io_uring is refused), or returns "".
@@ -62,82 +43,10 @@ func (c *Config) NeedsRing() string {
 	return ""
 }
 
-// Engine is one ring, its owner, the workers, the pread backend and the
-// buffer pool. Safe for concurrent use.
-type Engine struct {
-	ring   ringhook.Ring
-	sw     submitWaiter    // nil if the ring cannot submit and wait in one call
-	ovf    overflowCounter // the kernel's dropped-CQE count
-	iopoll bool
-	noRing error // why the engine has no ring (nil: it has one)
-	// noProbe: options shaped the ring, which serves every file.
-	noProbe bool
-
-	o   owner      // the owner goroutine and its queues (owner.go)
-	own ownerState // what only the owner touches
-
-	inflight  atomic.Int64  // SQEs in flight
-	directSem chan struct{} // the one synchronous call that may skip an idle ring
-	ready     readyList     // Inline completions for the owner to run (reap.go)
-
-	workers *workers
-	pr      *preadBackend
-	Bufs    *Pool // aligned buffers for bounces and streams (pool.go)
-
-	closed atomic.Bool
-	broken atomic.Bool
-	C      Counters
-
-	fixed fixedBufs
-	zero  zeroBuf
-}
-
-// Counters are an engine's live counters (dio's Stats says what each
-// counts).
-type Counters struct {
-	Submitted, Completed, Resubmits, Backlogged, StrayCQEs, Audits atomic.Uint64
-	LostCQEs, DroppedCQEs, Wakes, Syncs, Bounced                   atomic.Uint64
-}
-
-// Errors the engine reports.
-var (
-	// ErrRingBroken: a completion matched no request in flight; no result
-	// from the ring can be trusted, and the engine refuses new I/O.
-	ErrRingBroken = errors.New("dio: ring broken: completion matches no request in flight")
-	// ErrLostCompletion: an audit found a request's completion lost. It
-	// matches ErrRingBroken.
-	ErrLostCompletion error = lostError{}
-)
-
-type lostError struct{}
-
-func (lostError) Error() string {
-	return "dio: ring broken: completion lost (the kernel finished the request; its CQE never arrived)"
-}
-
-func (lostError) Is(target error) bool { return target == ErrRingBroken }
-
-// submitWaiter is the part of a ring that publishes SQEs, then submits and
-// waits in one system call.
-type submitWaiter interface {
-	Flush() uint32
-	EnterWait(toSubmit, n uint32) (uint32, error)
-}
-
-// overflowCounter is the part of a ring that says how many CQEs the kernel
-// dropped.
-type overflowCounter interface{ Overflow() uint32 }
-
 var (
 	_ submitWaiter    = (*ring.Ring)(nil)
 	_ overflowCounter = (*ring.Ring)(nil)
 )
-
-// unhonoured are setup flags the owner cannot honour: a disabled ring, a
-// work queue shared with another ring's owner, and the completion-work
-// flags it picks itself.
-const unhonoured = ring.SetupRDisabled | ring.SetupAttachWQ | ring.SetupCoopTaskrun |
-	ring.SetupTaskrunFlag | ring.SetupSingleIssuer | ring.SetupDeferTaskrun
 
 // New makes an engine. Where io_uring is refused (a seccomp profile,
 // kernel.io_uring_disabled, no kernel support) it serves everything with
@@ -153,7 +62,7 @@ func New(c Config) (*Engine, error) {
 		noProbe:   c.WrapRing != nil || c.RingFlags != 0 || c.FixedCount > 0 || c.RegFiles > 0,
 	}
 	e.own.lostAfter = c.LostAfter
-	e.workers = newWorkers(e, c.Workers)
+	e.workers = newWorkers(c.Workers, func(r *Req) { e.pr.run(e, r) })
 	err := e.startOwner(&c) // the owner makes the ring on its own thread
 	if err == nil {
 		return e, nil
@@ -166,79 +75,6 @@ func New(c Config) (*Engine, error) {
 	}
 	e.noRing = err
 	return e, nil
-}
-
-// setupRing creates and sets up the ring; the owner calls it on its
-// thread (SINGLE_ISSUER binds a ring to the thread that makes it).
-func (e *Engine) setupRing(c *Config) error {
-	r, err := createRing(c)
-	if err != nil {
-		return err
-	}
-	var rr ringhook.Ring = r
-	if c.WrapRing != nil {
-		rr = c.WrapRing(r)
-	}
-	e.ring = rr
-	e.iopoll = r.Flags()&ring.SetupIOPoll != 0
-	e.ovf = r // a wrapper that does not forward it: the kernel's counter is the truth
-	if o, ok := rr.(overflowCounter); ok {
-		e.ovf = o
-	}
-	e.sw, _ = rr.(submitWaiter)
-	// io-wq's workers (requests the kernel cannot issue without blocking)
-	// are threads of this process: bound them.
-	r.SetIOWQMaxWorkers(uint32(min(4, runtime.GOMAXPROCS(0))), 2)
-	n := c.MaxInflight
-	if n <= 0 {
-		n = 8 * int(r.SQEntries())
-	}
-	e.own.init(n, int(r.CQEntries()))
-	if c.FixedCount > 0 {
-		if err := e.fixed.setup(e.ring, c.FixedCount, c.FixedSize); err != nil {
-			return err
-		}
-	}
-	if c.RegFiles > 0 {
-		e.own.fileSlots = make([]int32, c.RegFiles)
-		for i := range e.own.fileSlots {
-			e.own.fileSlots[i] = -1
-		}
-		if err := e.ring.RegisterFiles(e.own.fileSlots); err != nil {
-			return fmt.Errorf("register files: %w", err)
-		}
-	}
-	return nil
-}
-
-// createRing makes the ring with the flags fio uses where the kernel has
-// them (SINGLE_ISSUER | DEFER_TASKRUN: completion work runs only when the
-// owner asks for completions, in batches, never interrupting another
-// thread), falling back to a plain ring.
-func createRing(c *Config) (*ring.Ring, error) {
-	flags := c.RingFlags
-	if flags&ring.SetupSQPoll == 0 {
-		if p, err := ring.Probe(); err == nil {
-			want := ring.SetupSingleIssuer | ring.SetupDeferTaskrun
-			if p.SetupFlags&want == want {
-				r, err := NewRing(ring.Params{Entries: c.Entries, Flags: flags | want, SQThreadIdle: c.SQIdle})
-				if err == nil || refusedRing(err) {
-					return r, err
-				}
-			}
-		}
-	}
-	return NewRing(ring.Params{Entries: c.Entries, Flags: flags, SQThreadIdle: c.SQIdle})
-}
-
-// NewRing creates an engine's ring (a variable: tests make it fail).
-var NewRing = ring.New
-
-// refusedRing reports whether a ring's creation error means io_uring is
-// not allowed or not there: a seccomp profile or kernel.io_uring_disabled
-// (EPERM), a kernel without it (ENOSYS).
-func refusedRing(err error) bool {
-	return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EACCES)
 }
 
 // NoRing says why the engine has no ring (nil: it has one).
@@ -284,36 +120,6 @@ func (e *Engine) shutdown() error {
 // Inflight is the number of SQEs in flight.
 func (e *Engine) Inflight() int64 { return max(e.inflight.Load(), 0) }
 
-// fixedBufs are the registered buffers: one arena, cut in pieces.
-type fixedBufs struct {
-	arena []byte
-	bufs  [][]byte
-}
-
-func (f *fixedBufs) setup(r ringhook.Ring, count, size int) error {
-	if size <= 0 {
-		size = 1 << 20
-	}
-	arena, err := ring.Alloc(count * size)
-	if err != nil {
-		return fmt.Errorf("fixed buffers of %d bytes: %w", count*size, err)
-	}
-	f.arena = arena
-	if err := r.RegisterBuffers([][]byte{arena}); err != nil {
-		return fmt.Errorf("register buffers of %d bytes: %w", len(arena), err)
-	}
-	for i := range count {
-		f.bufs = append(f.bufs, arena[i*size:(i+1)*size:(i+1)*size])
-	}
-	return nil
-}
-
-func (f *fixedBufs) free() {
-	if f.arena != nil {
-		ring.Free(f.arena)
-	}
-}
-
 // FixedBuffers returns the registered buffers (none without them).
 func (e *Engine) FixedBuffers() [][]byte { return e.fixed.bufs }
 
@@ -358,14 +164,6 @@ func (e *Engine) UnregisterFile(idx int32) {
 	})
 }
 
-// zeroBuf is a buffer of zeroes for the pieces that zero sub-blocks; it
-// only grows, and an outgrown one may still be in flight: freed at Close.
-type zeroBuf struct {
-	mu  sync.Mutex
-	buf []byte
-	old [][]byte
-}
-
 // Zeroes returns n bytes of zeroes in off-heap memory, valid until Close.
 func (e *Engine) Zeroes(n int) ([]byte, error) {
 	z := &e.zero
@@ -384,10 +182,87 @@ func (e *Engine) Zeroes(n int) ([]byte, error) {
 	return z.buf[:n], nil
 }
 
-func (z *zeroBuf) free() {
-	for _, b := range append(z.old, z.buf) {
-		if b != nil {
-			ring.Free(b)
+// Launch starts r, whose pieces its owner has filled: on the pread
+// backend (r.Pread), in the calling goroutine when a synchronous request
+// finds the ring idle (r.Direct), or through the owner. r is the engine's
+// until Hooks.Complete has returned; a request with no pieces completes
+// at once (never on this stack, where Inline is asked for).
+func (e *Engine) Launch(r *Req, sync bool) {
+	r.refs.Store(int32(len(r.Pieces)) + 1)
+	r.State.Store(Inflight)
+	switch {
+	case len(r.Pieces) == 0:
+	case r.Pread:
+		if sync {
+			e.pr.run(e, r)
+		} else {
+			e.workers.push(r, jobPread)
+		}
+	case sync && r.Direct && e.direct():
+		e.pr.run(e, r)
+		<-e.directSem
+	default:
+		e.enqueue(r)
+	}
+	e.put(r, false) // the launcher's reference
+}
+
+// Finish completes a request that never reached Launch (its owner failed
+// or cancelled it before) with the Err and StopAt it set, through its
+// policy.
+func (e *Engine) Finish(r *Req) {
+	r.refs.Store(1)
+	r.State.Store(Inflight)
+	e.put(r, false)
+}
+
+// Await waits for r to complete, running its completion on this goroutine
+// if the policy leaves it to the waiter (Wait, Polled, Caller without a
+// Queue; with a Queue it runs what is ready there until r's has run). If
+// done ends first, r's I/O is cancelled and Await still waits for it: a
+// buffer is never given back while the kernel may use it.
+func (e *Engine) Await(r *Req, done <-chan struct{}) {
+	gen := r.Gen()
+	for r.State.Load() < IODone {
+		select {
+		case <-r.Wake:
+		case <-done:
+			done = nil
+			e.Cancel(r, gen)
 		}
 	}
+	switch {
+	case r.Policy == completion.Caller && r.Queue != nil:
+		for r.State.Load() != Complete {
+			if r.Queue.Poll() == 0 && r.State.Load() != Complete {
+				<-r.Wake
+			}
+		}
+	case r.Policy == completion.Wait || r.Policy == completion.Polled || r.Policy == completion.Caller:
+		r.runCompletion()
+	}
+	for r.State.Load() != Complete {
+		<-r.Wake // Inline or Pool: the completion runs elsewhere
+	}
 }
+
+// Cancel cancels the use gen of r: a request still in its owner's queue
+// leaves it (Hooks.Dequeue); the pread backend's pieces not yet run end
+// with ECANCELED; a ring request's SQEs are cancelled by the owner. A
+// cancel of an earlier use of a recycled request reaches nothing.
+func (e *Engine) Cancel(r *Req, gen uint32) {
+	switch {
+	case r.Gen() != gen:
+	case r.Hooks.Dequeue():
+	case r.Pread:
+		r.cancelled.Store(true)
+	default:
+		e.requestCancel(r, gen)
+	}
+}
+
+// Audit queues an audit from the owner (tests).
+func (e *Engine) Audit() { e.onOwner(func() { e.audit() }) }
+
+// LostAfter is the audit interval (0: audits off).
+func (e *Engine) LostAfter() time.Duration { return e.own.lostAfter }

@@ -4,62 +4,15 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
-	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
 	"golang.org/x/sys/unix"
 )
-
-// The owner. One goroutine, locked to an OS thread nothing else runs on,
-// owns the ring: it creates it, makes every SQE, enters the kernel and
-// reaps every CQE. Nobody else touches the ring, the slots or the backlog
-// (ownerState), so none of them needs a lock.
-//
-// Launchers hand it requests through a lock-free stack and go on, or park
-// on their request. The owner sleeps in io_uring_enter waiting for a
-// completion; a poll of an eventfd is kept in the ring, and a launcher
-// that finds the owner asleep writes the eventfd. On an IOPOLL ring the
-// owner polls while anything is in flight and otherwise sleeps on a
-// channel.
-type owner struct {
-	head    atomic.Pointer[Req]      // launched requests, newest first (through link)
-	cancels atomic.Pointer[Req]      // cancels (through cancel.next)
-	cmds    atomic.Pointer[ownerCmd] // work for the owner's thread
-	// sleep says where the owner sleeps: 0 awake, sleepKernel in a
-	// waiting io_uring_enter, sleepChan on wakeCh. The owner sets it
-	// before it looks at its queues one last time; a launcher looks at it
-	// after it pushed: one of them sees the other's write.
-	sleep  atomic.Int32
-	efd    int // the wake-up eventfd, -1 on an IOPOLL ring
-	armed  bool
-	wakeCh chan struct{}
-	stop   atomic.Bool
-	done   chan error
-	evbuf  [8]byte
-	tid    atomic.Int32 // the owner's OS thread
-}
-
-const (
-	sleepKernel = 1
-	sleepChan   = 2
-)
-
-// ownerState is what only the owner goroutine touches.
-type ownerState struct {
-	slots      []slot
-	freeSlots  []uint32
-	backlog    *Req // requests with pieces not yet in the ring (FIFO)
-	backlogEnd *Req
-	resub      []uint32 // slots whose resubmission waits for SQ room
-	cqes       []ring.CQE
-	fileSlots  []int32 // registered files: fd per slot, -1 free
-	sqSeq      uint64  // SQEs prepared so far
-	audit      auditState
-	lostAfter  time.Duration
-}
 
 func (s *ownerState) init(slots, cqes int) {
 	s.slots = make([]slot, slots)
@@ -69,38 +22,6 @@ func (s *ownerState) init(slots, cqes int) {
 	}
 	s.cqes = make([]ring.CQE, cqes)
 }
-
-// slot is one SQE in flight: its request and piece, so a short completion
-// can be resubmitted for the rest.
-type slot struct {
-	req     *Req
-	p       Piece
-	gen     uint32
-	busy    bool
-	retries uint8
-	seq     uint64 // position in the SQ order; noSeq while waiting for SQ room
-}
-
-const noSeq = ^uint64(0)
-
-// user_data of the engine's own SQEs; a request's SQE carries its slot's
-// generation in the high 32 bits and its index in the low 32.
-const (
-	cancelTag = ^uint64(0)
-	auditTag  = ^uint64(0) - 1
-	wakeTag   = ^uint64(0) - 2
-)
-
-// ownerCmd is work for the owner's thread (registering a file).
-type ownerCmd struct {
-	fn   func()
-	next *ownerCmd
-	done chan struct{}
-}
-
-// stuckRetry is how long the owner waits when the kernel refused SQEs or
-// a request waits for room with nothing in flight, before it tries again.
-const stuckRetry = time.Millisecond
 
 func (e *Engine) startOwner(c *Config) error {
 	e.o.efd = -1
@@ -143,85 +64,6 @@ func (e *Engine) stopOwner() error {
 	e.o.stop.Store(true)
 	e.wakeOwner()
 	return <-e.o.done
-}
-
-// OnOwnerThread reports whether the caller is the owner goroutine (an
-// Inline callback): the owner is locked to its thread and nothing else
-// runs there, so the thread says who it is.
-func (e *Engine) OnOwnerThread() bool {
-	return e.ring != nil && e.o.tid.Load() == int32(unix.Gettid())
-}
-
-// onOwner runs fn on the owner's thread and waits for it; on the owner it
-// runs fn at once.
-func (e *Engine) onOwner(fn func()) {
-	if e.OnOwnerThread() {
-		fn()
-		return
-	}
-	c := &ownerCmd{fn: fn, done: make(chan struct{})}
-	for {
-		old := e.o.cmds.Load()
-		c.next = old
-		if e.o.cmds.CompareAndSwap(old, c) {
-			break
-		}
-	}
-	e.wakeOwner()
-	<-c.done
-}
-
-// enqueue hands r to the owner.
-func (e *Engine) enqueue(r *Req) {
-	for {
-		old := e.o.head.Load()
-		r.link = old
-		if e.o.head.CompareAndSwap(old, r) {
-			break
-		}
-	}
-	e.wakeOwner()
-}
-
-// requestCancel asks the owner to cancel the use gen of r: its SQEs in
-// flight and its pieces not yet submitted. A cancel of an earlier use
-// finds a later gen and does nothing.
-func (e *Engine) requestCancel(r *Req, gen uint32) {
-	r.cancel.gen.Store(gen)
-	if !r.cancel.queued.CompareAndSwap(false, true) {
-		return // queued already; the owner reads cancel.gen when it takes it
-	}
-	for {
-		old := e.o.cancels.Load()
-		r.cancel.next = old
-		if e.o.cancels.CompareAndSwap(old, r) {
-			break
-		}
-	}
-	e.wakeOwner()
-}
-
-// wakeOwner wakes the owner if it sleeps. Go's atomics are sequentially
-// consistent: the push before this load and the owner's sleep store
-// before its last look at the queues cannot both miss each other.
-func (e *Engine) wakeOwner() {
-	s := e.o.sleep.Load()
-	if s == 0 || !e.o.sleep.CompareAndSwap(s, 0) {
-		return
-	}
-	e.C.Wakes.Add(1)
-	if s == sleepChan {
-		signal(e.o.wakeCh)
-		return
-	}
-	unix.Write(e.o.efd, eventfdOne[:])
-}
-
-var eventfdOne = [8]byte{1}
-
-// pending reports whether launchers left the owner work.
-func (e *Engine) pending() bool {
-	return e.ready.n.Load() > 0 || e.o.head.Load() != nil || e.o.cancels.Load() != nil || e.o.cmds.Load() != nil
 }
 
 // run is the owner's loop.
@@ -394,16 +236,6 @@ func (e *Engine) sleepOn(where int32) bool {
 	return true
 }
 
-// submit hands the prepared SQEs to the kernel.
-func (e *Engine) submit() error {
-	if e.ring.Pending() == 0 {
-		return nil
-	}
-	n, err := e.ring.Submit()
-	e.C.Submitted.Add(uint64(n))
-	return err
-}
-
 // armWake queues the poll of the wake-up eventfd.
 func (e *Engine) armWake() {
 	sqe := e.ring.GetSQE()
@@ -413,12 +245,6 @@ func (e *Engine) armWake() {
 	sqe.PrepPollAdd(int32(e.o.efd), unix.POLLIN)
 	sqe.UserData = wakeTag
 	e.o.armed = true
-}
-
-// woken handles the eventfd poll's completion.
-func (e *Engine) woken() {
-	e.o.armed = false
-	unix.Read(e.o.efd, e.o.evbuf[:])
 }
 
 // drainBacklog moves backlogged requests into the ring in order, as far
@@ -462,84 +288,6 @@ func (e *Engine) dropUnsent(r *Req, err error) {
 	for range n {
 		e.put(r, false)
 	}
-}
-
-// sqe returns a free SQE, submitting to make room if the SQ is full, or
-// nil if the kernel will not take more now.
-func (e *Engine) sqe() *ring.SQE {
-	if s := e.ring.GetSQE(); s != nil {
-		return s
-	}
-	if e.submit() != nil {
-		return nil
-	}
-	return e.ring.GetSQE()
-}
-
-// submitPieces prepares SQEs for r's pieces from r.next on and reports
-// whether all are in the SQ.
-func (e *Engine) submitPieces(r *Req) bool {
-	s := &e.own
-	for r.next < len(r.Pieces) {
-		if len(s.freeSlots) == 0 {
-			return false
-		}
-		sqe := e.sqe()
-		if sqe == nil {
-			return false
-		}
-		idx := s.freeSlots[len(s.freeSlots)-1]
-		s.freeSlots = s.freeSlots[:len(s.freeSlots)-1]
-		e.inflight.Add(1)
-		sl := &s.slots[idx]
-		*sl = slot{req: r, p: r.Pieces[r.next], gen: sl.gen, busy: true}
-		e.prep(sqe, sl, idx)
-		r.next++
-	}
-	return true
-}
-
-// prep encodes a slot into an SQE: the one place pieces become SQEs.
-func (e *Engine) prep(sqe *ring.SQE, s *slot, idx uint32) {
-	p := &s.p
-	switch {
-	case p.Ctl == Fsync:
-		sqe.PrepFsync(p.Fd, 0)
-	case p.Ctl == Fdatasync:
-		sqe.PrepFsync(p.Fd, ring.FsyncDatasync)
-	case p.Ctl == Fallocate:
-		sqe.PrepFallocate(p.Fd, unix.FALLOC_FL_KEEP_SIZE, uint64(p.Off), uint64(p.CtlLen))
-	case p.Write:
-		sqe.PrepWriteAddr(p.Fd, uintptr(p.Addr), p.N, uint64(p.Off))
-	default:
-		sqe.PrepReadAddr(p.Fd, uintptr(p.Addr), p.N, uint64(p.Off))
-	}
-	if p.Fixed {
-		sqe.Opcode = ring.OpReadFixed
-		if p.Write {
-			sqe.Opcode = ring.OpWriteFixed
-		}
-		sqe.BufIndex = 0 // the engine registers one arena
-	}
-	if p.RegFile {
-		sqe.SetFixedFile()
-	}
-	sqe.OpFlags = p.RWFlags
-	sqe.UserData = uint64(s.gen)<<32 | uint64(idx)
-	s.seq = e.own.sqSeq
-	e.own.sqSeq++
-	if h := s.req.SQEHook; h != nil {
-		h(s.req, sqe)
-		sqe.UserData = uint64(s.gen)<<32 | uint64(idx)
-	}
-}
-
-func (e *Engine) freeSlot(i uint32) {
-	s := &e.own.slots[i]
-	s.busy, s.req = false, nil
-	s.gen++
-	e.own.freeSlots = append(e.own.freeSlots, i)
-	e.inflight.Add(-1)
 }
 
 // cancelOnOwner asks the kernel to cancel r's SQEs in flight; its pieces
@@ -590,4 +338,77 @@ func (e *Engine) failBacklog(err error) {
 
 func isBusy(err error) bool {
 	return errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EAGAIN)
+}
+
+// setupRing creates and sets up the ring; the owner calls it on its
+// thread (SINGLE_ISSUER binds a ring to the thread that makes it).
+func (e *Engine) setupRing(c *Config) error {
+	r, err := createRing(c)
+	if err != nil {
+		return err
+	}
+	var rr ringhook.Ring = r
+	if c.WrapRing != nil {
+		rr = c.WrapRing(r)
+	}
+	e.ring = rr
+	e.iopoll = r.Flags()&ring.SetupIOPoll != 0
+	e.ovf = r // a wrapper that does not forward it: the kernel's counter is the truth
+	if o, ok := rr.(overflowCounter); ok {
+		e.ovf = o
+	}
+	e.sw, _ = rr.(submitWaiter)
+	// io-wq's workers (requests the kernel cannot issue without blocking)
+	// are threads of this process: bound them.
+	r.SetIOWQMaxWorkers(uint32(min(4, runtime.GOMAXPROCS(0))), 2)
+	n := c.MaxInflight
+	if n <= 0 {
+		n = 8 * int(r.SQEntries())
+	}
+	e.own.init(n, int(r.CQEntries()))
+	if c.FixedCount > 0 {
+		if err := e.fixed.setup(e.ring, c.FixedCount, c.FixedSize); err != nil {
+			return err
+		}
+	}
+	if c.RegFiles > 0 {
+		e.own.fileSlots = make([]int32, c.RegFiles)
+		for i := range e.own.fileSlots {
+			e.own.fileSlots[i] = -1
+		}
+		if err := e.ring.RegisterFiles(e.own.fileSlots); err != nil {
+			return fmt.Errorf("register files: %w", err)
+		}
+	}
+	return nil
+}
+
+// createRing makes the ring with the flags fio uses where the kernel has
+// them (SINGLE_ISSUER | DEFER_TASKRUN: completion work runs only when the
+// owner asks for completions, in batches, never interrupting another
+// thread), falling back to a plain ring.
+func createRing(c *Config) (*ring.Ring, error) {
+	flags := c.RingFlags
+	if flags&ring.SetupSQPoll == 0 {
+		if p, err := ring.Probe(); err == nil {
+			want := ring.SetupSingleIssuer | ring.SetupDeferTaskrun
+			if p.SetupFlags&want == want {
+				r, err := NewRing(ring.Params{Entries: c.Entries, Flags: flags | want, SQThreadIdle: c.SQIdle})
+				if err == nil || refusedRing(err) {
+					return r, err
+				}
+			}
+		}
+	}
+	return NewRing(ring.Params{Entries: c.Entries, Flags: flags, SQThreadIdle: c.SQIdle})
+}
+
+// NewRing creates an engine's ring (a variable: tests make it fail).
+var NewRing = ring.New
+
+// refusedRing reports whether a ring's creation error means io_uring is
+// not allowed or not there: a seccomp profile or kernel.io_uring_disabled
+// (EPERM), a kernel without it (ENOSYS).
+func refusedRing(err error) bool {
+	return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EACCES)
 }

@@ -5,48 +5,14 @@ package engine
 import (
 	"fmt"
 	"math/bits"
-	"sync"
 	"syscall"
 
+	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
-)
-
-// Buffers come in power-of-two sizes from 4 KiB to MaxBuffer; longer
-// requests go through in pieces of MaxBuffer.
-const (
-	minShift  = 12
-	maxShift  = 20
-	MaxBuffer = 1 << maxShift
-	nClasses  = maxShift - minShift + 1
 )
 
 // DefaultMemory is the default bound on a pool (EngineOptions.BufferMemory).
 const DefaultMemory = 64 << 20
-
-// Pool hands out page-aligned off-heap buffers within one byte bound
-// per engine. Two kinds of user take them, and neither waits for a buffer
-// while holding one, so the pool cannot deadlock:
-//   - a bounced ReadAt or WriteAt takes one buffer (Get) for one aligned
-//     I/O and puts it back before it takes another;
-//   - a stream (an Appender, a ReadAhead reader) reserves all its buffers
-//     in one step (Reserve), or as many as there is room for, at least
-//     one, and keeps them until it is closed. Streams together hold at
-//     most the bound less MaxBuffer, so a bounced call always gets a
-//     buffer once the bounced calls before it are done.
-//
-// When the bound is reached a taker waits (back-pressure, never failure).
-// Buffers put back are kept for reuse, and freed when another size needs
-// the room.
-type Pool struct {
-	mu         sync.Mutex
-	cond       sync.Cond
-	limit      int64
-	held       int64 // bytes allocated: handed out or cached
-	streamHeld int64 // bytes reserved by streams
-	free       [nClasses][][]byte
-	closed     bool
-	waiting    int
-}
 
 // NewPool makes a pool of at most limit bytes (at least 2 MiB; 0:
 // DefaultMemory).
@@ -238,5 +204,37 @@ func (p *Pool) close() {
 			ring.Free(b)
 		}
 		p.free[c] = nil
+	}
+}
+
+func (f *fixedBufs) setup(r ringhook.Ring, count, size int) error {
+	if size <= 0 {
+		size = 1 << 20
+	}
+	arena, err := ring.Alloc(count * size)
+	if err != nil {
+		return fmt.Errorf("fixed buffers of %d bytes: %w", count*size, err)
+	}
+	f.arena = arena
+	if err := r.RegisterBuffers([][]byte{arena}); err != nil {
+		return fmt.Errorf("register buffers of %d bytes: %w", len(arena), err)
+	}
+	for i := range count {
+		f.bufs = append(f.bufs, arena[i*size:(i+1)*size:(i+1)*size])
+	}
+	return nil
+}
+
+func (f *fixedBufs) free() {
+	if f.arena != nil {
+		ring.Free(f.arena)
+	}
+}
+
+func (z *zeroBuf) free() {
+	for _, b := range append(z.old, z.buf) {
+		if b != nil {
+			ring.Free(b)
+		}
 	}
 }

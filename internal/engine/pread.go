@@ -5,7 +5,6 @@ package engine
 import (
 	"io"
 	"runtime"
-	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -13,19 +12,6 @@ import (
 	"github.com/uringdio/uringdio/ring"
 	"golang.org/x/sys/unix"
 )
-
-// The pread backend: pread/pwrite (preadv2/pwritev2 where a piece has RWF
-// flags) instead of a ring. It serves descriptors on devices that complete
-// synchronously (zram, RAM disks, tmpfs: io_uring could only hand their
-// requests to its io-wq threads, and a system call in the calling
-// goroutine is several times faster), and every request of an engine
-// without a ring. A synchronous request runs in the calling goroutine, an
-// asynchronous one on a worker (so its Inline callback runs there). At
-// most preadSlots system calls are in progress at once, whatever the
-// number of callers, which bounds the OS threads blocked in them.
-type preadBackend struct {
-	sem chan struct{} // one token per system call in progress
-}
 
 func newPreadBackend() *preadBackend {
 	return &preadBackend{sem: make(chan struct{}, 4*runtime.GOMAXPROCS(0))}
@@ -178,14 +164,6 @@ func (e *Engine) Backend(fd int, st *unix.Stat_t) (pread bool, why string) {
 	}
 	return d.sync, d.why
 }
-
-type deviceVerdict struct {
-	sync bool
-	why  string
-}
-
-// syncDevices holds the verdict per device.
-var syncDevices sync.Map
 
 // probeDevice asks the device to read the file's first sector without
 // blocking (preadv2 RWF_NOWAIT), a few times: a device that can queue a

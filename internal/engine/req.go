@@ -171,13 +171,6 @@ func (r *Req) SetResult() { r.State.Store(Result) }
 // Signal wakes whoever waits on the request.
 func (r *Req) Signal() { signal(r.Wake) }
 
-func signal(c chan struct{}) {
-	select {
-	case c <- struct{}{}:
-	default:
-	}
-}
-
 // runCompletion runs the completion exactly once, and marks the request
 // complete unless its callback launched it again.
 func (r *Req) runCompletion() {
@@ -195,3 +188,10 @@ func (r *Req) runCompletion() {
 type task struct{ r *Req }
 
 func (t task) RunCompletion() { t.r.runCompletion() }
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}

@@ -4,39 +4,15 @@ package engine
 
 import (
 	"runtime"
-	"sync"
 )
 
-// workers run what must run neither on the owner nor on a launcher's
-// stack: Pool completions (work that may block), Inline completions of
-// the pread backend's requests, and the pread backend's asynchronous
-// requests themselves. Their queue has no bound: the owner hands work over
-// without waiting (a Pool callback may wait for I/O only the owner can
-// complete), and what it holds is bounded by the requests in flight. The
-// goroutines start with the first work, up to max.
-type workers struct {
-	mu         sync.Mutex
-	cond       sync.Cond
-	head, tail *Req // FIFO through link
-	started    int
-	idle       int
-	max        int
-	stopped    bool
-	wg         sync.WaitGroup
-	e          *Engine
-}
-
-// Jobs a worker does with a request.
-const (
-	jobComplete = iota + 1 // run its completion
-	jobPread               // carry out its pieces with pread
-)
-
-func newWorkers(e *Engine, max int) *workers {
+// newWorkers makes the workers; pread carries out a request's pieces with
+// the pread backend (handed down).
+func newWorkers(max int, pread func(*Req)) *workers {
 	if max <= 0 {
 		max = 4 * runtime.GOMAXPROCS(0) // enough that pread requests to a slow device overlap
 	}
-	w := &workers{max: max, e: e}
+	w := &workers{max: max, pread: pread}
 	w.cond.L = &w.mu
 	return w
 }
@@ -92,7 +68,7 @@ func (w *workers) loop() {
 
 func (w *workers) do(r *Req) {
 	if r.job == jobPread {
-		w.e.pr.run(w.e, r)
+		w.pread(r)
 		return
 	}
 	r.runCompletion()

@@ -1,0 +1,84 @@
+//go:build linux
+
+package engine
+
+import "golang.org/x/sys/unix"
+
+// OnOwnerThread reports whether the caller is the owner goroutine (an
+// Inline callback): the owner is locked to its thread and nothing else
+// runs there, so the thread says who it is.
+func (e *Engine) OnOwnerThread() bool {
+	return e.ring != nil && e.o.tid.Load() == int32(unix.Gettid())
+}
+
+// onOwner runs fn on the owner's thread and waits for it; on the owner it
+// runs fn at once.
+func (e *Engine) onOwner(fn func()) {
+	if e.OnOwnerThread() {
+		fn()
+		return
+	}
+	c := &ownerCmd{fn: fn, done: make(chan struct{})}
+	for {
+		old := e.o.cmds.Load()
+		c.next = old
+		if e.o.cmds.CompareAndSwap(old, c) {
+			break
+		}
+	}
+	e.wakeOwner()
+	<-c.done
+}
+
+// enqueue hands r to the owner.
+func (e *Engine) enqueue(r *Req) {
+	for {
+		old := e.o.head.Load()
+		r.link = old
+		if e.o.head.CompareAndSwap(old, r) {
+			break
+		}
+	}
+	e.wakeOwner()
+}
+
+// requestCancel asks the owner to cancel the use gen of r: its SQEs in
+// flight and its pieces not yet submitted. A cancel of an earlier use
+// finds a later gen and does nothing.
+func (e *Engine) requestCancel(r *Req, gen uint32) {
+	r.cancel.gen.Store(gen)
+	if !r.cancel.queued.CompareAndSwap(false, true) {
+		return // queued already; the owner reads cancel.gen when it takes it
+	}
+	for {
+		old := e.o.cancels.Load()
+		r.cancel.next = old
+		if e.o.cancels.CompareAndSwap(old, r) {
+			break
+		}
+	}
+	e.wakeOwner()
+}
+
+// wakeOwner wakes the owner if it sleeps. Go's atomics are sequentially
+// consistent: the push before this load and the owner's sleep store
+// before its last look at the queues cannot both miss each other.
+func (e *Engine) wakeOwner() {
+	s := e.o.sleep.Load()
+	if s == 0 || !e.o.sleep.CompareAndSwap(s, 0) {
+		return
+	}
+	e.C.Wakes.Add(1)
+	if s == sleepChan {
+		signal(e.o.wakeCh)
+		return
+	}
+	unix.Write(e.o.efd, eventfdOne[:])
+}
+
+var eventfdOne = [8]byte{1}
+
+// pending reports whether launchers left the owner work.
+func (e *Engine) pending() bool {
+	return e.ready.n.Load() > 0 || e.o.head.Load() != nil || e.o.cancels.Load() != nil || e.o.cmds.Load() != nil
+}
