@@ -299,5 +299,3 @@ const (
 	MaxBuffer = 1 << maxShift
 	nClasses  = maxShift - minShift + 1
 )
-
-
