@@ -41,8 +41,10 @@ import (
 // is open: do not write them through other handles. Write copies p before
 // it returns: p is the caller's again then. Its buffers come from the
 // engine's buffer memory (EngineOptions.BufferMemory), all at once when it
-// is made (fewer chunks in flight where there is no room for all). Write, Sync,
-// SyncData, Size and Close are safe for concurrent use.
+// is made, never waiting: fewer chunks in flight where there is no room
+// for all, and where there is none, chunks written synchronously through
+// bounce buffers. Write, Sync, SyncData, Size and Close are safe for
+// concurrent use.
 type Appender interface {
 	// Write appends p. It returns an error only if the Appender is closed
 	// or has failed (the sticky error).
@@ -71,6 +73,7 @@ type appender struct {
 
 	mu      sync.Mutex // the chunk being filled and the Appender's state
 	buf     []byte     // the chunk being filled, from the engine's pool
+	heap    bool       // buf is Go memory: the pool had no room (writeOut)
 	bufOff  int64      // its file offset (aligned)
 	n       int64      // bytes in it
 	err     error      // sticky
@@ -125,22 +128,31 @@ func (f *File) newAppender(off int64, chunkSize, inflight int) (*appender, error
 	if inflight <= 0 {
 		inflight = 4
 	}
+	if off%a != 0 && !f.mode.canRead {
+		return nil, f.opErr("appender", off, 0, unsupported(
+			"an Appender from an unaligned offset on a write-only file whose permissions refuse reading: it must read the bytes before it in their sector"))
+	}
 	// Its buffers, in one step: the chunk being filled and one per chunk
 	// written behind, as many as the engine's buffer memory has room for
-	// (bounce.go). With one, chunks are written synchronously.
+	// now (engine.Pool). With one, chunks are written synchronously; with
+	// none, the chunk is Go memory, copied through a bounce buffer when
+	// it is written.
 	bufs, err := f.eng.Bufs.Reserve(1+inflight, chunk)
 	if err != nil {
 		return nil, f.opErr("appender", off, chunk, err)
 	}
-	w := &appender{f: f, chunk: chunk, max: len(bufs) - 1, synced: off}
+	w := &appender{f: f, chunk: chunk, max: max(len(bufs)-1, 0), synced: off, bufOff: off &^ (a - 1), n: off % a}
 	w.ccond.L, w.scond.L = &w.cmu, &w.smu
+	if len(bufs) == 0 {
+		w.heap, bufs = true, [][]byte{make([]byte, chunk)}
+	}
 	for _, b := range bufs[1:] {
 		w.spare = append(w.spare, b[:chunk])
 	}
-	w.buf, w.bufOff, w.n = bufs[0][:chunk], off&^(a-1), off%a
+	w.buf = bufs[0][:chunk]
 	if w.n > 0 {
-		if err := f.readSector(context.Background(), w.buf[:a], w.bufOff); err != nil {
-			f.eng.Bufs.Release(bufs)
+		if err := w.readHead(a); err != nil {
+			w.releaseBufs()
 			return nil, reframe(err, "appender", off, 0)
 		}
 	}
@@ -200,7 +212,7 @@ func (w *appender) usable() error {
 func (w *appender) writeBehind() error {
 	if w.max == 0 {
 		// One buffer: write it now and fill it again.
-		if _, err := w.f.directIO(context.Background(), Write, w.buf, w.bufOff, 0, false); err != nil {
+		if err := w.writeOut(w.buf, w.bufOff, 0); err != nil {
 			w.err = err
 			return err
 		}
@@ -371,7 +383,7 @@ func (w *appender) writeTail(fl Flags) error {
 	m := alignUp(w.n, a)
 	from := w.tailLen &^ (a - 1)
 	clear(w.buf[w.n:m])
-	if _, err := w.f.directIO(context.Background(), Write, w.buf[from:m], w.bufOff+from, fl, false); err != nil {
+	if err := w.writeOut(w.buf[from:m], w.bufOff+from, fl); err != nil {
 		w.err = err
 		return err
 	}
@@ -399,11 +411,51 @@ func (w *appender) Close() error {
 			err = w.f.opErr("sync", size, 0, serr)
 		}
 	}
+	w.releaseBufs()
+	return err
+}
+
+// releaseBufs gives the Appender's buffers back.
+func (w *appender) releaseBufs() {
 	w.cmu.Lock()
 	bufs := append(w.spare, w.buf)
 	w.spare, w.buf = nil, nil
 	w.cmu.Unlock()
-	w.f.eng.Bufs.Release(bufs)
+	if !w.heap {
+		w.f.eng.Bufs.Release(bufs)
+	}
+}
+
+// readHead reads the bytes before the start offset in its sector into the
+// chunk.
+func (w *appender) readHead(a int64) error {
+	if !w.heap {
+		return w.f.readSector(context.Background(), w.buf[:a], w.bufOff)
+	}
+	b, err := w.f.eng.Bufs.Get(a)
+	if err != nil {
+		return err
+	}
+	defer w.f.eng.Bufs.Put(b)
+	err = w.f.readSector(context.Background(), b[:a], w.bufOff)
+	copy(w.buf, b[:a])
+	return err
+}
+
+// writeOut writes b at off synchronously: straight from b, or through a
+// bounce buffer where the chunk is Go memory (heap).
+func (w *appender) writeOut(b []byte, off int64, fl Flags) error {
+	if !w.heap {
+		_, err := w.f.directIO(context.Background(), Write, b, off, fl, false)
+		return err
+	}
+	buf, err := w.f.eng.Bufs.Get(int64(len(b)))
+	if err != nil {
+		return err
+	}
+	defer w.f.eng.Bufs.Put(buf)
+	n := copy(buf, b)
+	_, err = w.f.directIO(context.Background(), Write, buf[:n], off, fl, false)
 	return err
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"syscall"
 
 	"github.com/uringdio/uringdio/internal/engine"
@@ -93,25 +94,36 @@ func (f *File) bounceWrite(ctx context.Context, p []byte, off int64, fl Flags) (
 		return 0, f.opErr("write", off, int64(len(p)), unsupported(
 			"an unaligned write to a write-only file whose permissions refuse reading: it must read the sectors it covers in part (open with O_RDWR, or write aligned)"))
 	}
+	if !f.acquire() { // Close waits for the write, its buffered descriptor too
+		return 0, f.opErr("write", off, int64(len(p)), ErrClosed)
+	}
+	defer f.release()
+	// The buffer before the lock: no one waits for the pool holding it.
+	a := f.align.Offset
+	buf, err := f.eng.Bufs.Get(min(engine.MaxBuffer, alignUp(off+int64(len(p)), a)-off&^(a-1)))
+	if err != nil {
+		return 0, f.opErr("write", off, int64(len(p)), err)
+	}
+	defer f.eng.Bufs.Put(buf)
 	hold, err := f.lockExclusive(ctx)
 	if err != nil {
 		return 0, f.opErr("write", off, int64(len(p)), err)
 	}
 	defer f.unlockExclusive(hold)
-	return f.patchWrite(ctx, p, off, fl)
+	return f.patchWrite(ctx, buf, p, off, fl)
 }
 
 // patchWrite is bounceWrite's work, done with the lock held exclusive.
-func (f *File) patchWrite(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
+func (f *File) patchWrite(ctx context.Context, buf, p []byte, off int64, fl Flags) (int, error) {
 	f.eng.C.Bounced.Add(1)
 	if f.vol == nil {
-		return f.patchKernel(ctx, p, off, fl)
+		return f.patchKernel(ctx, buf, p, off, fl)
 	}
 	// A volume: its size is the engine's, in memory. A FileMapper's file
 	// (no ops) is a kernel file its owner promised no one else changes:
 	// a sector written past the end is cut back to the write's end.
 	size0 := f.vol.size.Load()
-	done, reached, werr := f.rmw(ctx, p, off, fl)
+	done, reached, werr := f.rmw(ctx, buf, p, off, fl)
 	newSize := size0
 	if done > 0 {
 		newSize = max(size0, off+int64(done))
@@ -141,7 +153,7 @@ func (f *File) patchWrite(ctx context.Context, p []byte, off int64, fl Flags) (i
 // exactly to the write's end (as os.File would), never down. Everything
 // else goes direct: whole sectors, and partial sectors inside the file
 // through a read-modify-write.
-func (f *File) patchKernel(ctx context.Context, p []byte, off int64, fl Flags) (int, error) {
+func (f *File) patchKernel(ctx context.Context, buf, p []byte, off int64, fl Flags) (int, error) {
 	size, blk, err := f.kernelStatRef()
 	if err != nil {
 		return 0, f.opErr("write", off, int64(len(p)), err)
@@ -155,14 +167,23 @@ func (f *File) patchKernel(ctx context.Context, p []byte, off int64, fl Flags) (
 	// write whose size change a crash lost, and ext4's direct write does
 	// not zero them (xfs does): zero the rest of that block first, as a
 	// buffered write or a truncate would.
-	zeroed := int64(-1) // the size the gap's zeroing set
-	if gapEnd := min(off, alignUp(size, blk)); growing && off > size && gapEnd > size {
-		if _, err := f.writeBuffered(nil, size, gapEnd-size, 0); err != nil {
+	// Where the gap ends at the write's unaligned start, the zeroes go
+	// with the write's head (patchParts), in one buffered write;
+	// otherwise first, and a write that then fails takes back the size
+	// they set.
+	zeroed, lead := int64(-1), int64(0)
+	gapEnd := min(off, alignUp(size, blk))
+	switch {
+	case !growing || off <= size || gapEnd <= size:
+	case gapEnd == off && off%f.align.Offset != 0:
+		lead = off - size
+	default:
+		if _, err := f.writeBuffered(make([]byte, gapEnd-size), size, fl); err != nil {
 			return 0, reframe(err, "write", off, int64(len(p)))
 		}
 		zeroed = gapEnd
 	}
-	done, err := f.patchParts(ctx, p, off, size, fl)
+	done, err := f.patchParts(ctx, buf, p, off, size, lead, fl)
 	if err != nil && done == 0 && zeroed >= 0 {
 		// Nothing written (EFBIG, ENOSPC, ...): take back the size the
 		// zeroing moved, unless someone moved it since, as os.File's
@@ -175,8 +196,8 @@ func (f *File) patchKernel(ctx context.Context, p []byte, off int64, fl Flags) (
 }
 
 // patchParts is patchKernel's write of p at off, size being the end of
-// file before it.
-func (f *File) patchParts(ctx context.Context, p []byte, off, size int64, fl Flags) (int, error) {
+// file before it; lead zeroes go before a head written buffered.
+func (f *File) patchParts(ctx context.Context, buf, p []byte, off, size, lead int64, fl Flags) (int, error) {
 	a := f.align.Offset
 	end := off + int64(len(p))
 	growing := !f.mode.blockDev
@@ -185,8 +206,12 @@ func (f *File) patchParts(ctx context.Context, p []byte, off, size int64, fl Fla
 	if off%a != 0 && growing && off&^(a-1)+a > size {
 		// The head sector reaches past the end of file.
 		headEnd := min(end, alignUp(off, a))
-		n, err := f.writeBuffered(p[:headEnd-off], off, 0, fl)
-		done += n
+		head := p[:headEnd-off]
+		if lead > 0 {
+			head = append(make([]byte, lead, lead+int64(len(head))), head...)
+		}
+		n, err := f.writeBuffered(head, off-lead, fl)
+		done += int(max(int64(n)-lead, 0))
 		if err != nil {
 			return done, f.opErr("write", off, int64(len(p)), err)
 		}
@@ -196,14 +221,14 @@ func (f *File) patchParts(ctx context.Context, p []byte, off, size int64, fl Fla
 		hi = tail // the tail sector reaches past the end of file
 	}
 	if lo < hi {
-		n, _, err := f.rmw(ctx, p[lo-off:hi-off], lo, fl)
+		n, _, err := f.rmw(ctx, buf, p[lo-off:hi-off], lo, fl)
 		done += n
 		if err != nil {
 			return done, reframe(err, "write", off, int64(len(p)))
 		}
 	}
 	if hi < end {
-		n, err := f.writeBuffered(p[hi-off:], hi, 0, fl)
+		n, err := f.writeBuffered(p[hi-off:], hi, fl)
 		done += n
 		if err != nil {
 			return done, f.opErr("write", off, int64(len(p)), err)
@@ -216,11 +241,11 @@ func (f *File) patchParts(ctx context.Context, p []byte, off, size int64, fl Fla
 // lock held, once the size is read and before anything is written.
 var patchHook func(*File)
 
-// rmw writes p at off through bounce buffers: the aligned range around it,
+// rmw writes p at off through buf (a bounce buffer): the aligned range around it,
 // in chunks, with the sectors it covers in part read first and patched.
 // It returns the bytes of p written, and the end of the furthest aligned
 // write (which may lie past off+len(p)).
-func (f *File) rmw(ctx context.Context, p []byte, off int64, fl Flags) (done int, reached int64, err error) {
+func (f *File) rmw(ctx context.Context, buf, p []byte, off int64, fl Flags) (done int, reached int64, err error) {
 	a := f.align.Offset
 	end := off + int64(len(p))
 	for done < len(p) {
@@ -228,10 +253,6 @@ func (f *File) rmw(ctx context.Context, p []byte, off int64, fl Flags) (done int
 		lo := pos &^ (a - 1)
 		chunkEnd := min(end, lo+engine.MaxBuffer)
 		hi := alignUp(chunkEnd, a)
-		buf, err := f.eng.Bufs.Get(hi - lo)
-		if err != nil {
-			return done, reached, err
-		}
 		b := buf[:hi-lo]
 		// The sectors covered in part: what the file holds there (zeroes
 		// past its end).
@@ -242,12 +263,10 @@ func (f *File) rmw(ctx context.Context, p []byte, off int64, fl Flags) (done int
 			err = f.readSector(ctx, b[hi-a-lo:], hi-a)
 		}
 		if err != nil {
-			f.eng.Bufs.Put(buf)
 			return done, reached, err
 		}
 		copy(b[pos-lo:], p[done:done+int(chunkEnd-pos)])
 		n, err := f.directIO(ctx, Write, b, lo, fl, true)
-		f.eng.Bufs.Put(buf)
 		if n > 0 {
 			reached = max(reached, lo+int64(n))
 		}
@@ -259,18 +278,14 @@ func (f *File) rmw(ctx context.Context, p []byte, off int64, fl Flags) (done int
 	return done, reached, nil
 }
 
-// writeBuffered writes p at off (or, with p nil, zeroes zero bytes at off)
-// through the file's buffered descriptor, with RWF_DSYNC or RWF_SYNC as fl
-// asks, then writes the pages back and drops them: the file keeps no page
-// cache that a direct read would have to wait for. The caller holds the
-// lock exclusive.
-func (f *File) writeBuffered(p []byte, off, zero int64, fl Flags) (int, error) {
+// writeBuffered writes p at off through the file's buffered descriptor,
+// with RWF_DSYNC or RWF_SYNC as fl asks, then writes the pages back and
+// drops them: the file keeps no page cache that a direct read would have
+// to wait for. The caller holds the lock exclusive.
+func (f *File) writeBuffered(p []byte, off int64, fl Flags) (int, error) {
 	fd, err := f.bufferedFd()
 	if err != nil {
 		return 0, err
-	}
-	if p == nil {
-		p = make([]byte, zero) // less than a file system block
 	}
 	var rwf uint32
 	switch {
@@ -292,34 +307,38 @@ func (f *File) writeBuffered(p []byte, off, zero int64, fl Flags) (int, error) {
 		}
 		done += n
 	}
-	const page = 4096
+	page := int64(os.Getpagesize())
 	lo, hi := off&^(page-1), alignUp(off+int64(done), page)
-	unix.SyncFileRange(fd, lo, hi-lo, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+	err = unix.SyncFileRange(fd, lo, hi-lo, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
 	unix.Fadvise(fd, lo, hi-lo, unix.FADV_DONTNEED)
-	return done, nil
+	return done, err // a writeback error is the write's
 }
 
 // bufferedFd returns a descriptor of the file without O_DIRECT, opened at
 // its first use (through /proc/self/fd, so it is the same file whatever
-// happened to the path) and closed with the File.
+// happened to the path) with the File's O_SYNC and O_DSYNC, and closed
+// with the File. The caller holds the lock exclusive; an error is not
+// kept (EMFILE may pass).
 func (f *File) bufferedFd() (int, error) {
-	b := &f.bfd
-	b.once.Do(func() {
-		fl := unix.O_RDWR
-		if !f.mode.canRead {
-			fl = unix.O_WRONLY
-		}
-		fd, err := unix.Open("/proc/self/fd/"+itoa(int(f.fd)), fl|unix.O_CLOEXEC, 0)
-		if err != nil {
-			b.err = fmt.Errorf("a buffered descriptor for the bytes of a sector past the end of file: %w", err)
-			return
-		}
-		b.fd.Store(int32(fd))
-	})
-	if b.err != nil {
-		return -1, b.err
+	if fd := f.bfd.fd.Load(); fd > 0 {
+		return int(fd), nil
 	}
-	return int(b.fd.Load()), nil
+	fl, err := unix.FcntlInt(uintptr(f.fd), unix.F_GETFL, 0)
+	if err != nil {
+		return -1, err
+	}
+	fl &= unix.O_SYNC | unix.O_DSYNC
+	if f.mode.canRead {
+		fl |= unix.O_RDWR
+	} else {
+		fl |= unix.O_WRONLY
+	}
+	fd, err := unix.Open("/proc/self/fd/"+itoa(int(f.fd)), fl|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("a buffered descriptor for the bytes of a sector past the end of file: %w", err)
+	}
+	f.bfd.fd.Store(int32(fd))
+	return fd, nil
 }
 
 // readSector reads the sector at off into b (one alignment unit), zeroes

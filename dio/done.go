@@ -26,24 +26,24 @@ func (h *reqHooks) IODone() {
 	r := (*Request)(h)
 	r.finishResult()
 	f := r.file
+	if r.lk.held {
+		if r.Op == Write && f.vol != nil {
+			if !r.facts.PureOverwrite {
+				r.conv = conversion{done: true, err: f.convert(r)}
+			}
+			if r.n > 0 && !r.owned {
+				f.vol.extendSize(r.Off + r.n)
+			}
+		}
+		f.gateRelease(r)
+	}
 	if r.x.Policy == completion.Caller || (r.x.Policy == completion.Wait && !r.facts.Sync) {
 		// Only completions that do no I/O are deferred (choosePolicy), so
-		// Close need not wait for them.
-		f.release()
+		// Close need not wait for them: the File's reference goes now,
+		// last, once nothing here uses the File.
 		r.fileDec = true
+		f.release()
 	}
-	if !r.lk.held {
-		return
-	}
-	if r.Op == Write && f.vol != nil {
-		if !r.facts.PureOverwrite {
-			r.conv = conversion{done: true, err: f.convert(r)}
-		}
-		if r.n > 0 && !r.owned {
-			f.vol.extendSize(r.Off + r.n)
-		}
-	}
-	f.gateRelease(r)
 }
 
 // finishResult turns StopAt and Err into the bytes done.

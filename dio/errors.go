@@ -117,3 +117,8 @@ func errnoOf(res int32) syscall.Errno { return syscall.Errno(-res) }
 // errUnknownOp is Submit's error for a Request whose Op is none of the
 // operations.
 var errUnknownOp = fmt.Errorf("dio: unknown Op: %w", syscall.EINVAL)
+
+// errOwnerWait is the error of a call that would wait for the I/O lock on
+// the engine's owner (from an Inline callback): the owner completes the
+// I/O the lock waits for. It matches syscall.EDEADLK.
+var errOwnerWait = fmt.Errorf("dio: on the engine's owner (an Inline callback) this call would wait for I/O that only the owner completes; give the callback the Pool policy: %w", syscall.EDEADLK)

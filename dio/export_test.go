@@ -105,3 +105,6 @@ func ClosedForTest(f *File) bool { return f.refs.closeDone.Load() }
 // of a kernel file, with the inode's lock held exclusive, once the size is
 // read and before anything is written (nil: none).
 func SetPatchHookForTest(h func(*File)) { patchHook = h }
+
+// BufferedFdForTest returns f's buffered descriptor (0 if not opened).
+func BufferedFdForTest(f *File) int { return int(f.bfd.fd.Load()) }

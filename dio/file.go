@@ -297,7 +297,7 @@ func (f *File) Close() error {
 	if f.refs.closed.Swap(true) {
 		return f.opErr("close", 0, 0, ErrClosed)
 	}
-	if f.refs.n.Load() != 0 && f.eng.OnOwnerThread() {
+	if f.refs.n.Load() != 0 && f.eng.OnEngineThread() {
 		f.refs.deferClose.Store(true)
 		if f.refs.n.Load() == 0 && f.refs.closeDone.CompareAndSwap(false, true) {
 			go f.finishClose() // the last reference went before it could see deferClose

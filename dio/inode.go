@@ -144,5 +144,5 @@ func (f *File) gated(r *Request) bool {
 	if f.vol != nil && f.vol.ops != nil {
 		return true
 	}
-	return r.Op == Write
+	return r.Op == Write || r.Op == Preallocate
 }

@@ -179,9 +179,11 @@ func (l *ioLock) remove(r *Request) (found bool, admitted *Request) {
 	return false, nil
 }
 
-// start carries on the requests the lock admitted: a synchronous caller
-// is woken; an asynchronous request is launched by its own File, with
-// that File's descriptor, engine, backend and policy.
+// startAdmitted carries on the requests the lock admitted: a synchronous
+// caller is woken; an asynchronous request is launched by its own File,
+// with that File's descriptor, engine, backend and policy
+// (launchAdmitted). A launch that fails releases the lock and starts
+// those its release admits, one call deeper per failed launch.
 func startAdmitted(w *Request) {
 	for w != nil {
 		next := w.lk.next
@@ -280,13 +282,27 @@ func (f *File) lockExclusive(ctx context.Context) (*Request, error) {
 	r.lk.excl, r.lk.sync = true, true
 	r.lk.admitted.Store(false)
 	r.lk.done = ctx.Done()
-	if !f.lock.enter(r, false) {
-		if err := f.awaitAdmission(r); err != nil {
-			putReq(r)
-			return nil, err
-		}
+	if err := f.enterSync(r); err != nil {
+		putReq(r)
+		return nil, err
 	}
 	return r, nil
+}
+
+// enterSync takes the lock for a synchronous caller, waiting for it; on
+// the engine's owner (an Inline callback), which completes the I/O the
+// lock may wait for, it fails instead of waiting for itself.
+func (f *File) enterSync(r *Request) error {
+	if f.lock.enter(r, true) {
+		return nil
+	}
+	if f.eng.OnOwnerThread() {
+		return errOwnerWait
+	}
+	if f.lock.enter(r, false) {
+		return nil
+	}
+	return f.awaitAdmission(r)
 }
 
 func (f *File) unlockExclusive(r *Request) {

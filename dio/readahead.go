@@ -45,9 +45,9 @@ type raSlot struct {
 // direct I/O bypasses the page cache, so the kernel's read-ahead does
 // nothing. chunk is a multiple of the file's alignment, at most 1 MiB (0
 // means 256 KiB); window 0 means 4. The window's buffers come from the
-// engine's buffer memory (EngineOptions.BufferMemory), all at once: where
-// it has no room for all of them the window is smaller, and where it has
-// none ReadAhead waits for another stream to close. It is for files that do not change
+// engine's buffer memory (EngineOptions.BufferMemory), all at once, never
+// waiting: where it has no room for all of them the window is smaller, and
+// where it has none the reader reads synchronously, nothing ahead. It is for files that do not change
 // under it, such as sstables: bytes it read ahead are not read again. Read
 // copies into p: p is the caller's when Read returns. Close waits for the
 // reads in flight and gives the buffers back; it does not close the File.
@@ -76,7 +76,8 @@ func (f *File) newReadAhead(off int64, chunkSize, window int) (*readAhead, error
 		window = 4
 	}
 	// The window's buffers, in one step: as many as the engine's buffer
-	// memory has room for, at least one (bounce.go).
+	// memory has room for now (engine.Pool); with none, Read reads
+	// synchronously through bounce buffers, with nothing ahead.
 	bufs, err := f.eng.Bufs.Reserve(window, chunk)
 	if err != nil {
 		return nil, f.opErr("readahead", off, chunk, err)
@@ -117,6 +118,11 @@ func (r *readAhead) fill() {
 func (r *readAhead) Read(p []byte) (int, error) {
 	if r.closed {
 		return 0, r.f.opErr("read", r.pos, int64(len(p)), ErrClosed)
+	}
+	if len(r.slots) == 0 {
+		n, err := r.f.bounceRead(context.Background(), p, r.pos, 0)
+		r.pos += int64(n)
+		return n, err
 	}
 	done := 0
 	for done < len(p) {

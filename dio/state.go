@@ -124,9 +124,7 @@ type capsOnce struct {
 }
 
 type bufferedFd struct {
-	once sync.Once
-	fd   atomic.Int32 // 0 until opened
-	err  error
+	fd atomic.Int32 // 0 until opened; written under the lock held exclusive
 }
 
 type fileRefs struct {

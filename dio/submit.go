@@ -84,7 +84,11 @@ func (f *File) start(r *Request, sync bool) error {
 	f.begin(r, length, sync)
 	switch {
 	case r.Op.control():
-		return f.startControl(r, sync)
+		r.length, r.want, r.x.StopAt = 0, 0, r.Off
+		if r.Op == Preallocate {
+			return f.startLocked(r, sync) // a space change: the lock alone
+		}
+		return f.launch(r, sync, false)
 	case length == 0:
 		if !sync {
 			f.release()
@@ -160,27 +164,27 @@ func (f *File) startLocked(r *Request, sync bool) error {
 	if f.vol != nil {
 		zbs = f.vol.zeroBS
 	}
-	r.lk.excl = r.Op == Write && zbs > 0 && (r.Off%zbs != 0 || (r.Off+r.length)%zbs != 0)
+	r.lk.excl = r.Op == Preallocate || r.Op == Write && zbs > 0 && (r.Off%zbs != 0 || (r.Off+r.length)%zbs != 0)
 	r.lk.sync = sync
 	nowait := r.Flags&NoWait != 0
 	// In flight before it is queued: once queued, whoever releases the
 	// lock may launch and complete it. Wait waits for it meanwhile.
 	prev := r.x.State.Swap(engine.Inflight)
-	if !f.lock.enter(r, nowait) {
-		var err error
-		switch {
-		case nowait:
+	var err error
+	switch {
+	case nowait:
+		if !f.lock.enter(r, true) {
 			err = syscall.EAGAIN // like the kernel's IOCB_NOWAIT on a contended inode lock
-		case !sync:
-			return nil // launched when the lock admits it
-		default:
-			err = f.awaitAdmission(r)
 		}
-		if err != nil {
-			r.x.State.Store(prev)
-			f.release()
-			return f.opErr(r.Op.String(), r.Off, r.length, err)
-		}
+	case sync:
+		err = f.enterSync(r)
+	case !f.lock.enter(r, false):
+		return nil // launched when the lock admits it
+	}
+	if err != nil {
+		r.x.State.Store(prev)
+		f.release()
+		return f.opErr(r.Op.String(), r.Off, r.length, err)
 	}
 	if err := f.launch(r, sync, false); err != nil {
 		r.x.State.Store(prev) // nothing submitted: the request is the caller's again
@@ -189,12 +193,10 @@ func (f *File) startLocked(r *Request, sync bool) error {
 	return nil
 }
 
-// startControl starts an Fsync, Fdatasync or Preallocate: a piece per
-// target for a sync (a volume syncs every device), one on the file for a
+// mapControl maps an Fsync, Fdatasync or Preallocate: a piece per target
+// for a sync (a volume syncs every device), one on the file for a
 // Preallocate.
-func (f *File) startControl(r *Request, sync bool) error {
-	r.length, r.want = 0, 0
-	r.x.StopAt = r.Off
+func (f *File) mapControl(r *Request) {
 	ctl := engine.Fallocate
 	switch r.Op {
 	case Fsync:
@@ -212,7 +214,6 @@ func (f *File) startControl(r *Request, sync bool) error {
 			break
 		}
 	}
-	return f.launch(r, sync, false)
 }
 
 // launchQueued launches an asynchronous request the lock admitted after
@@ -272,7 +273,8 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 	}
 	pure := true
 	switch {
-	case r.Op.control(): // mapped by startControl
+	case r.Op.control():
+		f.mapControl(r)
 	case f.vol == nil:
 		f.mapKernel(r)
 	default:

@@ -98,7 +98,7 @@ func (e *Engine) Close() error {
 	if e.closed.Swap(true) {
 		return nil
 	}
-	if e.OnOwnerThread() {
+	if e.OnEngineThread() {
 		go e.shutdown()
 		return nil
 	}

@@ -51,6 +51,7 @@ func (e *Engine) ownerMain(c *Config, started chan<- error) {
 	}
 	started <- nil
 	err = e.run()
+	e.o.tid.Store(0) // the thread ends with the owner
 	if cerr := e.ring.Close(); err == nil {
 		err = cerr
 	}

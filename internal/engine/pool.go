@@ -25,10 +25,11 @@ func NewPool(limit int64) *Pool {
 	return p
 }
 
-// reserve takes up to count buffers of size bytes (0 < size <= MaxBuffer)
-// for a stream, in one step: it waits, holding nothing, until at least one
-// fits in the streams' share of the bound, then takes as many as fit, up
-// to count. release gives them back.
+// Reserve takes up to count buffers of size bytes (0 < size <= MaxBuffer)
+// for a stream, in one step: as many as fit in the streams' share of the
+// bound now, none if none fit. It never waits: a stream is made by a
+// goroutine that may hold other streams, and waiting for the room they
+// hold would be waiting for itself. Release gives them back.
 func (p *Pool) Reserve(count int, size int64) ([][]byte, error) {
 	if size <= 0 || size > MaxBuffer || count <= 0 {
 		return nil, fmt.Errorf("dio: %d stream buffers of %d bytes: %w", count, size, syscall.EINVAL)
@@ -52,42 +53,34 @@ func (p *Pool) Reserve(count int, size int64) ([][]byte, error) {
 	return bufs, nil
 }
 
-// reserveLocked takes the mutex and reserves what reserve takes: cached
+// reserveLocked takes the mutex and reserves what Reserve takes: cached
 // buffers first, then room for fresh ones (the last fresh entries of the
 // result, nil for the caller to allocate).
 func (p *Pool) reserveLocked(c, count int, size int64) (bufs [][]byte, fresh int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	share := p.limit - MaxBuffer
-	for {
-		k := min(int64(count), (share-p.streamHeld)/size)
-		for k > 0 && len(p.free[c]) < int(k) && p.held+size*(k-int64(len(p.free[c]))) > p.limit && p.evictLocked(c) {
-		}
-		if k > 0 {
-			k = min(k, int64(len(p.free[c]))+(p.limit-p.held)/size)
-		}
-		if k >= 1 {
-			bufs = make([][]byte, k)
-			for i := range bufs {
-				if l := len(p.free[c]); l > 0 {
-					bufs[i] = p.free[c][l-1]
-					p.free[c][l-1] = nil
-					p.free[c] = p.free[c][:l-1]
-				} else {
-					p.held += size
-					fresh++
-				}
-			}
-			p.streamHeld += k * size
-			return bufs, fresh
-		}
-		p.waiting++
-		p.cond.Wait()
-		p.waiting--
+	k := min(int64(count), (p.limit-MaxBuffer-p.streamHeld)/size)
+	for k > 0 && len(p.free[c]) < int(k) && p.held+size*(k-int64(len(p.free[c]))) > p.limit && p.evictLocked(c) {
 	}
+	if k = min(k, int64(len(p.free[c]))+(p.limit-p.held)/size); k <= 0 {
+		return nil, 0
+	}
+	bufs = make([][]byte, k)
+	for i := range bufs {
+		if l := len(p.free[c]); l > 0 {
+			bufs[i] = p.free[c][l-1]
+			p.free[c][l-1] = nil
+			p.free[c] = p.free[c][:l-1]
+		} else {
+			p.held += size
+			fresh++
+		}
+	}
+	p.streamHeld += k * size
+	return bufs, fresh
 }
 
-// release gives back a stream's buffers from reserve.
+// Release gives back a stream's buffers from Reserve.
 func (p *Pool) Release(bufs [][]byte) {
 	var n int64
 	for _, b := range bufs {
@@ -126,6 +119,7 @@ func (p *Pool) Get(n int64) ([]byte, error) {
 	if err != nil {
 		p.mu.Lock()
 		p.held -= size
+		p.cond.Broadcast()
 		p.mu.Unlock()
 		return nil, err
 	}

@@ -185,6 +185,10 @@ func probeDevice(fd int, st *unix.Stat_t) (deviceVerdict, bool) {
 		return deviceVerdict{why: "io_uring (no memory to probe the device)"}, false
 	}
 	defer ring.Free(buf)
+	// A direct read of a range the page cache holds dirty waits for its
+	// writeback, so RWF_NOWAIT refuses it whatever the device: write the
+	// sector back first (a file just written through the page cache).
+	unix.SyncFileRange(fd, 0, 4096, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
 	var last error
 	for try := range 4 {
 		_, err := RW(int32(fd), buf, 0, false, unix.RWF_NOWAIT)

@@ -11,6 +11,14 @@ func (e *Engine) OnOwnerThread() bool {
 	return e.ring != nil && e.o.tid.Load() == int32(unix.Gettid())
 }
 
+// OnEngineThread reports whether the caller is one of the engine's own
+// goroutines, the owner or a worker (an Inline or Pool callback, or a
+// pread backend's Inline one): I/O of the engine may need it to progress.
+func (e *Engine) OnEngineThread() bool {
+	tid := int32(unix.Gettid())
+	return e.ring != nil && e.o.tid.Load() == tid || e.workers.onWorker(tid)
+}
+
 // onOwner runs fn on the owner's thread and waits for it; on the owner it
 // runs fn at once.
 func (e *Engine) onOwner(fn func()) {
@@ -81,4 +89,16 @@ var eventfdOne = [8]byte{1}
 // pending reports whether launchers left the owner work.
 func (e *Engine) pending() bool {
 	return e.ready.n.Load() > 0 || e.o.head.Load() != nil || e.o.cancels.Load() != nil || e.o.cmds.Load() != nil
+}
+
+// onWorker reports whether tid is one of the workers' threads.
+func (w *workers) onWorker(tid int32) bool {
+	if p := w.tidsView.Load(); p != nil {
+		for _, t := range *p {
+			if t == tid {
+				return true
+			}
+		}
+	}
+	return false
 }

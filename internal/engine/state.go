@@ -237,6 +237,8 @@ type workers struct {
 	stopped    bool
 	wg         sync.WaitGroup
 	pread      func(*Req)
+	tids       []int32                 // the workers' threads; under mu
+	tidsView   atomic.Pointer[[]int32] // tids, for readers without mu
 }
 
 // Jobs a worker does with a request.
@@ -266,18 +268,17 @@ type deviceVerdict struct {
 // syncDevices holds the verdict per device.
 var syncDevices sync.Map
 
-// Pool hands out page-aligned off-heap buffers within one byte bound
-// per engine. Two kinds of user take them, and neither waits for a buffer
-// while holding one, so the pool cannot deadlock:
-//   - a bounced ReadAt or WriteAt takes one buffer (Get) for one aligned
-//     I/O and puts it back before it takes another;
-//   - a stream (an Appender, a ReadAhead reader) reserves all its buffers
-//     in one step (Reserve), or as many as there is room for, at least
-//     one, and keeps them until it is closed. Streams together hold at
-//     most the bound less MaxBuffer, so a bounced call always gets a
-//     buffer once the bounced calls before it are done.
+// Pool hands out page-aligned off-heap buffers within one byte bound per
+// engine, to two kinds of user, neither of which waits for a buffer while
+// holding one, so the pool cannot deadlock:
+//   - a bounced ReadAt or WriteAt takes one buffer (Get) before it takes
+//     any lock, uses it for its aligned I/O and puts it back; it waits for
+//     room, which the bounced calls before it give back;
+//   - a stream (an Appender, a ReadAhead reader) reserves its buffers in
+//     one step (Reserve), as many as there is room for, maybe none, and
+//     keeps them until it is closed; it never waits. Streams together hold
+//     at most the bound less MaxBuffer, so bounced calls always have room.
 //
-// When the bound is reached a taker waits (back-pressure, never failure).
 // Buffers put back are kept for reuse, and freed when another size needs
 // the room.
 type Pool struct {

@@ -4,6 +4,8 @@ package engine
 
 import (
 	"runtime"
+
+	"golang.org/x/sys/unix"
 )
 
 // newWorkers makes the workers; pread carries out a request's pieces with
@@ -43,7 +45,13 @@ func (w *workers) push(r *Req, job uint8) {
 
 func (w *workers) loop() {
 	defer w.wg.Done()
+	// Locked to its thread, so that the thread says a caller is a worker
+	// (Engine.OnEngineThread); the thread ends with the worker.
+	runtime.LockOSThread()
+	tid := int32(unix.Gettid())
 	w.mu.Lock()
+	w.tids = append(w.tids[:len(w.tids):len(w.tids)], tid) // a new array: readers hold the old one
+	w.tidsView.Store(&w.tids)
 	for {
 		for w.head == nil && !w.stopped {
 			w.idle++
