@@ -157,32 +157,3 @@ func BenchmarkAsyncRead4KQD32(b *testing.B) {
 	}
 	wg.Wait()
 }
-
-// BenchmarkInodeLockShared is the cost the inode's I/O lock adds to a
-// write of a kernel file: one shared enter and leave, uncontended, and
-// from every P at once (the holders only share the lock word).
-func BenchmarkInodeLockShared(b *testing.B) {
-	var l ioLock
-	b.Run("uncontended", func(b *testing.B) {
-		r := &Request{}
-		b.ReportAllocs()
-		for range b.N {
-			if !l.enter(r, false) {
-				b.Fatal("queued")
-			}
-			l.leave(r)
-		}
-	})
-	b.Run("parallel", func(b *testing.B) {
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			r := &Request{}
-			for pb.Next() {
-				if !l.enter(r, false) {
-					b.Fatal("queued")
-				}
-				l.leave(r)
-			}
-		})
-	})
-}

@@ -26,7 +26,7 @@ func (h *reqHooks) IODone() {
 	r := (*Request)(h)
 	r.finishResult()
 	f := r.file
-	if r.lk.held {
+	if r.lk.w.Held {
 		if r.Op == Write && f.vol != nil {
 			if !r.facts.PureOverwrite {
 				r.conv = conversion{done: true, err: f.convert(r)}

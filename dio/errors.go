@@ -111,9 +111,6 @@ func (u unsupportedErr) Is(t error) bool {
 
 func unsupported(what string) error { return unsupportedErr{what} }
 
-// errnoOf extracts an errno from a kernel result.
-func errnoOf(res int32) syscall.Errno { return syscall.Errno(-res) }
-
 // errUnknownOp is Submit's error for a Request whose Op is none of the
 // operations.
 var errUnknownOp = fmt.Errorf("dio: unknown Op: %w", syscall.EINVAL)

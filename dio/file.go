@@ -8,11 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 
+	"github.com/uringdio/uringdio/internal/devinfo"
 	"github.com/uringdio/uringdio/internal/engine"
 	"github.com/uringdio/uringdio/ring"
 	"golang.org/x/sys/unix"
@@ -72,7 +70,7 @@ func (f *File) setup(osf *os.File, c *config) (op string, err error) {
 	if f.align, err = dioAlignment(int(f.fd), &st); err != nil {
 		return "alignment", err
 	}
-	f.maxIO = maxIOSize(&st)
+	f.maxIO = devinfo.MaxIO(&st)
 	f.targets = append(f.targets, f.fd)
 	for _, t := range c.targets {
 		f.targets = append(f.targets, int32(t.Fd()))
@@ -386,59 +384,13 @@ func (f *File) Punch(off, n int64) error {
 	return f.spaceOp("punch", off, n)
 }
 
-// dioAlignment asks statx for STATX_DIOALIGN and falls back to the logical
-// block size of the file's device.
+// dioAlignment is the file's direct-I/O alignment (devinfo.DirectIO).
 func dioAlignment(fd int, st *unix.Stat_t) (alignment, error) {
-	var sx unix.Statx_t
-	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &sx)
-	if err == nil && sx.Mask&unix.STATX_DIOALIGN != 0 {
-		if sx.Dio_mem_align == 0 {
-			return alignment{}, unsupported("the filesystem does not support O_DIRECT on this file (statx DIOALIGN is 0)")
-		}
-		return alignment{Memory: int64(sx.Dio_mem_align), Offset: int64(sx.Dio_offset_align), Source: "statx"}, nil
+	mem, off, src, err := devinfo.DirectIO(fd, st)
+	if err != nil {
+		return alignment{}, unsupported(err.Error())
 	}
-	lbs := int64(512)
-	dev := st.Dev
-	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
-		dev = st.Rdev
-	}
-	if v, ok := sysfsInt(dev, "queue/logical_block_size"); ok && v > 0 {
-		lbs = v
-	}
-	return alignment{Memory: lbs, Offset: lbs, Source: "logical block size"}, nil
-}
-
-// maxIOSize reads the device's max_sectors_kb; 1 MiB if unknown.
-func maxIOSize(st *unix.Stat_t) int64 {
-	dev := st.Dev
-	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
-		dev = st.Rdev
-	}
-	if v, ok := maxIOByDev.Load(dev); ok {
-		return v.(int64)
-	}
-	n := int64(1 << 20)
-	if kb, ok := sysfsInt(dev, "queue/max_sectors_kb"); ok && kb >= 4 {
-		n = kb << 10
-	}
-	maxIOByDev.Store(dev, n)
-	return n
-}
-
-// maxIOByDev keeps each device's largest I/O: a database opens files by
-// the thousand, and sysfs says the same for every one on a device.
-var maxIOByDev sync.Map
-
-func sysfsInt(dev uint64, attr string) (int64, bool) {
-	base := fmt.Sprintf("/sys/dev/block/%d:%d/", unix.Major(dev), unix.Minor(dev))
-	for _, p := range []string{base + attr, base + "../" + attr} {
-		if b, err := os.ReadFile(p); err == nil {
-			if v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
-				return v, true
-			}
-		}
-	}
-	return 0, false
+	return alignment{Memory: mem, Offset: off, Source: src}, nil
 }
 
 var _ io.ReaderAt = (*File)(nil)

@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/uringdio/uringdio/internal/choose"
+	"github.com/uringdio/uringdio/internal/ilock"
 )
 
 // The I/O lock of an inode (a kernel file's, one per (dev, ino) in the
@@ -27,9 +28,8 @@ import (
 // Reads of a kernel file take no lock: the kernel orders them against its
 // own size and space changes.
 //
-// The uncontended paths are one compare-and-swap to take and one atomic
-// add to release. Once anyone waits, everyone queues behind it (FIFO): a
-// stream of shared holders cannot starve an exclusive one. A synchronous
+// The lock itself is internal/ilock's: one compare-and-swap to take and one
+// atomic add to release, uncontended; a FIFO queue once anyone waits. A synchronous
 // caller waits on its request's wake channel; an asynchronous request is
 // queued without blocking Submit and launched, with its own File's
 // descriptor, engine and policy, by whoever releases the lock last
@@ -43,158 +43,21 @@ import (
 // names the layer above it).
 var launchAdmitted func(r *Request)
 
-const (
-	lockCount  = 1<<32 - 1
-	lockExcl   = 1 << 32
-	lockQueued = 1 << 33
-)
-
-// admissible reports whether a holder of the kind excl may enter in state
-// s (the queue aside).
-func admissible(s uint64, excl bool) bool {
-	return s&lockExcl == 0 && (!excl || s&lockCount == 0)
-}
-
-func grant(excl bool) uint64 {
-	if excl {
-		return lockExcl
-	}
-	return 1
-}
-
-// enter takes the lock for r (exclusive if r.lk.excl) and reports true,
-// or, unless try is set, queues r and reports false: r is admitted later
-// by the release that makes room (leave).
-func (l *ioLock) enter(r *Request, try bool) bool {
-	r.lk.next = nil
-	for s := l.state.Load(); s&lockQueued == 0 && admissible(s, r.lk.excl); s = l.state.Load() {
-		if l.state.CompareAndSwap(s, s+grant(r.lk.excl)) {
-			r.lk.held = true
-			return true
-		}
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for {
-		s := l.state.Load()
-		if l.head == nil && admissible(s, r.lk.excl) {
-			if l.state.CompareAndSwap(s, s+grant(r.lk.excl)) {
-				r.lk.held = true
-				return true
-			}
-			continue
-		}
-		if try {
-			return false
-		}
-		// Once lockQueued is set, every release comes here (under mu) to
-		// admit: a release before it changed s, and this CAS fails.
-		if s&lockQueued != 0 || l.state.CompareAndSwap(s, s|lockQueued) {
-			break
-		}
-	}
-	l.waited.Add(1)
-	if l.tail == nil {
-		l.head = r
-	} else {
-		l.tail.lk.next = r
-	}
-	l.tail = r
-	return false
-}
-
-// leave releases r's hold and returns the queued requests it admits, in
-// order, linked through gateNext.
-func (l *ioLock) leave(r *Request) *Request {
-	r.lk.held = false
-	var s uint64
-	if r.lk.excl {
-		s = l.state.Add(^uint64(lockExcl - 1)) // -lockExcl
-	} else {
-		s = l.state.Add(^uint64(0))
-	}
-	if s&lockQueued == 0 {
-		return nil
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.admitLocked()
-}
-
-// admitLocked admits queued requests from the head while they may enter,
-// and returns them linked through gateNext. Called with mu held.
-func (l *ioLock) admitLocked() *Request {
-	var first, last *Request
-	for l.head != nil {
-		w := l.head
-		s := l.state.Load()
-		if !admissible(s, w.lk.excl) {
-			break
-		}
-		if !l.state.CompareAndSwap(s, s+grant(w.lk.excl)) {
-			continue // a release meanwhile: look again
-		}
-		l.head = w.lk.next
-		if l.head == nil {
-			l.tail = nil
-		}
-		w.lk.next = nil
-		w.lk.held = true
-		if last == nil {
-			first = w
-		} else {
-			last.lk.next = w
-		}
-		last = w
-	}
-	if l.head == nil {
-		for s := l.state.Load(); !l.state.CompareAndSwap(s, s&^lockQueued); s = l.state.Load() {
-		}
-	}
-	return first
-}
-
-// remove takes r off the queue if it is still waiting there, and returns
-// the requests that its leaving admits (those queued behind it, if it was
-// an exclusive one at the head).
-func (l *ioLock) remove(r *Request) (found bool, admitted *Request) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var prev *Request
-	for w := l.head; w != nil; prev, w = w, w.lk.next {
-		if w != r {
-			continue
-		}
-		if prev == nil {
-			l.head = w.lk.next
-		} else {
-			prev.lk.next = w.lk.next
-		}
-		if l.tail == w {
-			l.tail = prev
-		}
-		w.lk.next = nil
-		return true, l.admitLocked()
-	}
-	return false, nil
-}
-
 // startAdmitted carries on the requests the lock admitted: a synchronous
 // caller is woken; an asynchronous request is launched by its own File,
 // with that File's descriptor, engine, backend and policy
 // (launchAdmitted). A launch that fails releases the lock and starts
 // those its release admits, one call deeper per failed launch.
-func startAdmitted(w *Request) {
-	for w != nil {
-		next := w.lk.next
-		w.lk.next = nil
+func startAdmitted(a *ilock.Waiter[*Request]) {
+	for a != nil {
+		next, w := a.Next(), a.Value
 		if w.lk.sync {
 			w.lk.admitted.Store(true)
 			w.x.Signal()
 		} else {
 			launchAdmitted(w)
 		}
-		w = next
+		a = next
 	}
 }
 
@@ -202,10 +65,10 @@ func startAdmitted(w *Request) {
 // starts the requests that were waiting for it. Called once r's I/O is
 // done and (for writes the mapper converts) its extents are converted.
 func (f *File) gateRelease(r *Request) {
-	if !r.lk.held {
+	if !r.lk.w.Held {
 		return
 	}
-	startAdmitted(f.lock.leave(r))
+	startAdmitted(f.lock.Leave(&r.lk.w))
 }
 
 // awaitAdmission blocks a synchronous request until the lock admits it
@@ -218,7 +81,7 @@ func (f *File) awaitAdmission(r *Request) error {
 		select {
 		case <-r.x.Wake:
 		case <-done:
-			if found, admitted := f.lock.remove(r); found {
+			if found, admitted := f.lock.Remove(&r.lk.w); found {
 				startAdmitted(admitted)
 				return syscall.ECANCELED
 			}
@@ -234,7 +97,7 @@ func (f *File) cancelQueued(r *Request) bool {
 	if r.lk.sync {
 		return false
 	}
-	found, admitted := f.lock.remove(r)
+	found, admitted := f.lock.Remove(&r.lk.w)
 	startAdmitted(admitted)
 	if !found {
 		return false
@@ -258,7 +121,7 @@ func (f *File) completeUnlaunched(r *Request, err error) {
 
 // gateWaited reports how many requests on the file's inode or volume had
 // to queue for its lock.
-func (f *File) gateWaited() uint64 { return f.lock.waited.Load() }
+func (f *File) gateWaited() uint64 { return f.lock.Waited() }
 
 // exclusive runs fn holding the file's lock alone: no request that takes
 // it, from any File on the inode or volume, is in flight meanwhile, and
@@ -279,7 +142,7 @@ func (f *File) lockExclusive(ctx context.Context) (*Request, error) {
 	r := getReq()
 	r.file = f
 	r.x.Begin(0)
-	r.lk.excl, r.lk.sync = true, true
+	r.lk.w.Value, r.lk.w.Excl, r.lk.sync = r, true, true
 	r.lk.admitted.Store(false)
 	r.lk.done = ctx.Done()
 	if err := f.enterSync(r); err != nil {
@@ -293,13 +156,13 @@ func (f *File) lockExclusive(ctx context.Context) (*Request, error) {
 // the engine's owner (an Inline callback), which completes the I/O the
 // lock may wait for, it fails instead of waiting for itself.
 func (f *File) enterSync(r *Request) error {
-	if f.lock.enter(r, true) {
+	if f.lock.Enter(&r.lk.w, true) {
 		return nil
 	}
 	if f.eng.OnOwnerThread() {
 		return errOwnerWait
 	}
-	if f.lock.enter(r, false) {
+	if f.lock.Enter(&r.lk.w, false) {
 		return nil
 	}
 	return f.awaitAdmission(r)

@@ -150,7 +150,7 @@ func putReq(r *Request) {
 	r.Buf, r.Bufs, r.Callback, r.Queue, r.file = nil, nil, nil, nil, nil
 	r.DoneBefore, r.Flags, r.Policy, r.Len = 0, 0, completion.Default, 0
 	r.x.Err, r.err = nil, nil
-	r.owned, r.lk.excl, r.lk.sync = false, false, false
+	r.owned, r.lk.w.Excl, r.lk.sync = false, false, false
 	r.x.State.Store(engine.Idle)
 	syncReqs.mu.Lock()
 	if len(syncReqs.free) < 1024 {

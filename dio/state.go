@@ -11,6 +11,7 @@ import (
 	"github.com/uringdio/uringdio/internal/choose"
 	"github.com/uringdio/uringdio/internal/devinfo"
 	"github.com/uringdio/uringdio/internal/engine"
+	"github.com/uringdio/uringdio/internal/ilock"
 	"github.com/uringdio/uringdio/iomap"
 	"github.com/uringdio/uringdio/ring"
 )
@@ -212,27 +213,19 @@ type conversion struct {
 	err  error
 }
 
-// lockWait is a request's place at its File's I/O lock (lock.go). Written
-// by the submitter before it enters, then by the lock under its mutex.
+// lockWait is a request's place at its File's I/O lock (lock.go): the
+// lock's waiter, and how the request waits. Written by the submitter
+// before it enters, then by the lock.
 type lockWait struct {
-	excl     bool // needs the lock exclusive
+	w        ilock.Waiter[*Request]
 	sync     bool // a synchronous caller waits for admission itself
-	held     bool // admitted, not yet released
 	admitted atomic.Bool
-	next     *Request        // the queue
 	done     <-chan struct{} // a synchronous caller's context, while queued
 }
 
-// ioLock is the I/O lock of an inode or a volume (lock.go says how it is
-// taken). state: the number of shared holders in the low 32 bits,
-// lockExcl, lockQueued; changed with atomics, lockQueued and admissions
-// from the queue only under mu.
-type ioLock struct {
-	state      atomic.Uint64
-	mu         sync.Mutex
-	head, tail *Request // the queue, FIFO through lk.next; under mu
-	waited     atomic.Uint64
-}
+// ioLock is the I/O lock of an inode or a volume (lock.go says who takes
+// it how).
+type ioLock = ilock.Lock[*Request]
 
 // An inode is what every File opened on one kernel file in this process
 // shares, whatever its engine: the I/O lock. It lives in the process-wide

@@ -147,7 +147,7 @@ func (f *File) begin(r *Request, length int64, sync bool) {
 	r.n, r.err, r.conv, r.fileDec = 0, nil, conversion{}, false
 	r.async = !sync
 	r.length, r.want, r.sizeAt = length, length, -1 // -1: a kernel file, whose reads the kernel ends
-	r.lk.held = false
+	r.lk.w.Value, r.lk.w.Held = r, false
 	r.lk.admitted.Store(false)
 	if f.vol != nil && !r.Op.control() {
 		r.sizeAt = f.vol.size.Load()
@@ -164,7 +164,7 @@ func (f *File) startLocked(r *Request, sync bool) error {
 	if f.vol != nil {
 		zbs = f.vol.zeroBS
 	}
-	r.lk.excl = r.Op == Preallocate || r.Op == Write && zbs > 0 && (r.Off%zbs != 0 || (r.Off+r.length)%zbs != 0)
+	r.lk.w.Excl = r.Op == Preallocate || r.Op == Write && zbs > 0 && (r.Off%zbs != 0 || (r.Off+r.length)%zbs != 0)
 	r.lk.sync = sync
 	nowait := r.Flags&NoWait != 0
 	// In flight before it is queued: once queued, whoever releases the
@@ -173,12 +173,12 @@ func (f *File) startLocked(r *Request, sync bool) error {
 	var err error
 	switch {
 	case nowait:
-		if !f.lock.enter(r, true) {
+		if !f.lock.Enter(&r.lk.w, true) {
 			err = syscall.EAGAIN // like the kernel's IOCB_NOWAIT on a contended inode lock
 		}
 	case sync:
 		err = f.enterSync(r)
-	case !f.lock.enter(r, false):
+	case !f.lock.Enter(&r.lk.w, false):
 		return nil // launched when the lock admits it
 	}
 	if err != nil {
@@ -262,13 +262,13 @@ func (f *File) launch(r *Request, sync, deferred bool) error {
 		}
 		return f.opErr(r.Op.String(), r.Off, r.length, err)
 	}
-	if r.lk.held && f.vol != nil {
+	if r.lk.w.Held && f.vol != nil {
 		// It may have waited for the lock: the world moved on meanwhile.
 		r.sizeAt = f.vol.size.Load()
 		r.want, r.x.StopAt = r.length, r.Off+r.length
 		r.clipRead()
 	}
-	if r.lk.held && f.eng.Broken() {
+	if r.lk.w.Held && f.eng.Broken() {
 		return bad(ErrRingBroken)
 	}
 	pure := true
@@ -388,25 +388,7 @@ func (f *File) mapRequest(r *Request) (pure bool, err error) {
 // mapOne handles [pos, pos+n) of mapping m (iomap_dio_iter's switch).
 func (f *File) mapOne(r *Request, m *iomap.Mapping, pos, n int64, pure *bool) error {
 	if r.Op == Read {
-		switch m.Type {
-		case iomap.Hole, iomap.Unwritten:
-			r.zero(pos-r.Off, n) // no I/O: reads as zeroes
-			return nil
-		case iomap.Inline:
-			if m.Data != nil {
-				for done := int64(0); done < n; {
-					b := r.mem(pos + done - r.Off)
-					l := min(int64(len(b)), n-done)
-					copy(b[:l], m.Data[pos+done-m.Offset:])
-					done += l
-				}
-				return nil
-			}
-			// Data nil: the filesystem serves it through O_DIRECT itself.
-		case iomap.Delalloc:
-			return errDelalloc
-		}
-		return f.addPieces(r, m, pos, n, false)
+		return f.mapRead(r, m, pos, n)
 	}
 	switch m.Type {
 	case iomap.Delalloc:
@@ -447,6 +429,29 @@ func (f *File) mapOne(r *Request, m *iomap.Mapping, pos, n int64, pure *bool) er
 		}
 	}
 	return f.addPieces(r, m, pos, n, true)
+}
+
+// mapRead handles a read of [pos, pos+n) of mapping m.
+func (f *File) mapRead(r *Request, m *iomap.Mapping, pos, n int64) error {
+	switch m.Type {
+	case iomap.Hole, iomap.Unwritten:
+		r.zero(pos-r.Off, n) // no I/O: reads as zeroes
+		return nil
+	case iomap.Inline:
+		if m.Data == nil {
+			break // the filesystem serves it through O_DIRECT itself
+		}
+		for done := int64(0); done < n; {
+			b := r.mem(pos + done - r.Off)
+			l := min(int64(len(b)), n-done)
+			copy(b[:l], m.Data[pos+done-m.Offset:])
+			done += l
+		}
+		return nil
+	case iomap.Delalloc:
+		return errDelalloc
+	}
+	return f.addPieces(r, m, pos, n, false)
 }
 
 // addPieces splits [pos, pos+n) of m at the max I/O size and at buffer

@@ -44,18 +44,20 @@ func (f *File) spaceOp(op string, off, n int64) error {
 	return nil
 }
 
-// space carries out spaceOp's operation, the lock held.
+// space carries out spaceOp's operation, the lock held: on the map of a
+// volume whose mapper owns its space; otherwise on the kernel's file,
+// telling a mapper of it (FileMapper) what changed.
 func (f *File) space(op string, off, n int64) error {
-	if f.vol != nil {
+	if v := f.vol; v != nil && v.ops != nil {
 		switch op {
 		case "truncate":
-			return f.vol.truncate(f, off)
+			return v.truncate(f, off)
 		case "punch":
-			return f.vol.punch(f, off, n)
+			return v.punch(f, off, n)
 		}
-		return f.vol.allocate(f, off, n, op == "preallocate")
+		return v.allocate(off, n, op == "preallocate")
 	}
-	return ignoringEINTR(func() error {
+	err := ignoringEINTR(func() error {
 		switch op {
 		case "truncate":
 			return unix.Ftruncate(int(f.fd), off)
@@ -66,22 +68,24 @@ func (f *File) space(op string, off, n int64) error {
 		}
 		return unix.Fallocate(int(f.fd), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 	})
+	if v := f.vol; v != nil && err == nil {
+		switch op {
+		case "truncate":
+			v.setSize(off)
+		case "allocate":
+			v.invalidate(off, n)
+			v.extendSize(off + n)
+		default:
+			v.invalidate(off, n)
+		}
+	}
+	return err
 }
-
-// The size and space operations below run with the lock held exclusive
-// (File.fileOp).
 
 // truncate sets a volume's size. Shrinking releases the blocks past the new
 // end and zeroes the rest of the new last block, so that growing the
 // volume again reads zeroes there, as a file system's truncate does.
 func (v *volume) truncate(f *File, size int64) error {
-	if v.ops == nil {
-		if err := ignoringEINTR(func() error { return unix.Ftruncate(int(f.fd), size) }); err != nil {
-			return err
-		}
-		v.setSize(size)
-		return nil
-	}
 	if size < v.size.Load() {
 		end := alignUp(size, v.bs)
 		if end > size {
@@ -101,21 +105,7 @@ func (v *volume) truncate(f *File, size int64) error {
 
 // allocate preallocates [off, off+n) in the map (unwritten: reads as
 // zeroes), growing the size unless keepSize.
-func (v *volume) allocate(f *File, off, n int64, keepSize bool) error {
-	if v.ops == nil {
-		mode := uint32(0)
-		if keepSize {
-			mode = unix.FALLOC_FL_KEEP_SIZE
-		}
-		if err := ignoringEINTR(func() error { return unix.Fallocate(int(f.fd), mode, off, n) }); err != nil {
-			return err
-		}
-		v.invalidate(off, n)
-		if !keepSize {
-			v.extendSize(off + n)
-		}
-		return nil
-	}
+func (v *volume) allocate(off, n int64, keepSize bool) error {
 	if err := v.ops.Preallocate(off, n); err != nil {
 		return err
 	}
@@ -128,19 +118,7 @@ func (v *volume) allocate(f *File, off, n int64, keepSize bool) error {
 // punch turns [off, off+n) into a hole: whole blocks leave the map, the
 // parts of blocks at either end are zeroed.
 func (v *volume) punch(f *File, off, n int64) error {
-	if v.ops == nil {
-		if err := ignoringEINTR(func() error {
-			return unix.Fallocate(int(f.fd), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
-		}); err != nil {
-			return err
-		}
-		v.invalidate(off, n)
-		return nil
-	}
 	end := off + n
-	if end < off {
-		return syscall.EINVAL
-	}
 	lo, hi := alignUp(off, v.bs), end&^(v.bs-1)
 	if lo >= hi {
 		return f.zeroMapped(off, n) // within one block, or two partial ones

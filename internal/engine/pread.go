@@ -6,10 +6,9 @@ import (
 	"io"
 	"runtime"
 	"syscall"
-	"time"
 	"unsafe"
 
-	"github.com/uringdio/uringdio/ring"
+	"github.com/uringdio/uringdio/internal/devinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -139,72 +138,22 @@ func (e *Engine) direct() bool {
 
 // Backend decides whether a descriptor is served by the ring or by the
 // pread backend, and says why. An engine without a ring has only the
-// latter. Otherwise the device decides, once per device: where it cannot
-// take a request without blocking (RWF_NOWAIT refused), io_uring would
-// hand every request to its io-wq threads, and pread in the calling
-// goroutine is faster.
+// latter; options that shape the ring ask for it; otherwise the device
+// decides (devinfo.SyncDevice): where it completes synchronously,
+// io_uring would hand every request to its io-wq threads, and pread in the
+// calling goroutine is faster.
 func (e *Engine) Backend(fd int, st *unix.Stat_t) (pread bool, why string) {
-	if e.ring == nil {
+	switch {
+	case e.ring == nil:
 		return true, "no io_uring: " + e.noRing.Error()
-	}
-	if e.noProbe {
+	case e.noProbe:
 		return false, "io_uring (the engine's options choose the ring)"
 	}
-	dev := st.Dev
-	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
-		dev = st.Rdev
+	sync, why := devinfo.SyncDevice(fd, st)
+	if sync {
+		return true, "pread (" + why + ")"
 	}
-	if v, ok := syncDevices.Load(dev); ok {
-		d := v.(deviceVerdict)
-		return d.sync, d.why
-	}
-	d, conclusive := probeDevice(fd, st)
-	if conclusive {
-		syncDevices.Store(dev, d)
-	}
-	return d.sync, d.why
-}
-
-// probeDevice asks the device to read the file's first sector without
-// blocking (preadv2 RWF_NOWAIT), a few times: a device that can queue a
-// read does so at least once (the first try may find the file's mapping
-// not yet cached); one that completes synchronously refuses every time. A
-// file too short to hold a sector tells nothing.
-func probeDevice(fd int, st *unix.Stat_t) (deviceVerdict, bool) {
-	size := st.Size
-	if st.Mode&unix.S_IFMT == unix.S_IFBLK {
-		if n, err := unix.Seek(fd, 0, 2); err == nil {
-			size = n
-		}
-	}
-	if size < 4096 {
-		return deviceVerdict{why: "io_uring (not probed yet: the file holds less than a sector)"}, false
-	}
-	buf, err := ring.Alloc(4096)
-	if err != nil {
-		return deviceVerdict{why: "io_uring (no memory to probe the device)"}, false
-	}
-	defer ring.Free(buf)
-	// A direct read of a range the page cache holds dirty waits for its
-	// writeback, so RWF_NOWAIT refuses it whatever the device: write the
-	// sector back first (a file just written through the page cache).
-	unix.SyncFileRange(fd, 0, 4096, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
-	var last error
-	for try := range 4 {
-		_, err := RW(int32(fd), buf, 0, false, unix.RWF_NOWAIT)
-		switch err {
-		case nil:
-			return deviceVerdict{why: "io_uring (the device queues reads without blocking: RWF_NOWAIT accepted)"}, true
-		case syscall.EOPNOTSUPP:
-			return deviceVerdict{sync: true, why: "pread (the file does not take RWF_NOWAIT: io_uring would hand every request to its io-wq threads)"}, true
-		case syscall.EAGAIN:
-			last = err
-			time.Sleep(time.Duration(try+1) * 100 * time.Microsecond)
-		default:
-			return deviceVerdict{why: "io_uring (probe: " + err.Error() + ")"}, false
-		}
-	}
-	return deviceVerdict{sync: true, why: "pread (the device completes synchronously: every RWF_NOWAIT read came back " + last.Error() + ", so io_uring would hand each request to its io-wq threads)"}, true
+	return false, "io_uring (" + why + ")"
 }
 
 func addrOf(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }

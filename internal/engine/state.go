@@ -260,14 +260,6 @@ type preadBackend struct {
 	sem chan struct{} // one token per system call in progress
 }
 
-type deviceVerdict struct {
-	sync bool
-	why  string
-}
-
-// syncDevices holds the verdict per device.
-var syncDevices sync.Map
-
 // Pool hands out page-aligned off-heap buffers within one byte bound per
 // engine, to two kinds of user, neither of which waits for a buffer while
 // holding one, so the pool cannot deadlock:
