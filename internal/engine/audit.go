@@ -27,7 +27,7 @@ import (
 // dropped, and audits the ring to find whose they were.
 func (e *Engine) checkDropped() {
 	a := &e.own.audit
-	if v := e.ovf.Overflow(); v != a.lastOvf {
+	if v := e.ring.Overflow(); v != a.lastOvf {
 		e.C.DroppedCQEs.Add(uint64(v - a.lastOvf))
 		a.lastOvf = v
 		e.broken.Store(true)

@@ -43,11 +43,6 @@ func (c *Config) NeedsRing() string {
 	return ""
 }
 
-var (
-	_ submitWaiter    = (*ring.Ring)(nil)
-	_ overflowCounter = (*ring.Ring)(nil)
-)
-
 // New makes an engine. Where io_uring is refused (a seccomp profile,
 // kernel.io_uring_disabled, no kernel support) it serves everything with
 // pread, unless c asks for a ring (NeedsRing).

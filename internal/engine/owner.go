@@ -211,15 +211,11 @@ func (e *Engine) enterAndWait(sleepy bool, timeout time.Duration) error {
 		if err = e.submit(); err == nil {
 			_, err = e.ring.WaitCQTimeout(1, timeout)
 		}
-	case e.sw != nil:
-		if pending := e.sw.Flush(); pending > 0 || wait > 0 {
-			if _, err = e.sw.EnterWait(pending, wait); err == nil {
+	default:
+		if pending := e.ring.Flush(); pending > 0 || wait > 0 {
+			if _, err = e.ring.EnterWait(pending, wait); err == nil {
 				e.C.Submitted.Add(uint64(pending))
 			}
-		}
-	default:
-		if err = e.submit(); err == nil && wait > 0 {
-			_, err = e.ring.WaitCQ(1)
 		}
 	}
 	e.o.sleep.Store(0)
@@ -354,11 +350,6 @@ func (e *Engine) setupRing(c *Config) error {
 	}
 	e.ring = rr
 	e.iopoll = r.Flags()&ring.SetupIOPoll != 0
-	e.ovf = r // a wrapper that does not forward it: the kernel's counter is the truth
-	if o, ok := rr.(overflowCounter); ok {
-		e.ovf = o
-	}
-	e.sw, _ = rr.(submitWaiter)
 	// io-wq's workers (requests the kernel cannot issue without blocking)
 	// are threads of this process: bound them.
 	r.SetIOWQMaxWorkers(uint32(min(4, runtime.GOMAXPROCS(0))), 2)

@@ -34,67 +34,91 @@ func (p *Pool) Reserve(count int, size int64) ([][]byte, error) {
 	if size <= 0 || size > MaxBuffer || count <= 0 {
 		return nil, fmt.Errorf("dio: %d stream buffers of %d bytes: %w", count, size, syscall.EINVAL)
 	}
-	c := class(size)
-	size = int64(1) << (c + minShift)
-	bufs, fresh := p.reserveLocked(c, count, size)
-	for i := len(bufs) - fresh; i < len(bufs); i++ {
-		b, err := ring.Alloc(int(size))
-		if err != nil {
-			p.mu.Lock()
-			p.held -= size * int64(len(bufs)-i)
-			p.streamHeld -= size * int64(len(bufs)-i)
-			p.cond.Broadcast()
-			p.mu.Unlock()
-			p.Release(bufs[:i])
-			return nil, err
+	var bufs [][]byte
+	for range count {
+		b, err := p.get(size, true)
+		if b == nil {
+			return bufs, err
 		}
-		bufs[i] = b
+		bufs = append(bufs, b)
 	}
 	return bufs, nil
 }
 
-// reserveLocked takes the mutex and reserves what Reserve takes: cached
-// buffers first, then room for fresh ones (the last fresh entries of the
-// result, nil for the caller to allocate).
-func (p *Pool) reserveLocked(c, count int, size int64) (bufs [][]byte, fresh int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	k := min(int64(count), (p.limit-MaxBuffer-p.streamHeld)/size)
-	for k > 0 && len(p.free[c]) < int(k) && p.held+size*(k-int64(len(p.free[c]))) > p.limit && p.evictLocked(c) {
-	}
-	if k = min(k, int64(len(p.free[c]))+(p.limit-p.held)/size); k <= 0 {
-		return nil, 0
-	}
-	bufs = make([][]byte, k)
-	for i := range bufs {
-		if l := len(p.free[c]); l > 0 {
-			bufs[i] = p.free[c][l-1]
-			p.free[c][l-1] = nil
-			p.free[c] = p.free[c][:l-1]
-		} else {
-			p.held += size
-			fresh++
-		}
-	}
-	p.streamHeld += k * size
-	return bufs, fresh
-}
-
 // Release gives back a stream's buffers from Reserve.
 func (p *Pool) Release(bufs [][]byte) {
-	var n int64
 	for _, b := range bufs {
 		if b != nil {
-			n += int64(cap(b))
+			p.put(b, true)
 		}
 	}
-	p.mu.Lock()
-	p.streamHeld -= n
-	p.mu.Unlock()
-	for _, b := range bufs {
-		if b != nil {
-			p.Put(b)
+}
+
+// Get returns a buffer of at least n bytes (0 < n <= MaxBuffer), waiting
+// for room under the bound. Its contents are undefined.
+func (p *Pool) Get(n int64) ([]byte, error) {
+	if n <= 0 || n > MaxBuffer {
+		return nil, fmt.Errorf("dio: buffer of %d bytes: %w", n, syscall.EINVAL)
+	}
+	return p.get(n, false)
+}
+
+// Put gives back a buffer from Get.
+func (p *Pool) Put(b []byte) { p.put(b, false) }
+
+// get takes a cached buffer of n's class, or room for a new one, which it
+// allocates: for a stream, nil where there is no room; otherwise, waiting.
+func (p *Pool) get(n int64, stream bool) ([]byte, error) {
+	c := class(n)
+	size := int64(1) << (c + minShift)
+	b, room := p.take(c, size, stream)
+	if b != nil || !room {
+		return b, nil
+	}
+	b, err := ring.Alloc(int(size))
+	if err != nil {
+		p.mu.Lock()
+		p.held -= size
+		if stream {
+			p.streamHeld -= size
 		}
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		return nil, err
+	}
+	return b, nil
+}
+
+// take returns a cached buffer of class c, or reports room taken for a
+// new one of size bytes.
+func (p *Pool) take(c int, size int64, stream bool) (b []byte, room bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		if stream && p.streamHeld+size > p.limit-MaxBuffer {
+			return nil, false // the streams' share is taken
+		}
+		if l := len(p.free[c]); l > 0 {
+			b = p.free[c][l-1]
+			p.free[c][l-1] = nil
+			p.free[c] = p.free[c][:l-1]
+		} else if p.held+size <= p.limit {
+			p.held += size
+		} else if !p.evictLocked(c) {
+			if stream {
+				return nil, false
+			}
+			p.waiting++
+			p.cond.Wait()
+			p.waiting--
+			continue
+		} else {
+			continue
+		}
+		if stream {
+			p.streamHeld += size
+		}
+		return b, b == nil
 	}
 }
 
@@ -105,77 +129,31 @@ func class(n int64) int {
 	return bits.Len64(uint64(n-1)) - minShift
 }
 
-// get returns a buffer of at least n bytes (0 < n <= MaxBuffer), waiting
-// for room under the bound. Its contents are undefined.
-func (p *Pool) Get(n int64) ([]byte, error) {
-	if n <= 0 || n > MaxBuffer {
-		return nil, fmt.Errorf("dio: buffer of %d bytes: %w", n, syscall.EINVAL)
-	}
-	b, size := p.take(class(n))
-	if b != nil {
-		return b, nil
-	}
-	b, err := ring.Alloc(int(size))
-	if err != nil {
-		p.mu.Lock()
-		p.held -= size
-		p.cond.Broadcast()
-		p.mu.Unlock()
-		return nil, err
-	}
-	return b, nil
-}
-
-// take returns a cached buffer of class c, or reserves room for a new one
-// of size bytes (b nil), waiting for room under the bound.
-func (p *Pool) take(c int) (b []byte, size int64) {
-	size = int64(1) << (c + minShift)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for {
-		if l := len(p.free[c]); l > 0 {
-			b = p.free[c][l-1]
-			p.free[c][l-1] = nil
-			p.free[c] = p.free[c][:l-1]
-			return b, size
-		}
-		if p.held+size <= p.limit {
-			p.held += size
-			return nil, size
-		}
-		if !p.evictLocked(c) {
-			p.waiting++
-			p.cond.Wait()
-			p.waiting--
-		}
-	}
-}
-
 // evictLocked frees one cached buffer of another size, reporting whether
 // it found one.
 func (p *Pool) evictLocked(keep int) bool {
 	for c := nClasses - 1; c >= 0; c-- {
-		if c == keep || len(p.free[c]) == 0 {
-			continue
+		if l := len(p.free[c]); c != keep && l > 0 {
+			b := p.free[c][l-1]
+			p.free[c][l-1] = nil
+			p.free[c] = p.free[c][:l-1]
+			p.held -= int64(cap(b))
+			ring.Free(b)
+			return true
 		}
-		l := len(p.free[c])
-		b := p.free[c][l-1]
-		p.free[c][l-1] = nil
-		p.free[c] = p.free[c][:l-1]
-		p.held -= int64(cap(b))
-		ring.Free(b)
-		return true
 	}
 	return false
 }
 
-// put gives back a buffer from get.
-func (p *Pool) Put(b []byte) {
+func (p *Pool) put(b []byte, stream bool) {
 	b = b[:cap(b)]
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if stream {
+		p.streamHeld -= int64(len(b))
+	}
 	if p.closed {
 		p.held -= int64(len(b))
-		p.mu.Unlock()
 		ring.Free(b)
 		return
 	}
@@ -184,7 +162,6 @@ func (p *Pool) Put(b []byte) {
 	if p.waiting > 0 {
 		p.cond.Broadcast()
 	}
-	p.mu.Unlock()
 }
 
 // close frees the cached buffers; buffers handed out are freed when put.

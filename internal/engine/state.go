@@ -31,8 +31,6 @@ type Config struct {
 // buffer pool. Safe for concurrent use.
 type Engine struct {
 	ring   ringhook.Ring
-	sw     submitWaiter    // nil if the ring cannot submit and wait in one call
-	ovf    overflowCounter // the kernel's dropped-CQE count
 	iopoll bool
 	noRing error // why the engine has no ring (nil: it has one)
 	// noProbe: options shaped the ring, which serves every file.
@@ -81,17 +79,6 @@ func (lostError) Error() string {
 }
 
 func (lostError) Is(target error) bool { return target == ErrRingBroken }
-
-// submitWaiter is the part of a ring that publishes SQEs, then submits and
-// waits in one system call.
-type submitWaiter interface {
-	Flush() uint32
-	EnterWait(toSubmit, n uint32) (uint32, error)
-}
-
-// overflowCounter is the part of a ring that says how many CQEs the kernel
-// dropped.
-type overflowCounter interface{ Overflow() uint32 }
 
 // unhonoured are setup flags the owner cannot honour: a disabled ring, a
 // work queue shared with another ring's owner, and the completion-work

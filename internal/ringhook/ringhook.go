@@ -20,6 +20,12 @@ type Ring interface {
 	GetSQE() *ring.SQE
 	Submit() (int, error)
 	Pending() uint32
+	// Flush publishes the prepared SQEs; EnterWait submits toSubmit of
+	// them and waits for n completions in one system call.
+	Flush() uint32
+	EnterWait(toSubmit, n uint32) (uint32, error)
+	// Overflow is the kernel's count of CQEs it dropped.
+	Overflow() uint32
 	Peek(dst []ring.CQE) (int, error)
 	WaitCQ(n uint32) (uint32, error)
 	WaitCQTimeout(n uint32, d time.Duration) (uint32, error)
