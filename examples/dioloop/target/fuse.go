@@ -30,12 +30,30 @@ type fileSystem struct {
 
 func (fs *fileSystem) String() string { return "dioloop(" + fs.t.cfg.Image + ")" }
 
-// status turns an error from dio into the errno the kernel passes on:
-// what the kernel said (EIO, ENOSPC, ...) as it said it, anything else EIO.
+// status turns an error from dio into the errno the kernel passes on
+// (errnoOf, unsupported becoming EIO) and counts it.
 func (fs *fileSystem) status(err error) fuse.Status {
 	fs.t.st.errors.Add(1)
+	return errnoOf(err, syscall.EIO)
+}
+
+// errnoOf returns the errno the kernel is to see for err: what the kernel
+// said (EIO, ENOSPC, ...) as it said it, anything else EIO; but never
+// ENOSYS. The kernel's FUSE reads ENOSYS as "this file system does not
+// implement the request": for FSYNC and FLUSH it sets no_fsync or
+// no_flush, answers the caller 0 and never sends one again, so a flush
+// that failed, and every later one, would become a success. dio's errors
+// for what the kernel or the device lacks wrap ENOSYS or
+// errors.ErrUnsupported (ring.ErrUnsupported, dio.ErrUnsupported), and so
+// do EOPNOTSUPP and ENOTSUP: all of them, whatever the request, become
+// unsupported, which is EIO but where the request may say "not
+// supported" (fallocate: EOPNOTSUPP).
+func errnoOf(err error, unsupported syscall.Errno) fuse.Status {
 	var errno syscall.Errno
-	if errors.As(err, &errno) && errno != 0 {
+	switch {
+	case errors.Is(err, syscall.ENOSYS), errors.Is(err, errors.ErrUnsupported):
+		return fuse.Status(unsupported)
+	case errors.As(err, &errno) && errno != 0:
 		return fuse.Status(errno)
 	}
 	return fuse.EIO
@@ -199,7 +217,7 @@ func (fs *fileSystem) datasync() fuse.Status {
 	if t.cfg.ackBeforeSync {
 		return fuse.OK
 	}
-	if err := t.img.Datasync(); err != nil {
+	if err := t.datasync(); err != nil {
 		return fs.status(err)
 	}
 	t.st.datasyncs.Add(1)
@@ -242,7 +260,11 @@ func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fu
 		return fuse.Status(syscall.EOPNOTSUPP)
 	}
 	if err != nil {
-		return fs.status(err)
+		// What the image cannot do (a file system without hole
+		// punching) is EOPNOTSUPP: the loop driver then reports the
+		// discard or write-zeroes as unsupported, never as done.
+		t.st.errors.Add(1)
+		return errnoOf(err, syscall.EOPNOTSUPP)
 	}
 	t.st.punches.Add(1)
 	return fuse.OK

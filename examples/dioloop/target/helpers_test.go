@@ -28,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,14 +134,63 @@ func (c *child) RemoveUpper(dir string, _ *int) error {
 	return nil
 }
 
-// Stop closes the target: what the command does on SIGTERM.
-func (c *child) Stop(_ int, _ *int) error {
+// FailSync makes the image's Datasync fail with the error kind names
+// (syncFaults); "" ends that.
+func (c *child) FailSync(kind string, _ *int) error {
+	if kind == "" {
+		c.t.syncFault.Store(nil)
+		return nil
+	}
+	err, ok := syncFaults[kind]
+	if !ok {
+		return fmt.Errorf("no sync fault %q", kind)
+	}
+	err = &dio.OpError{Op: "datasync", Path: c.t.cfg.Image, Err: err}
+	c.t.syncFault.Store(&err)
+	return nil
+}
+
+// syncFaults are the errors FailSync can make Datasync fail with: an
+// errno, and dio's and ring's sentinels for what is not supported (which
+// wrap errors.ErrUnsupported).
+var syncFaults = map[string]error{
+	"EIO":                 syscall.EIO,
+	"ENOSYS":              syscall.ENOSYS,
+	"EOPNOTSUPP":          syscall.EOPNOTSUPP,
+	"dio.ErrUnsupported":  dio.ErrUnsupported,
+	"ring.ErrUnsupported": fmt.Errorf("ring: IORING_OP_FSYNC: %w", ring.ErrUnsupported),
+}
+
+// ChildErr is an error the child reports to the test: its message, and
+// the errno it wraps (0 if none), so that the test can match it with
+// errors.Is.
+type ChildErr struct {
+	Msg   string
+	Errno syscall.Errno
+}
+
+func (e *ChildErr) Error() string { return "dioloop child: " + e.Msg }
+
+func (e *ChildErr) Unwrap() error {
+	if e.Errno == 0 {
+		return nil
+	}
+	return e.Errno
+}
+
+// Stop closes the target, what the command does on SIGTERM, and reports
+// Close's error in out.
+func (c *child) Stop(_ int, out *ChildErr) error {
 	c.mu.Lock()
 	c.stopped = true
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return c.t.Close(ctx)
+	if err := c.t.Close(ctx); err != nil {
+		out.Msg = err.Error()
+		errors.As(err, &out.Errno)
+	}
+	return nil
 }
 
 // decide is the fault ring's choice for one CQE: EIO for a read or a
@@ -324,13 +374,17 @@ func (s *server) Stats() ChildStats {
 }
 
 // stop closes the target (flush, detach, unmount) and ends the child. It
-// returns Close's error, or the child's.
+// returns Close's error (a *ChildErr), or the child's.
 func (s *server) stop() error {
 	if s.done {
 		return nil
 	}
 	s.done = true
-	err := s.client.Call("child.Stop", 0, new(int))
+	var cerr ChildErr
+	err := s.client.Call("child.Stop", 0, &cerr)
+	if err == nil && cerr.Msg != "" {
+		err = &cerr
+	}
 	s.client.Close() // closes its stdin: it exits
 	if werr := s.cmd.Wait(); err == nil && werr != nil {
 		err = fmt.Errorf("dioloop child: %w", werr)

@@ -66,6 +66,11 @@ type Target struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// syncFault, if set, is what the image's Datasync fails with instead
+	// of running. Tests only (helpers_test.go: a flush that fails the
+	// way a test needs); nil in every other use.
+	syncFault atomic.Pointer[error]
 }
 
 // Start opens the image with dio (creating or growing it to cfg.Size),
@@ -183,10 +188,18 @@ func (t *Target) Device() string {
 
 // Flush makes every write the image has received durable (Datasync).
 func (t *Target) Flush() error {
-	if err := t.img.Datasync(); err != nil {
+	if err := t.datasync(); err != nil {
 		return fmt.Errorf("target: flush: %w", err)
 	}
 	return nil
+}
+
+// datasync is the image's Datasync, or the fault a test set.
+func (t *Target) datasync() error {
+	if err := t.syncFault.Load(); err != nil {
+		return *err
+	}
+	return t.img.Datasync()
 }
 
 // Stats returns the target's counters.
