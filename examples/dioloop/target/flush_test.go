@@ -3,6 +3,7 @@
 package target
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/uringdio/uringdio/dio"
 	"github.com/uringdio/uringdio/ring"
+	"golang.org/x/sys/unix"
 )
 
 // TestUnsupportedNeverReachesTheKernelAsENOSYS pins the errno mapping of
@@ -85,7 +87,71 @@ func TestUnsupportedFlushFailsTheDeviceFlush(t *testing.T) {
 					t.Fatalf("close of the served file #%d (FLUSH), Datasync failing with %s: %v, want EIO", i+1, kind, err)
 				}
 			}
-			s.call("FailSync", "", new(int))
+			dev.Close()
+			if err := s.stop(); err == nil {
+				t.Fatal("Close after the failed flushes: no error, want the flush's")
+			}
 		})
+	}
+}
+
+// TestAFailedFlushFailsEveryLaterFlush fails one Datasync of the image
+// with EIO and checks that every later flush of the device (fsync of the
+// device, close(2) of the served file, Close) fails with it, though the
+// image's Datasync works again: the writes the failed flush was to make
+// durable may be lost, and a flush that succeeded would tell the file
+// system above they are safe (fsyncgate). Writes and reads go on.
+func TestAFailedFlushFailsEveryLaterFlush(t *testing.T) {
+	s := serve(t, childConfig{Image: filepath.Join(t.TempDir(), "disk.img"), Size: 1 << 20})
+	dev, err := os.OpenFile(s.Dev(), os.O_RDWR|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	buf, err := ring.Alloc(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ring.Free(buf)
+	copy(buf, "written before the failed flush")
+	if _, err := dev.WriteAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Stats()
+	s.call("FailSync", "EIO", new(int))
+	if err := dev.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("fsync %s, Datasync failing with EIO: %v, want EIO", s.Dev(), err)
+	}
+	s.call("FailSync", "", new(int))
+	for i := range 3 {
+		if err := dev.Sync(); !errors.Is(err, syscall.EIO) {
+			t.Fatalf("fsync %s #%d after a failed flush, Datasync working again: %v, want EIO", s.Dev(), i+2, err)
+		}
+	}
+	f, err := os.OpenFile(s.info.File, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("close of the served file (FLUSH) after a failed flush: %v, want EIO", err)
+	}
+	copy(buf, "written after the failed flush")
+	if _, err := dev.WriteAt(buf, 4096); err != nil {
+		t.Fatalf("a write after a failed flush: %v, want it to go on", err)
+	}
+	back, err := ring.Alloc(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ring.Free(back)
+	if _, err := dev.ReadAt(back, 4096); err != nil || !bytes.Equal(back, buf) {
+		t.Fatalf("a read after a failed flush: %v, or not what was written", err)
+	}
+	if st := s.Stats(); st.Datasyncs != before.Datasyncs {
+		t.Errorf("%d flushes succeeded after the failed one", st.Datasyncs-before.Datasyncs)
+	}
+	dev.Close()
+	if err := s.stop(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Close after a failed flush: %v, want its EIO", err)
 	}
 }

@@ -212,12 +212,13 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 
 // datasync makes every write the image has received durable: the block
 // device's flush. fsync and fdatasync alike (the size never changes).
+// After a flush has failed, every flush fails with its error (Flush).
 func (fs *fileSystem) datasync() fuse.Status {
 	t := fs.t
 	if t.cfg.ackBeforeSync {
 		return fuse.OK
 	}
-	if err := t.datasync(); err != nil {
+	if err := t.Flush(); err != nil {
 		return fs.status(err)
 	}
 	t.st.datasyncs.Add(1)

@@ -67,6 +67,11 @@ type Target struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	// flushErr is the first error a flush of the image (Datasync)
+	// returned, which every later flush returns: set once, by the
+	// flush that failed; read by every flush.
+	flushErr atomic.Pointer[error]
+
 	// syncFault, if set, is what the image's Datasync fails with instead
 	// of running. Tests only (helpers_test.go: a flush that fails the
 	// way a test needs); nil in every other use.
@@ -187,9 +192,28 @@ func (t *Target) Device() string {
 }
 
 // Flush makes every write the image has received durable (Datasync).
+//
+// Once a flush has failed, every later one fails with that first error,
+// though the image's Datasync might now succeed: the writes the failed
+// flush was to make durable may be lost (a kernel that failed to write
+// back pages may have dropped them, and report the error to one fdatasync
+// only), and a flush that succeeded after it would tell the file system
+// above that they are safe. The device's reads and writes go on: a file
+// system above sees its flushes fail and decides (ext4 aborts its
+// journal, and goes read-only).
 func (t *Target) Flush() error {
+	if err := t.flushErr.Load(); err != nil {
+		return *err
+	}
 	if err := t.datasync(); err != nil {
-		return fmt.Errorf("target: flush: %w", err)
+		err = fmt.Errorf("target: flush: %w", err)
+		t.flushErr.CompareAndSwap(nil, &err)
+		return *t.flushErr.Load()
+	}
+	// A flush that failed while this one ran may have taken the error
+	// this one should have seen.
+	if err := t.flushErr.Load(); err != nil {
+		return *err
 	}
 	return nil
 }
@@ -237,7 +261,8 @@ func (t *Target) close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	add(t.Flush())
+	ferr := t.Flush()
+	add(ferr)
 	add(t.detach())
 	t.mu.Lock()
 	t.closing = true
@@ -246,7 +271,9 @@ func (t *Target) close(ctx context.Context) error {
 	busy := false
 	select {
 	case <-idle:
-		add(t.Flush()) // what the device's last users wrote on their way out
+		if ferr == nil {
+			add(t.Flush()) // what the device's last users wrote on their way out
+		}
 		add(t.srv.Unmount())
 	case <-ctx.Done():
 		busy = true
