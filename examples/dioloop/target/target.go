@@ -61,8 +61,8 @@ type Target struct {
 	// loopMu guards the loop device; it is held across system calls on
 	// the served file, so a FUSE handler never takes it.
 	loopMu sync.Mutex
-	loop   *os.File // the attached loop device, held open until Close
-	dev    string
+	loop   *Loop  // the attached loop device, held open until Close
+	dev    string // its path, kept after Close
 
 	closeOnce sync.Once
 	closeErr  error

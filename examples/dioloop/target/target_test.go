@@ -128,7 +128,10 @@ func TestCloseWaitsForTheDeviceToBeReleased(t *testing.T) {
 	dev, err := tg.Attach()
 	if err != nil {
 		tg.Close(context.Background())
-		t.Skip(err)
+		if errors.Is(err, ErrNoLoop) {
+			t.Skip(err)
+		}
+		t.Fatal(err)
 	}
 	holder, err := os.Open(dev)
 	if err != nil {
@@ -140,5 +143,32 @@ func TestCloseWaitsForTheDeviceToBeReleased(t *testing.T) {
 	holder.Close()
 	if !errors.Is(err, ErrBusy) {
 		t.Fatalf("Close with %s held open: %v, want ErrBusy", dev, err)
+	}
+}
+
+// TestOnlyMissingLoopDevicesAreErrNoLoop attaches a loop device to what
+// the kernel refuses (a directory: LOOP_CONFIGURE fails with EINVAL) and
+// checks that the error is not ErrNoLoop, which the tests take for "no loop
+// devices here" and skip on: every attach failure was ErrNoLoop, so a
+// broken attach skipped the tests instead of failing them.
+func TestOnlyMissingLoopDevicesAreErrNoLoop(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("dioloop: attaching loop devices needs root")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skipf("dioloop: no loop devices: %v", err)
+	}
+	dir, err := os.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	l, err := attachLoop(dir, 4096)
+	if err == nil {
+		l.Close()
+		t.Fatalf("a loop device attached to a directory (%s)", l.Device())
+	}
+	if errors.Is(err, ErrNoLoop) || !errors.Is(err, unix.EINVAL) {
+		t.Fatalf("attach a loop device to a directory: %v; want EINVAL, not ErrNoLoop", err)
 	}
 }

@@ -40,7 +40,9 @@ type Config struct {
 // it) until Close's context ended.
 var ErrBusy = errors.New("target: the loop device is still in use")
 
-// ErrNoLoop says that the machine has no loop devices to attach (no
-// /dev/loop-control, or the kernel refuses the served file); the error
-// wrapping it says why.
+// ErrNoLoop says that the machine has no loop devices to attach: no
+// /dev/loop-control or no node for a free device (ENOENT), or no loop
+// driver (ENODEV, ENXIO); the error wrapping it says which. Any other
+// failure to attach one (the kernel refusing the file, no free device)
+// does not match it.
 var ErrNoLoop = errors.New("target: no loop device")
