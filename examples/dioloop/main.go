@@ -21,8 +21,9 @@
 //
 // runs fio on the device (4 KiB random reads at QD32, 1 MiB sequential
 // reads and writes) and on the kernel's own direct-I/O loop device on the
-// same image (losetup --direct-io=on), and prints both with the ratios.
-// Run as root, with /dev/fuse and loop devices.
+// same image (as losetup --direct-io=on attaches it), and prints both with
+// the ratios; SIGINT or SIGTERM stops it, both devices detached. Run as
+// root, with /dev/fuse and loop devices.
 package main
 
 import (
@@ -57,7 +58,7 @@ func main() {
 	size := flag.String("size", "", "the disk's size: bytes, or with a K, M, G or T suffix (default: the image's size; -bench: 2G)")
 	flag.StringVar(&cfg.Dir, "dir", "", "where to mount the FUSE file system (default: a new directory under "+os.TempDir()+")")
 	flag.IntVar(&cfg.BlockSize, "bs", 4096, "the loop device's logical block size")
-	flag.BoolVar(&cfg.Bench, "bench", false, "run fio on the device and on losetup --direct-io=on of the same image, then exit")
+	flag.BoolVar(&cfg.Bench, "bench", false, "run fio on the device and on the kernel's loop driver in direct-I/O mode on the same image, then exit")
 	flag.DurationVar(&cfg.BenchTime, "benchtime", 5*time.Second, "-bench: how long each fio job runs")
 	flag.Parse()
 	if cfg.Image == "" || flag.NArg() != 0 {

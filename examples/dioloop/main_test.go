@@ -72,9 +72,9 @@ type command struct {
 	dir   string // where it mounts its FUSE file system
 }
 
-// startCommand runs the command on a new image of 16 MiB and waits for the
-// device it prints.
-func startCommand(t *testing.T, image string) (*command, string) {
+// runCommand runs the command with args and -dir, a new directory it
+// mounts its FUSE file system on.
+func runCommand(t *testing.T, args ...string) *command {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("dioloop: mounting FUSE and attaching loop devices needs root")
@@ -88,7 +88,7 @@ func startCommand(t *testing.T, image string) (*command, string) {
 	if err := os.Mkdir(c.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	args, _ := json.Marshal([]string{"-image", image, "-size", "16M", "-dir", c.dir})
+	a, _ := json.Marshal(append(args, "-dir", c.dir))
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func startCommand(t *testing.T, image string) (*command, string) {
 	// Under the race detector a process sleeps a second at exit unless
 	// told not to.
 	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
-	c.cmd.Env = append(os.Environ(), mainEnv+"="+string(args), "GORACE="+gorace)
+	c.cmd.Env = append(os.Environ(), mainEnv+"="+string(a), "GORACE="+gorace)
 	c.cmd.Stderr = &c.out
 	stdout, err := c.cmd.StdoutPipe()
 	if err != nil {
@@ -117,6 +117,14 @@ func startCommand(t *testing.T, image string) (*command, string) {
 			c.lines <- sc.Text()
 		}
 	}()
+	return c
+}
+
+// startCommand runs the command on a new image of 16 MiB and waits for the
+// device it prints.
+func startCommand(t *testing.T, image string) (*command, string) {
+	t.Helper()
+	c := runCommand(t, "-image", image, "-size", "16M")
 	dev, ok := <-c.lines
 	if !ok || !strings.HasPrefix(dev, "/dev/loop") {
 		c.cmd.Wait()
@@ -157,13 +165,33 @@ func attachedTo(dev string) string {
 	return strings.TrimSpace(string(b))
 }
 
-// isMountPoint reports whether dir is mounted on.
-func isMountPoint(dir string) bool {
-	var a, b unix.Stat_t
-	if unix.Stat(dir, &a) != nil || unix.Stat(filepath.Dir(dir), &b) != nil {
-		return false
+// loopsOn returns the loop devices attached to a file whose path begins
+// with one of prefixes.
+func loopsOn(prefixes ...string) []string {
+	var devs []string
+	bfs, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, bf := range bfs {
+		b, _ := os.ReadFile(bf)
+		for _, p := range prefixes {
+			if strings.HasPrefix(strings.TrimSpace(string(b)), p) {
+				devs = append(devs, "/dev/"+filepath.Base(filepath.Dir(filepath.Dir(bf))))
+			}
+		}
 	}
-	return a.Dev != b.Dev
+	return devs
+}
+
+// isMountPoint reports whether dir is mounted on: whether it is a mount
+// point in /proc/self/mountinfo (a stat would fail on a FUSE mount whose
+// server died, and say no).
+func isMountPoint(dir string) bool {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for l := range strings.Lines(string(b)) {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
 }
 
 // TestSIGTERMFlushesDetachesAndUnmounts runs the command, writes through
@@ -241,6 +269,30 @@ func TestSecondSignalStopsWhileTheDeviceIsInUse(t *testing.T) {
 	code, out := c.exit()
 	if code != 1 || !strings.Contains(out, "still in use") {
 		t.Fatalf("exit code %d after a second SIGTERM, want 1 with \"still in use\":\n%s", code, out)
+	}
+	if isMountPoint(c.dir) {
+		t.Errorf("%s is still mounted", c.dir)
+	}
+}
+
+// TestInterruptedBenchLeavesNoDevices interrupts -bench (SIGINT, as Ctrl-C
+// sends) while fio runs and checks that it stops with an error and leaves
+// neither loop device attached, its own nor the kernel's, nor its FUSE
+// mount: it used to die at once and leak all three.
+func TestInterruptedBenchLeavesNoDevices(t *testing.T) {
+	if _, err := exec.LookPath("fio"); err != nil {
+		t.Skip("dioloop: -bench needs fio")
+	}
+	image := filepath.Join(t.TempDir(), "bench.img")
+	c := runCommand(t, "-bench", "-image", image, "-size", "16M", "-benchtime", "1m")
+	c.waitFor(t, "|---|")
+	c.cmd.Process.Signal(os.Interrupt)
+	code, out := c.exit()
+	if code != 1 || !strings.Contains(out, "interrupted") {
+		t.Errorf("exit code %d after SIGINT, want 1 with \"interrupted\":\n%s", code, out)
+	}
+	if devs := loopsOn(image, c.dir); len(devs) != 0 {
+		t.Errorf("loop devices left attached to %s or under %s: %v", image, c.dir, devs)
 	}
 	if isMountPoint(c.dir) {
 		t.Errorf("%s is still mounted", c.dir)
