@@ -238,32 +238,38 @@ func (fs *fileSystem) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Statu
 	return fs.datasync()
 }
 
-// Fallocate carries out the loop device's discards and write-zeroes: a
-// hole punched (PUNCH_HOLE), or punched and allocated again (ZERO_RANGE:
-// the range reads as zeroes and stays allocated, as REQ_NOUNMAP asks).
+// Fallocate carries out the loop device's discards (PUNCH_HOLE) and
+// write-zeroes (PUNCH_HOLE, or ZERO_RANGE where the request asks to keep
+// the blocks allocated, REQ_NOUNMAP), each with one Punch of the image.
 // Other modes are refused (EOPNOTSUPP: the loop driver then reports the
 // operation as unsupported, not as an I/O error).
+//
+// A write-zeroes must leave the range reading zeroes, or fail and say so.
+// Punch does that on every image dio serves: a regular file gets a hole,
+// which reads as zeroes; a block device zeroes the range (the kernel's
+// fallocate PUNCH_HOLE on a block device is blkdev_issue_zeroout without
+// a fallback: the device's write-zeroes, or EOPNOTSUPP); a volume's map
+// gets a hole. It is one step, so it succeeds or fails whole: dio has no
+// ZERO_RANGE, and Punch followed by Preallocate could zero the range,
+// then fail (on a block device KEEP_SIZE preallocation always does) and
+// report a write-zeroes that was done as failed. What Punch does not keep
+// is a regular file's allocation, which REQ_NOUNMAP asks for: a later
+// write to the range allocates again and may fail with ENOSPC, as on a
+// thin-provisioned disk. Where the image cannot punch, the answer is
+// EOPNOTSUPP, and the block layer writes the zeroes itself.
 func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	t := fs.t
 	off, n := int64(in.Offset), int64(in.Length)
 	if off < 0 || n <= 0 || off+n > t.size {
 		return fuse.EINVAL
 	}
-	var err error
 	switch in.Mode {
-	case unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE:
-		err = t.img.Punch(off, n)
-	case unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_ZERO_RANGE:
-		if err = t.img.Punch(off, n); err == nil {
-			err = t.img.Preallocate(off, n)
-		}
+	case unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE,
+		unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_ZERO_RANGE:
 	default:
 		return fuse.Status(syscall.EOPNOTSUPP)
 	}
-	if err != nil {
-		// What the image cannot do (a file system without hole
-		// punching) is EOPNOTSUPP: the loop driver then reports the
-		// discard or write-zeroes as unsupported, never as done.
+	if err := t.img.Punch(off, n); err != nil {
 		t.st.errors.Add(1)
 		return errnoOf(err, syscall.EOPNOTSUPP)
 	}
