@@ -50,6 +50,14 @@ type fioResult struct {
 // LOOP_CONFIGURE with LO_FLAGS_AUTOCLEAR, held open), so it goes away with
 // this process even if it dies without cleaning up.
 func bench(cfg config, out io.Writer) (err error) {
+	// The run writes over the whole image (the prefill, the 1 MiB write
+	// job): an image that holds something must be named on purpose.
+	if _, err := os.Stat(cfg.Image); err == nil && !cfg.Overwrite {
+		return fmt.Errorf("-bench writes over the whole image, and %s exists: pass -overwrite to use it anyway", cfg.Image)
+	}
+	if cfg.BenchTime < time.Millisecond {
+		return fmt.Errorf("-benchtime %v: want at least 1ms", cfg.BenchTime)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if _, err := exec.LookPath("fio"); err != nil {
@@ -93,18 +101,24 @@ func bench(cfg config, out io.Writer) (err error) {
 
 	fmt.Fprintf(out, "image %s, %d MiB, block size %d; dioloop: %s (FUSE direct_io, dio O_DIRECT through io_uring); loop-dio: %s (the loop driver's direct-I/O mode, as losetup --direct-io=on)\n",
 		cfg.Image, cfg.Size>>20, cfg.BlockSize, dev, kdev)
-	fmt.Fprintf(out, "%s, --ioengine=io_uring --direct=1, %v per job, the devices alternating job by job\n\n", fioVersion(), cfg.BenchTime)
+	fmt.Fprintf(out, "%s, --ioengine=io_uring --direct=1, %v per job and device, which device runs first alternating job by job (ABBA: dioloop first in odd jobs)\n\n", fioVersion(), cfg.BenchTime)
 	fmt.Fprintln(out, "| job | dioloop IOPS | MiB/s | p99 µs | loop-dio IOPS | MiB/s | p99 µs | dioloop / loop-dio |")
 	fmt.Fprintln(out, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	before := tg.Stats()
-	for _, j := range benchJobs {
-		ours, err := runFio(ctx, dev, j, cfg.BenchTime)
-		if err != nil {
-			return err
+	for i, j := range benchJobs {
+		devs := [2]string{dev, kdev}
+		if !dioloopFirst(i) {
+			devs = [2]string{kdev, dev}
 		}
-		theirs, err := runFio(ctx, kdev, j, cfg.BenchTime)
-		if err != nil {
-			return err
+		var res [2]fioResult
+		for k, d := range devs {
+			if res[k], err = runFio(ctx, d, j, cfg.BenchTime); err != nil {
+				return err
+			}
+		}
+		ours, theirs := res[0], res[1]
+		if !dioloopFirst(i) {
+			ours, theirs = res[1], res[0]
 		}
 		fmt.Fprintf(out, "| %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f× |\n", j.name,
 			ours.iops, ours.bw/(1<<20), ours.p99, theirs.iops, theirs.bw/(1<<20), theirs.p99, ours.bw/theirs.bw)
@@ -113,6 +127,18 @@ func bench(cfg config, out io.Writer) (err error) {
 	fmt.Fprintf(out, "\ndioloop served %d reads, %d writes; %d requests went through bounce buffers\n",
 		st.Reads-before.Reads, st.Writes-before.Writes, st.Engine.Bounced-before.Engine.Bounced)
 	return nil
+}
+
+// dioloopFirst reports whether dioloop's device runs before the kernel's
+// in job i (from 0): in every other job, so that the order is ABBA..., and
+// neither device always runs on a disk (its cache, its wear levelling,
+// the host's page cache of a virtual disk) the other has just worked.
+func dioloopFirst(i int) bool { return i%2 == 0 }
+
+// fioRuntime is fio's --runtime for d, in milliseconds: a duration in
+// seconds would make a sub-second -benchtime 0 (fio: no limit).
+func fioRuntime(d time.Duration) string {
+	return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
 }
 
 // errInterrupted is bench's error when a signal stopped it.
@@ -156,7 +182,7 @@ func fioVersion() string {
 func runFio(ctx context.Context, dev string, j benchJob, d time.Duration) (fioResult, error) {
 	args := []string{"--name=" + j.rw, "--filename=" + dev, "--rw=" + j.rw, "--bs=" + j.bs,
 		"--iodepth=" + strconv.Itoa(j.qd), "--ioengine=io_uring", "--direct=1",
-		"--time_based", "--runtime=" + strconv.Itoa(int(d.Seconds())) + "s", "--randrepeat=0",
+		"--time_based", "--runtime=" + fioRuntime(d), "--randrepeat=0",
 		"--output-format=json"}
 	b, err := runCmd(ctx, exec.CommandContext(ctx, "fio", args...))
 	if err != nil {

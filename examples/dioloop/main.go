@@ -22,8 +22,9 @@
 // runs fio on the device (4 KiB random reads at QD32, 1 MiB sequential
 // reads and writes) and on the kernel's own direct-I/O loop device on the
 // same image (as losetup --direct-io=on attaches it), and prints both with
-// the ratios; SIGINT or SIGTERM stops it, both devices detached. Run as
-// root, with /dev/fuse and loop devices.
+// the ratios; SIGINT or SIGTERM stops it, both devices detached. It writes
+// over the image: one that exists needs -overwrite. Run as root, with
+// /dev/fuse and loop devices.
 package main
 
 import (
@@ -50,6 +51,7 @@ type config struct {
 	BlockSize int
 	Bench     bool
 	BenchTime time.Duration
+	Overwrite bool // -bench may write over an image that exists
 }
 
 func main() {
@@ -59,10 +61,11 @@ func main() {
 	flag.StringVar(&cfg.Dir, "dir", "", "where to mount the FUSE file system (default: a new directory under "+os.TempDir()+")")
 	flag.IntVar(&cfg.BlockSize, "bs", 4096, "the loop device's logical block size")
 	flag.BoolVar(&cfg.Bench, "bench", false, "run fio on the device and on the kernel's loop driver in direct-I/O mode on the same image, then exit")
-	flag.DurationVar(&cfg.BenchTime, "benchtime", 5*time.Second, "-bench: how long each fio job runs")
+	flag.DurationVar(&cfg.BenchTime, "benchtime", 5*time.Second, "-bench: how long each fio job runs on each device (at least 1ms)")
+	flag.BoolVar(&cfg.Overwrite, "overwrite", false, "-bench: write over the image even if it exists")
 	flag.Parse()
 	if cfg.Image == "" || flag.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "usage: dioloop -image FILE [-size N] [-bench]")
+		fmt.Fprintln(os.Stderr, "usage: dioloop -image FILE [-size N] [-bench [-overwrite]]")
 		flag.PrintDefaults()
 		os.Exit(2)
 	}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/uringdio/uringdio/ring"
 	"golang.org/x/sys/unix"
@@ -61,6 +62,62 @@ func TestParseSize(t *testing.T) {
 		if (err == nil) != c.ok || got != c.want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d, ok %v", c.in, got, err, c.want, c.ok)
 		}
+	}
+}
+
+// TestFioRuntimeKeepsSubSecondBenchtime pins -benchtime's conversion to
+// fio's --runtime: in whole seconds, 500ms was 0s, which fio takes for no
+// limit.
+func TestFioRuntimeKeepsSubSecondBenchtime(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{time.Millisecond, "1ms"},
+		{500 * time.Millisecond, "500ms"},
+		{1500 * time.Millisecond, "1500ms"},
+		{5 * time.Second, "5000ms"},
+	} {
+		if got := fioRuntime(c.d); got != c.want {
+			t.Errorf("fioRuntime(%v) = %q, want %q", c.d, got, c.want)
+		}
+	}
+}
+
+// TestBenchAlternatesWhichDeviceRunsFirst pins the ABBA order: dioloop's
+// device first in every other job, the kernel's in the others, not
+// dioloop first in all.
+func TestBenchAlternatesWhichDeviceRunsFirst(t *testing.T) {
+	for i, want := range []bool{true, false, true, false} {
+		if got := dioloopFirst(i); got != want {
+			t.Errorf("dioloopFirst(%d) = %v, want %v", i, got, want)
+		}
+	}
+}
+
+// TestBenchRefusesAnImageThatExists checks that -bench, which writes over
+// its image, refuses one that exists unless -overwrite says so, and
+// refuses a -benchtime under a millisecond, before it touches anything.
+func TestBenchRefusesAnImageThatExists(t *testing.T) {
+	image := filepath.Join(t.TempDir(), "precious.img")
+	data := []byte("a disk someone cares about")
+	if err := os.WriteFile(image, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err := bench(config{Image: image, Size: 1 << 20, BlockSize: 4096, Bench: true, BenchTime: time.Second}, &out)
+	if err == nil || !strings.Contains(err.Error(), "-overwrite") {
+		t.Errorf("-bench on an image that exists: %v, want a refusal that names -overwrite", err)
+	}
+	err = bench(config{Image: filepath.Join(t.TempDir(), "new.img"), Size: 1 << 20, BlockSize: 4096, Bench: true, BenchTime: time.Microsecond}, &out)
+	if err == nil || !strings.Contains(err.Error(), "benchtime") {
+		t.Errorf("-benchtime 1µs: %v, want a refusal", err)
+	}
+	if got, err := os.ReadFile(image); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("the image after the refusal: %q, %v; want it untouched", got, err)
+	}
+	if out.Len() != 0 {
+		t.Errorf("-bench printed before refusing:\n%s", out.String())
 	}
 }
 
