@@ -124,9 +124,11 @@ func TestBenchRefusesAnImageThatExists(t *testing.T) {
 // command is the command running in a child process.
 type command struct {
 	cmd   *exec.Cmd
-	lines chan string // its output, line by line; closed at its end
+	lines chan string // its output, line by line; closed after done
 	out   bytes.Buffer
-	dir   string // where it mounts its FUSE file system
+	dir   string        // where it mounts its FUSE file system
+	done  chan struct{} // closed once it has exited and been waited for
+	err   error         // Wait's, once done is closed
 }
 
 // runCommand runs the command with args and -dir, a new directory it
@@ -141,7 +143,7 @@ func runCommand(t *testing.T, args ...string) *command {
 			t.Skipf("dioloop: %v", err)
 		}
 	}
-	c := &command{lines: make(chan string, 16), dir: filepath.Join(t.TempDir(), "mnt")}
+	c := &command{lines: make(chan string, 16), dir: filepath.Join(t.TempDir(), "mnt"), done: make(chan struct{})}
 	if err := os.Mkdir(c.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -163,18 +165,49 @@ func runCommand(t *testing.T, args ...string) *command {
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		c.cmd.Process.Kill()
-		c.cmd.Wait()
-	})
+	t.Cleanup(func() { c.stop(10 * time.Second) })
 	go func() {
-		defer close(c.lines)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
 			c.lines <- sc.Text()
 		}
+		// Its output is all read: it has exited.
+		c.err = c.cmd.Wait()
+		close(c.done)
+		close(c.lines)
 	}()
 	return c
+}
+
+// stop ends the command, however the test left it: SIGTERM, and a wait
+// for it to stop cleanly (flush, detach, unmount); if it has not exited
+// after grace, SIGKILL, and a lazy unmount of its FUSE mount, which
+// nothing else takes down once its server is dead. It does nothing to a
+// command that has exited but the unmount.
+func (c *command) stop(grace time.Duration) {
+	select {
+	case <-c.done:
+	default:
+		c.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	lines := c.lines
+	for waiting := true; waiting; {
+		select {
+		case <-c.done:
+			waiting = false
+		case _, ok := <-lines: // what the test left unread
+			if !ok {
+				lines = nil
+			}
+		case <-timer.C:
+			c.cmd.Process.Kill()
+		}
+	}
+	if isMountPoint(c.dir) {
+		unix.Unmount(c.dir, unix.MNT_DETACH)
+	}
 }
 
 // startCommand runs the command on a new image of 16 MiB and waits for the
@@ -184,7 +217,7 @@ func startCommand(t *testing.T, image string) (*command, string) {
 	c := runCommand(t, "-image", image, "-size", "16M")
 	dev, ok := <-c.lines
 	if !ok || !strings.HasPrefix(dev, "/dev/loop") {
-		c.cmd.Wait()
+		c.stop(10 * time.Second)
 		t.Fatalf("the command's first line is %q, want a loop device; stderr:\n%s", dev, c.out.String())
 	}
 	return c, dev
@@ -208,9 +241,9 @@ func (c *command) exit() (int, string) {
 	for l := range c.lines {
 		rest.WriteString(l + "\n")
 	}
-	err := c.cmd.Wait()
+	<-c.done
 	var ee *exec.ExitError
-	if errors.As(err, &ee) {
+	if errors.As(c.err, &ee) {
 		return ee.ExitCode(), rest.String() + c.out.String()
 	}
 	return 0, rest.String() + c.out.String()
@@ -353,5 +386,30 @@ func TestInterruptedBenchLeavesNoDevices(t *testing.T) {
 	}
 	if isMountPoint(c.dir) {
 		t.Errorf("%s is still mounted", c.dir)
+	}
+}
+
+// TestCleanupUnmountsAfterAKill stops a command that cannot stop cleanly
+// (SIGSTOPped: its SIGTERM waits) the way a failed test's cleanup does,
+// and checks that it is killed and its FUSE mount and loop device are
+// gone: the cleanup used to SIGKILL the command at once and leave the
+// mount of the dead server behind.
+func TestCleanupUnmountsAfterAKill(t *testing.T) {
+	c, _ := startCommand(t, filepath.Join(t.TempDir(), "disk.img"))
+	if err := c.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// A stopped process cannot exit: the grace runs out, whatever its
+	// length.
+	c.stop(time.Millisecond)
+	var ee *exec.ExitError
+	if !errors.As(c.err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Errorf("the stopped command ended with %v, want SIGKILL", c.err)
+	}
+	if isMountPoint(c.dir) {
+		t.Errorf("%s is still mounted after the kill", c.dir)
+	}
+	if devs := loopsOn(c.dir); len(devs) != 0 {
+		t.Errorf("loop devices left attached under %s: %v", c.dir, devs)
 	}
 }
