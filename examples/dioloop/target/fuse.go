@@ -190,13 +190,11 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 		return 0, fuse.Status(syscall.ENOSPC)
 	}
 	var fl dio.Flags
-	if !t.cfg.ackBeforeSync {
-		switch {
-		case in.Flags&unix.O_SYNC == unix.O_SYNC:
-			fl = dio.Sync
-		case in.Flags&unix.O_DSYNC != 0:
-			fl = dio.DSync
-		}
+	switch {
+	case in.Flags&unix.O_SYNC == unix.O_SYNC:
+		fl = dio.Sync
+	case in.Flags&unix.O_DSYNC != 0:
+		fl = dio.DSync
 	}
 	n, err := t.img.WriteAtContext(context.Background(), data, off, fl)
 	if err != nil {
@@ -215,9 +213,6 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 // After a flush has failed, every flush fails with its error (Flush).
 func (fs *fileSystem) datasync() fuse.Status {
 	t := fs.t
-	if t.cfg.ackBeforeSync {
-		return fuse.OK
-	}
 	if err := t.Flush(); err != nil {
 		return fs.status(err)
 	}

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/uringdio/uringdio/dio"
+	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/internal/faultring"
 	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
@@ -57,7 +58,10 @@ func longMode() bool {
 type childConfig struct {
 	Image string
 	Size  int64
-	// AckBeforeSync is Config.ackBeforeSync: the counter-check's lie.
+	// AckBeforeSync is the counter-check's lie: the child's dio skips
+	// every fdatasync and leaves RWF_DSYNC off its writes
+	// (durability.SkipSync), so the device's flushes are answered with
+	// nothing made durable.
 	AckBeforeSync bool
 	// Faults gives the image an engine of its own whose ring is wrapped
 	// by faultring, failing the reads FailReads names with EIO.
@@ -227,7 +231,8 @@ func serveChild(conf string) int {
 		return 2
 	}
 	c := &child{}
-	cfg := Config{Image: cc.Image, Size: cc.Size, ackBeforeSync: cc.AckBeforeSync}
+	cfg := Config{Image: cc.Image, Size: cc.Size}
+	durability.SkipSync.Store(cc.AckBeforeSync)
 	if cc.Faults {
 		// Registered files shape the ring, so every file of the engine
 		// is served through it (and its faults), whatever the device.

@@ -27,12 +27,6 @@ type Config struct {
 	// Mapper (an iomap.ExtentMap; the tests cover kernel files only).
 	// Nil: the process's engine, a kernel file.
 	Options *dio.Options
-
-	// ackBeforeSync makes FSYNC and FLUSH answer at once and leave the
-	// Datasync to Close, and O_DSYNC writes go without DSync: the lie
-	// (a flush acknowledged before the image's Datasync) the power-loss
-	// counter-check must catch. Tests only.
-	ackBeforeSync bool
 }
 
 // ErrBusy says that Close gave up waiting for the loop device's users: the
