@@ -11,7 +11,7 @@
 //
 //	go run ./examples/dioloop -image /var/tmp/disk.img -size 1G
 //
-// creates (or grows) the image, attaches a loop device and prints its path
+// creates (or grows; never shrinks) the image, attaches a loop device and prints its path
 // on the first line; mkfs and mount it as any disk. SIGINT or SIGTERM
 // stops it: flush, detach the loop device (once its last user has closed
 // it: unmount the file system on it first; a second signal stops anyway,

@@ -121,6 +121,9 @@ func (t *Target) start() error {
 	if err != nil {
 		return fmt.Errorf("target: %w", err)
 	}
+	if t.cfg.Size > 0 && t.cfg.Size < size {
+		return fmt.Errorf("target: the image holds %d bytes, more than the size asked for (%d): it is never shrunk nor served in part", size, t.cfg.Size)
+	}
 	if t.cfg.Size > size {
 		if err := t.img.Truncate(t.cfg.Size); err != nil {
 			return fmt.Errorf("target: grow the image: %w", err)

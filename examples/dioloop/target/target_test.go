@@ -176,3 +176,24 @@ func TestOnlyMissingLoopDevicesAreErrNoLoop(t *testing.T) {
 		t.Fatalf("attach a loop device to a directory: %v; want EINVAL, not ErrNoLoop", err)
 	}
 }
+
+// TestSizeSmallerThanTheImageIsAnError checks that Start refuses a Size
+// smaller than the image, and leaves the image as it was: it used to serve
+// the whole image, whatever Size said.
+func TestSizeSmallerThanTheImageIsAnError(t *testing.T) {
+	image := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(image, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(image, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := Start(Config{Image: image, Size: 1 << 20, Dir: t.TempDir()})
+	if err == nil {
+		tg.Close(context.Background())
+		t.Fatal("Start with a Size of 1 MiB on an image of 2 MiB: no error")
+	}
+	if fi, err := os.Stat(image); err != nil || fi.Size() != 2<<20 {
+		t.Fatalf("the image after the refusal: %v, %v; want its 2 MiB", fi, err)
+	}
+}

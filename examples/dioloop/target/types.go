@@ -12,7 +12,8 @@ type Config struct {
 	// Image is the backing file (or block device) that holds the disk.
 	Image string
 	// Size, if not 0, is the disk's size in bytes: the image is created
-	// if missing and grown (never shrunk) to Size. 0 serves the image's
+	// if missing and grown to Size; an image larger than Size is an error
+	// (it is never shrunk, nor served in part). 0 serves the image's
 	// size. A multiple of BlockSize.
 	Size int64
 	// Dir is the directory the FUSE file system is mounted on; "" makes
