@@ -264,11 +264,15 @@ func (t *Target) close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	// No new handles of the served file from here: none may come between
+	// the loop device's release of its own and the wait for the last.
+	t.mu.Lock()
+	t.closing = true
+	t.mu.Unlock()
 	ferr := t.Flush()
 	add(ferr)
 	add(t.detach())
 	t.mu.Lock()
-	t.closing = true
 	idle := t.idle
 	t.mu.Unlock()
 	busy := false
