@@ -11,7 +11,7 @@
 //
 //	go run ./examples/dioloop -image /var/tmp/disk.img -size 1G
 //
-// creates (or grows) the image, attaches a loop device and prints its path
+// creates (or grows; never shrinks) the image, attaches a loop device and prints its path
 // on the first line; mkfs and mount it as any disk. SIGINT or SIGTERM
 // stops it: flush, detach the loop device (once its last user has closed
 // it: unmount the file system on it first; a second signal stops anyway,
@@ -21,8 +21,10 @@
 //
 // runs fio on the device (4 KiB random reads at QD32, 1 MiB sequential
 // reads and writes) and on the kernel's own direct-I/O loop device on the
-// same image (losetup --direct-io=on), and prints both with the ratios.
-// Run as root, with /dev/fuse and loop devices.
+// same image (as losetup --direct-io=on attaches it), and prints both with
+// the ratios; SIGINT or SIGTERM stops it, both devices detached. It writes
+// over the image: one that exists needs -overwrite. Run as root, with
+// /dev/fuse and loop devices.
 package main
 
 import (
@@ -49,6 +51,7 @@ type config struct {
 	BlockSize int
 	Bench     bool
 	BenchTime time.Duration
+	Overwrite bool // -bench may write over an image that exists
 }
 
 func main() {
@@ -57,11 +60,12 @@ func main() {
 	size := flag.String("size", "", "the disk's size: bytes, or with a K, M, G or T suffix (default: the image's size; -bench: 2G)")
 	flag.StringVar(&cfg.Dir, "dir", "", "where to mount the FUSE file system (default: a new directory under "+os.TempDir()+")")
 	flag.IntVar(&cfg.BlockSize, "bs", 4096, "the loop device's logical block size")
-	flag.BoolVar(&cfg.Bench, "bench", false, "run fio on the device and on losetup --direct-io=on of the same image, then exit")
-	flag.DurationVar(&cfg.BenchTime, "benchtime", 5*time.Second, "-bench: how long each fio job runs")
+	flag.BoolVar(&cfg.Bench, "bench", false, "run fio on the device and on the kernel's loop driver in direct-I/O mode on the same image, then exit")
+	flag.DurationVar(&cfg.BenchTime, "benchtime", 5*time.Second, "-bench: how long each fio job runs on each device (at least 1ms)")
+	flag.BoolVar(&cfg.Overwrite, "overwrite", false, "-bench: write over the image even if it exists")
 	flag.Parse()
 	if cfg.Image == "" || flag.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "usage: dioloop -image FILE [-size N] [-bench]")
+		fmt.Fprintln(os.Stderr, "usage: dioloop -image FILE [-size N] [-bench [-overwrite]]")
 		flag.PrintDefaults()
 		os.Exit(2)
 	}

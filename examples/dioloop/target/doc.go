@@ -7,6 +7,9 @@
 // marks O_DSYNC a DSync write (RWF_DSYNC, the FUA path). So a file system
 // made on the device keeps exactly what it flushed, as it would on a disk:
 // what the 2009 "O_DIRECT loop" thread set out to give the loop driver.
+// Once a flush has failed, every later flush fails with its error (the
+// writes it was to make durable may be lost; Target.Flush says why), while
+// reads and writes go on.
 //
 // The stack, top to bottom:
 //

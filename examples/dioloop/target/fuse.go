@@ -30,12 +30,30 @@ type fileSystem struct {
 
 func (fs *fileSystem) String() string { return "dioloop(" + fs.t.cfg.Image + ")" }
 
-// status turns an error from dio into the errno the kernel passes on:
-// what the kernel said (EIO, ENOSPC, ...) as it said it, anything else EIO.
+// status turns an error from dio into the errno the kernel passes on
+// (errnoOf, unsupported becoming EIO) and counts it.
 func (fs *fileSystem) status(err error) fuse.Status {
 	fs.t.st.errors.Add(1)
+	return errnoOf(err, syscall.EIO)
+}
+
+// errnoOf returns the errno the kernel is to see for err: what the kernel
+// said (EIO, ENOSPC, ...) as it said it, anything else EIO; but never
+// ENOSYS. The kernel's FUSE reads ENOSYS as "this file system does not
+// implement the request": for FSYNC and FLUSH it sets no_fsync or
+// no_flush, answers the caller 0 and never sends one again, so a flush
+// that failed, and every later one, would become a success. dio's errors
+// for what the kernel or the device lacks wrap ENOSYS or
+// errors.ErrUnsupported (ring.ErrUnsupported, dio.ErrUnsupported), and so
+// do EOPNOTSUPP and ENOTSUP: all of them, whatever the request, become
+// unsupported, which is EIO but where the request may say "not
+// supported" (fallocate: EOPNOTSUPP).
+func errnoOf(err error, unsupported syscall.Errno) fuse.Status {
 	var errno syscall.Errno
-	if errors.As(err, &errno) && errno != 0 {
+	switch {
+	case errors.Is(err, syscall.ENOSYS), errors.Is(err, errors.ErrUnsupported):
+		return fuse.Status(unsupported)
+	case errors.As(err, &errno) && errno != 0:
 		return fuse.Status(errno)
 	}
 	return fuse.EIO
@@ -172,13 +190,11 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 		return 0, fuse.Status(syscall.ENOSPC)
 	}
 	var fl dio.Flags
-	if !t.cfg.ackBeforeSync {
-		switch {
-		case in.Flags&unix.O_SYNC == unix.O_SYNC:
-			fl = dio.Sync
-		case in.Flags&unix.O_DSYNC != 0:
-			fl = dio.DSync
-		}
+	switch {
+	case in.Flags&unix.O_SYNC == unix.O_SYNC:
+		fl = dio.Sync
+	case in.Flags&unix.O_DSYNC != 0:
+		fl = dio.DSync
 	}
 	n, err := t.img.WriteAtContext(context.Background(), data, off, fl)
 	if err != nil {
@@ -194,12 +210,10 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 
 // datasync makes every write the image has received durable: the block
 // device's flush. fsync and fdatasync alike (the size never changes).
+// After a flush has failed, every flush fails with its error (Flush).
 func (fs *fileSystem) datasync() fuse.Status {
 	t := fs.t
-	if t.cfg.ackBeforeSync {
-		return fuse.OK
-	}
-	if err := t.img.Datasync(); err != nil {
+	if err := t.Flush(); err != nil {
 		return fs.status(err)
 	}
 	t.st.datasyncs.Add(1)
@@ -219,30 +233,40 @@ func (fs *fileSystem) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Statu
 	return fs.datasync()
 }
 
-// Fallocate carries out the loop device's discards and write-zeroes: a
-// hole punched (PUNCH_HOLE), or punched and allocated again (ZERO_RANGE:
-// the range reads as zeroes and stays allocated, as REQ_NOUNMAP asks).
+// Fallocate carries out the loop device's discards (PUNCH_HOLE) and
+// write-zeroes (PUNCH_HOLE, or ZERO_RANGE where the request asks to keep
+// the blocks allocated, REQ_NOUNMAP), each with one Punch of the image.
 // Other modes are refused (EOPNOTSUPP: the loop driver then reports the
 // operation as unsupported, not as an I/O error).
+//
+// A write-zeroes must leave the range reading zeroes, or fail and say so.
+// Punch does that on every image dio serves: a regular file gets a hole,
+// which reads as zeroes; a block device zeroes the range (the kernel's
+// fallocate PUNCH_HOLE on a block device is blkdev_issue_zeroout without
+// a fallback: the device's write-zeroes, or EOPNOTSUPP); a volume's map
+// gets a hole. It is one step, so it succeeds or fails whole: dio has no
+// ZERO_RANGE, and Punch followed by Preallocate could zero the range,
+// then fail (on a block device KEEP_SIZE preallocation always does) and
+// report a write-zeroes that was done as failed. What Punch does not keep
+// is a regular file's allocation, which REQ_NOUNMAP asks for: a later
+// write to the range allocates again and may fail with ENOSPC, as on a
+// thin-provisioned disk. Where the image cannot punch, the answer is
+// EOPNOTSUPP, and the block layer writes the zeroes itself.
 func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	t := fs.t
 	off, n := int64(in.Offset), int64(in.Length)
 	if off < 0 || n <= 0 || off+n > t.size {
 		return fuse.EINVAL
 	}
-	var err error
 	switch in.Mode {
-	case unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE:
-		err = t.img.Punch(off, n)
-	case unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_ZERO_RANGE:
-		if err = t.img.Punch(off, n); err == nil {
-			err = t.img.Preallocate(off, n)
-		}
+	case unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE,
+		unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_ZERO_RANGE:
 	default:
 		return fuse.Status(syscall.EOPNOTSUPP)
 	}
-	if err != nil {
-		return fs.status(err)
+	if err := t.img.Punch(off, n); err != nil {
+		t.st.errors.Add(1)
+		return errnoOf(err, syscall.EOPNOTSUPP)
 	}
 	t.st.punches.Add(1)
 	return fuse.OK

@@ -28,10 +28,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/uringdio/uringdio/dio"
+	"github.com/uringdio/uringdio/internal/durability"
 	"github.com/uringdio/uringdio/internal/faultring"
 	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
@@ -56,7 +58,10 @@ func longMode() bool {
 type childConfig struct {
 	Image string
 	Size  int64
-	// AckBeforeSync is Config.ackBeforeSync: the counter-check's lie.
+	// AckBeforeSync is the counter-check's lie: the child's dio skips
+	// every fdatasync and leaves RWF_DSYNC off its writes
+	// (durability.SkipSync), so the device's flushes are answered with
+	// nothing made durable.
 	AckBeforeSync bool
 	// Faults gives the image an engine of its own whose ring is wrapped
 	// by faultring, failing the reads FailReads names with EIO.
@@ -133,14 +138,63 @@ func (c *child) RemoveUpper(dir string, _ *int) error {
 	return nil
 }
 
-// Stop closes the target: what the command does on SIGTERM.
-func (c *child) Stop(_ int, _ *int) error {
+// FailSync makes the image's Datasync fail with the error kind names
+// (syncFaults); "" ends that.
+func (c *child) FailSync(kind string, _ *int) error {
+	if kind == "" {
+		c.t.syncFault.Store(nil)
+		return nil
+	}
+	err, ok := syncFaults[kind]
+	if !ok {
+		return fmt.Errorf("no sync fault %q", kind)
+	}
+	err = &dio.OpError{Op: "datasync", Path: c.t.cfg.Image, Err: err}
+	c.t.syncFault.Store(&err)
+	return nil
+}
+
+// syncFaults are the errors FailSync can make Datasync fail with: an
+// errno, and dio's and ring's sentinels for what is not supported (which
+// wrap errors.ErrUnsupported).
+var syncFaults = map[string]error{
+	"EIO":                 syscall.EIO,
+	"ENOSYS":              syscall.ENOSYS,
+	"EOPNOTSUPP":          syscall.EOPNOTSUPP,
+	"dio.ErrUnsupported":  dio.ErrUnsupported,
+	"ring.ErrUnsupported": fmt.Errorf("ring: IORING_OP_FSYNC: %w", ring.ErrUnsupported),
+}
+
+// ChildErr is an error the child reports to the test: its message, and
+// the errno it wraps (0 if none), so that the test can match it with
+// errors.Is.
+type ChildErr struct {
+	Msg   string
+	Errno syscall.Errno
+}
+
+func (e *ChildErr) Error() string { return "dioloop child: " + e.Msg }
+
+func (e *ChildErr) Unwrap() error {
+	if e.Errno == 0 {
+		return nil
+	}
+	return e.Errno
+}
+
+// Stop closes the target, what the command does on SIGTERM, and reports
+// Close's error in out.
+func (c *child) Stop(_ int, out *ChildErr) error {
 	c.mu.Lock()
 	c.stopped = true
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return c.t.Close(ctx)
+	if err := c.t.Close(ctx); err != nil {
+		out.Msg = err.Error()
+		errors.As(err, &out.Errno)
+	}
+	return nil
 }
 
 // decide is the fault ring's choice for one CQE: EIO for a read or a
@@ -177,7 +231,8 @@ func serveChild(conf string) int {
 		return 2
 	}
 	c := &child{}
-	cfg := Config{Image: cc.Image, Size: cc.Size, ackBeforeSync: cc.AckBeforeSync}
+	cfg := Config{Image: cc.Image, Size: cc.Size}
+	durability.SkipSync.Store(cc.AckBeforeSync)
 	if cc.Faults {
 		// Registered files shape the ring, so every file of the engine
 		// is served through it (and its faults), whatever the device.
@@ -199,7 +254,7 @@ func serveChild(conf string) int {
 		fmt.Fprintln(os.Stderr, "dioloop child:", err)
 		t.Close(context.Background())
 		if errors.Is(err, ErrNoLoop) {
-			return 4
+			return 4 // the test skips; on any other error it fails
 		}
 		return 3
 	}
@@ -298,7 +353,7 @@ func serve(t testing.TB, cc childConfig) *server {
 		s.done = true
 		var ee *exec.ExitError
 		if errors.As(werr, &ee) && ee.ExitCode() == 4 {
-			t.Skipf("dioloop: the kernel will not attach a loop device to a FUSE file (%v)", werr)
+			t.Skipf("dioloop: no loop devices (%v)", werr)
 		}
 		t.Fatalf("dioloop child: %v (%v)", err, werr)
 	}
@@ -324,13 +379,17 @@ func (s *server) Stats() ChildStats {
 }
 
 // stop closes the target (flush, detach, unmount) and ends the child. It
-// returns Close's error, or the child's.
+// returns Close's error (a *ChildErr), or the child's.
 func (s *server) stop() error {
 	if s.done {
 		return nil
 	}
 	s.done = true
-	err := s.client.Call("child.Stop", 0, new(int))
+	var cerr ChildErr
+	err := s.client.Call("child.Stop", 0, &cerr)
+	if err == nil && cerr.Msg != "" {
+		err = &cerr
+	}
 	s.client.Close() // closes its stdin: it exits
 	if werr := s.cmd.Wait(); err == nil && werr != nil {
 		err = fmt.Errorf("dioloop child: %w", werr)

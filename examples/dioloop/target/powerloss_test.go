@@ -22,7 +22,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 
@@ -143,14 +142,17 @@ func (r *powerRun) overwrite(name string) error {
 
 // workload writes and fsyncs files (and their directory), overwrites some
 // acknowledged ones in place and fsyncs them, and leaves a few unsynced at
-// the end, until it is done or the power is out. It reports whether the
-// power went out under it.
-func (r *powerRun) workload(round int) (cut bool) {
+// the end, until it is done or a call fails (the power is out). It returns
+// the error that stopped it.
+func (r *powerRun) workload(round int) error {
 	for k := range 6 {
 		name := fmt.Sprintf("r%d-%d", round, k)
 		data := randomBytes(r.rng, 4096*(1+r.rng.IntN(48))+r.rng.IntN(4096))
-		if r.writeFile(name, data, true) != nil || syncDir(r.dir) != nil {
-			return true
+		if err := r.writeFile(name, data, true); err != nil {
+			return err
+		}
+		if err := syncDir(r.dir); err != nil {
+			return err
 		}
 		r.acked[name] = data
 		r.fsynced++
@@ -160,51 +162,69 @@ func (r *powerRun) workload(round int) (cut bool) {
 				names = append(names, n)
 			}
 			slices.Sort(names)
-			if r.overwrite(names[r.rng.IntN(len(names))]) != nil {
-				return true
+			if err := r.overwrite(names[r.rng.IntN(len(names))]); err != nil {
+				return err
 			}
 			r.fsynced++
 		}
 	}
 	for k := range 3 {
 		data := randomBytes(r.rng, 4096*(1+r.rng.IntN(16)))
-		if r.writeFile(fmt.Sprintf("r%d-unsynced-%d", round, k), data, false) != nil {
-			return true
+		if err := r.writeFile(fmt.Sprintf("r%d-unsynced-%d", round, k), data, false); err != nil {
+			return err
 		}
 	}
-	return false
+	return nil
 }
 
-// cut cuts the power now, unless the armed crash (fired, if any) already
-// has; then it shuts the ext4 above down without flushing its log,
-// unmounts it, stops the target (whose flushes fail from the cut on),
-// ends the crash and serves the durable image again.
-func (r *powerRun) cut(mode crashfs.Mode, fired <-chan crashfs.CrashStats) {
+// cut cuts the power: werr is the error that stopped the workload, which
+// must be the armed crash's (fired) doing; with none, it cuts the power
+// now, and counts the armed crash too if it fired unseen (at a write the
+// workload did not wait for). Then it shuts the ext4 above down without
+// flushing its log, unmounts it, stops the target (whose flushes fail from
+// the cut on), ends the crash and serves the durable image again.
+func (r *powerRun) cut(mode crashfs.Mode, fired <-chan crashfs.CrashStats, werr error) {
 	t := r.t
-	var st crashfs.CrashStats
-	var ok bool
-	select {
-	case st, ok = <-fired:
-	default:
+	add := func(st crashfs.CrashStats) {
+		r.dropped.Writes += st.Writes
+		r.dropped.WritesDropped += st.WritesDropped
+		r.dropped.WritesTorn += st.WritesTorn
+		r.dropped.BytesDropped += st.BytesDropped
 	}
-	if !ok {
-		var err error
-		if st, err = r.fs.Crash(r.rng.Uint64(), mode); err != nil {
+	switch {
+	case werr != nil && fired == nil:
+		t.Fatalf("the workload failed with the power on: %v", werr)
+	case werr != nil:
+		// The crash that failed the workload: its stats are sent
+		// when it happens, perhaps after the failure reached us.
+		st, ok := <-fired
+		if !ok {
+			t.Fatalf("the workload failed (%v), and the armed crash did not fire", werr)
+		}
+		add(st)
+	default:
+		st, err := r.fs.Crash(r.rng.Uint64(), mode)
+		if err != nil {
 			t.Fatal(err)
 		}
+		add(st)
+		if fired != nil {
+			// Crash disarmed it, or it had fired: either way
+			// the channel is closed now, with its stats if it
+			// fired.
+			if st, ok := <-fired; ok {
+				add(st)
+			}
+		}
 	}
-	r.dropped.Writes += st.Writes
-	r.dropped.WritesDropped += st.WritesDropped
-	r.dropped.WritesTorn += st.WritesTorn
-	r.dropped.BytesDropped += st.BytesDropped
 	shutdownFS(r.dir)
 	if err := unix.Unmount(r.dir, 0); err != nil {
 		t.Fatalf("umount %s after the cut: %v", r.dir, err)
 	}
 	r.s.call("RemoveUpper", r.dir, new(int))
-	// Its flushes fail (EIO, as a message from the child): the image it
-	// has open is from before the cut.
-	if err := r.s.stop(); err != nil && !strings.HasSuffix(err.Error(), syscall.EIO.Error()) {
+	// Its flushes fail with EIO: the image it has open is from before
+	// the cut.
+	if err := r.s.stop(); err != nil && !errors.Is(err, syscall.EIO) {
 		t.Fatalf("the target from before the cut: %v", err)
 	}
 	if err := r.fs.Restart(); err != nil {
@@ -265,10 +285,11 @@ func TestFsyncedFilesSurvivePowerLoss(t *testing.T) {
 			// syncs), of which a round makes about 85.
 			fired = r.fs.CrashAfter(1+r.rng.Int64N(70), r.rng.Uint64(), mode)
 		}
-		if r.workload(round) {
+		werr := r.workload(round)
+		if werr != nil {
 			midway++
 		}
-		r.cut(mode, fired)
+		r.cut(mode, fired, werr)
 		if err := r.check(); err != nil {
 			t.Fatalf("round %d (%v), seed %d: %v\nreplay: UIRINGDIO_POWERLOSS_SEED=%d go test -run %s ./examples/dioloop/target",
 				round, mode, r.seed, err, r.seed, t.Name())
@@ -283,18 +304,19 @@ func TestFsyncedFilesSurvivePowerLoss(t *testing.T) {
 }
 
 // TestEarlyFlushAckIsCaught is the counter-check: the target answers the
-// device's flushes before the image's Datasync (which it leaves to Close),
-// and the power-loss check above must find fsynced files lost.
+// device's flushes without the image's Datasync (the child's dio skips it:
+// durability.SkipSync), and the power-loss check above must find fsynced
+// files lost.
 func TestEarlyFlushAckIsCaught(t *testing.T) {
 	r := newPowerRun(t, true)
-	r.workload(0)
+	werr := r.workload(0)
 	if r.fsynced == 0 {
 		t.Fatal("the workload acknowledged no fsync")
 	}
-	r.cut(crashfs.DropAll, nil)
+	r.cut(crashfs.DropAll, nil, werr)
 	err := r.check()
 	if err == nil {
-		t.Fatalf("flushes answered before the image's Datasync, %d fsynced files, a cut, and the check found nothing lost", len(r.acked))
+		t.Fatalf("flushes answered without the image's Datasync, %d fsynced files, a cut, and the check found nothing lost", len(r.acked))
 	}
 	t.Logf("caught, as it must be: %v", err)
 }

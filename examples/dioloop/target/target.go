@@ -61,11 +61,21 @@ type Target struct {
 	// loopMu guards the loop device; it is held across system calls on
 	// the served file, so a FUSE handler never takes it.
 	loopMu sync.Mutex
-	loop   *os.File // the attached loop device, held open until Close
-	dev    string
+	loop   *Loop  // the attached loop device, held open until Close
+	dev    string // its path, kept after Close
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// flushErr is the first error a flush of the image (Datasync)
+	// returned, which every later flush returns: set once, by the
+	// flush that failed; read by every flush.
+	flushErr atomic.Pointer[error]
+
+	// syncFault, if set, is what the image's Datasync fails with instead
+	// of running. Tests only (helpers_test.go: a flush that fails the
+	// way a test needs); nil in every other use.
+	syncFault atomic.Pointer[error]
 }
 
 // Start opens the image with dio (creating or growing it to cfg.Size),
@@ -110,6 +120,9 @@ func (t *Target) start() error {
 	size, err := t.img.Size()
 	if err != nil {
 		return fmt.Errorf("target: %w", err)
+	}
+	if t.cfg.Size > 0 && t.cfg.Size < size {
+		return fmt.Errorf("target: the image holds %d bytes, more than the size asked for (%d): it is never shrunk nor served in part", size, t.cfg.Size)
 	}
 	if t.cfg.Size > size {
 		if err := t.img.Truncate(t.cfg.Size); err != nil {
@@ -182,11 +195,38 @@ func (t *Target) Device() string {
 }
 
 // Flush makes every write the image has received durable (Datasync).
+//
+// Once a flush has failed, every later one fails with that first error,
+// though the image's Datasync might now succeed: the writes the failed
+// flush was to make durable may be lost (a kernel that failed to write
+// back pages may have dropped them, and report the error to one fdatasync
+// only), and a flush that succeeded after it would tell the file system
+// above that they are safe. The device's reads and writes go on: a file
+// system above sees its flushes fail and decides (ext4 aborts its
+// journal, and goes read-only).
 func (t *Target) Flush() error {
-	if err := t.img.Datasync(); err != nil {
-		return fmt.Errorf("target: flush: %w", err)
+	if err := t.flushErr.Load(); err != nil {
+		return *err
+	}
+	if err := t.datasync(); err != nil {
+		err = fmt.Errorf("target: flush: %w", err)
+		t.flushErr.CompareAndSwap(nil, &err)
+		return *t.flushErr.Load()
+	}
+	// A flush that failed while this one ran may have taken the error
+	// this one should have seen.
+	if err := t.flushErr.Load(); err != nil {
+		return *err
 	}
 	return nil
+}
+
+// datasync is the image's Datasync, or the fault a test set.
+func (t *Target) datasync() error {
+	if err := t.syncFault.Load(); err != nil {
+		return *err
+	}
+	return t.img.Datasync()
 }
 
 // Stats returns the target's counters.
@@ -224,16 +264,23 @@ func (t *Target) close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	add(t.Flush())
-	add(t.detach())
+	// No new handles of the served file from here: none may come between
+	// the loop device's release of its own and the wait for the last.
 	t.mu.Lock()
 	t.closing = true
+	t.mu.Unlock()
+	ferr := t.Flush()
+	add(ferr)
+	add(t.detach())
+	t.mu.Lock()
 	idle := t.idle
 	t.mu.Unlock()
 	busy := false
 	select {
 	case <-idle:
-		add(t.Flush()) // what the device's last users wrote on their way out
+		if ferr == nil {
+			add(t.Flush()) // what the device's last users wrote on their way out
+		}
 		add(t.srv.Unmount())
 	case <-ctx.Done():
 		busy = true

@@ -32,3 +32,16 @@ func (t *Target) LoopDirectIO() bool              { return false }
 func (t *Target) Flush() error                    { return dio.ErrUnsupported }
 func (t *Target) Stats() Stats                    { return Stats{} }
 func (t *Target) Close(ctx context.Context) error { return nil }
+
+// Loop is a loop device attached to a file; Linux only.
+type Loop struct{}
+
+// AttachLoop fails with an error wrapping ErrNoLoop: loop devices are
+// Linux's.
+func AttachLoop(path string, blockSize int) (*Loop, error) {
+	return nil, fmt.Errorf("%w: loop devices are Linux's", ErrNoLoop)
+}
+
+func (l *Loop) Device() string { return "" }
+func (l *Loop) DirectIO() bool { return false }
+func (l *Loop) Close() error   { return nil }

@@ -20,12 +20,14 @@ import (
 // (no cache holds it on the way), reads it back through the device, and
 // checks that the device's flush (fsync of the device) and a write to a
 // device opened O_DSYNC became fdatasyncs of the image, and that an
-// O_DSYNC write to the served file went with DSync.
+// O_DSYNC write to the served file went with DSync. The loop device must
+// be in direct-I/O mode, and no request may have needed a bounce buffer
+// (the 8 KiB O_DSYNC write at 1 MiB is aligned too).
 func TestWritesReachTheImageWithoutACache(t *testing.T) {
 	image := filepath.Join(t.TempDir(), "disk.img")
 	s := serve(t, childConfig{Image: image, Size: 16 << 20})
 	if !s.info.DirectIO {
-		t.Logf("the loop driver refused direct I/O on %s: buffered mode", s.Dev())
+		t.Errorf("the loop driver refused direct I/O on %s: its requests reach the served file one at a time, from its worker", s.Dev())
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	buf, err := ring.Alloc(1 << 20)
@@ -110,8 +112,10 @@ func TestWritesReachTheImageWithoutACache(t *testing.T) {
 	if st := s.Stats(); st.Errors != 0 {
 		t.Errorf("%d requests failed", st.Errors)
 	}
+	// Every request of a 4 KiB-block loop device is 4 KiB-aligned, and
+	// go-fuse's buffers are page-aligned: nothing needs a copy.
 	if st := s.Stats(); st.Engine.Bounced != 0 {
-		t.Logf("%d requests went through bounce buffers", st.Engine.Bounced)
+		t.Errorf("%d requests went through bounce buffers, want none", st.Engine.Bounced)
 	}
 }
 
@@ -128,7 +132,10 @@ func TestCloseWaitsForTheDeviceToBeReleased(t *testing.T) {
 	dev, err := tg.Attach()
 	if err != nil {
 		tg.Close(context.Background())
-		t.Skip(err)
+		if errors.Is(err, ErrNoLoop) {
+			t.Skip(err)
+		}
+		t.Fatal(err)
 	}
 	holder, err := os.Open(dev)
 	if err != nil {
@@ -140,5 +147,53 @@ func TestCloseWaitsForTheDeviceToBeReleased(t *testing.T) {
 	holder.Close()
 	if !errors.Is(err, ErrBusy) {
 		t.Fatalf("Close with %s held open: %v, want ErrBusy", dev, err)
+	}
+}
+
+// TestOnlyMissingLoopDevicesAreErrNoLoop attaches a loop device to what
+// the kernel refuses (a directory: LOOP_CONFIGURE fails with EINVAL) and
+// checks that the error is not ErrNoLoop, which the tests take for "no loop
+// devices here" and skip on: every attach failure was ErrNoLoop, so a
+// broken attach skipped the tests instead of failing them.
+func TestOnlyMissingLoopDevicesAreErrNoLoop(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("dioloop: attaching loop devices needs root")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skipf("dioloop: no loop devices: %v", err)
+	}
+	dir, err := os.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	l, err := attachLoop(dir, 4096)
+	if err == nil {
+		l.Close()
+		t.Fatalf("a loop device attached to a directory (%s)", l.Device())
+	}
+	if errors.Is(err, ErrNoLoop) || !errors.Is(err, unix.EINVAL) {
+		t.Fatalf("attach a loop device to a directory: %v; want EINVAL, not ErrNoLoop", err)
+	}
+}
+
+// TestSizeSmallerThanTheImageIsAnError checks that Start refuses a Size
+// smaller than the image, and leaves the image as it was: it used to serve
+// the whole image, whatever Size said.
+func TestSizeSmallerThanTheImageIsAnError(t *testing.T) {
+	image := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(image, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(image, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := Start(Config{Image: image, Size: 1 << 20, Dir: t.TempDir()})
+	if err == nil {
+		tg.Close(context.Background())
+		t.Fatal("Start with a Size of 1 MiB on an image of 2 MiB: no error")
+	}
+	if fi, err := os.Stat(image); err != nil || fi.Size() != 2<<20 {
+		t.Fatalf("the image after the refusal: %v, %v; want its 2 MiB", fi, err)
 	}
 }

@@ -12,7 +12,8 @@ type Config struct {
 	// Image is the backing file (or block device) that holds the disk.
 	Image string
 	// Size, if not 0, is the disk's size in bytes: the image is created
-	// if missing and grown (never shrunk) to Size. 0 serves the image's
+	// if missing and grown to Size; an image larger than Size is an error
+	// (it is never shrunk, nor served in part). 0 serves the image's
 	// size. A multiple of BlockSize.
 	Size int64
 	// Dir is the directory the FUSE file system is mounted on; "" makes
@@ -27,12 +28,6 @@ type Config struct {
 	// Mapper (an iomap.ExtentMap; the tests cover kernel files only).
 	// Nil: the process's engine, a kernel file.
 	Options *dio.Options
-
-	// ackBeforeSync makes FSYNC and FLUSH answer at once and leave the
-	// Datasync to Close, and O_DSYNC writes go without DSync: the lie
-	// (a flush acknowledged before the image's Datasync) the power-loss
-	// counter-check must catch. Tests only.
-	ackBeforeSync bool
 }
 
 // ErrBusy says that Close gave up waiting for the loop device's users: the
@@ -40,7 +35,9 @@ type Config struct {
 // it) until Close's context ended.
 var ErrBusy = errors.New("target: the loop device is still in use")
 
-// ErrNoLoop says that the machine has no loop devices to attach (no
-// /dev/loop-control, or the kernel refuses the served file); the error
-// wrapping it says why.
+// ErrNoLoop says that the machine has no loop devices to attach: no
+// /dev/loop-control or no node for a free device (ENOENT), or no loop
+// driver (ENODEV, ENXIO); the error wrapping it says which. Any other
+// failure to attach one (the kernel refusing the file, no free device)
+// does not match it.
 var ErrNoLoop = errors.New("target: no loop device")
