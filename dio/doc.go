@@ -40,16 +40,11 @@
 // # The inode owns its state
 //
 // Every File on one kernel file in the process (whatever its engine), or
-// over one mapper, shares one I/O lock, taken the way xfs and ext4 take
-// i_rwsem for direct I/O (lock.go): writes that need no read-modify-write
-// shared, for as long as their I/O is in flight; a read-modify-write, a
-// volume write that zeroes sub-blocks, and every size or space change
-// exclusive, after the writes in flight drain. A request belongs to its
-// File from Submit to completion: whoever admits it from the lock's queue
-// launches it through that File, which Close waits for. Nothing shrinks
-// a file below a size it did not set: an unaligned write's partial sector
-// past the end of file goes through a buffered descriptor, so the kernel
-// sets the size.
+// over one mapper, shares one I/O lock, taken as xfs and ext4 take
+// i_rwsem for direct I/O (lock.go says who takes it how). A request
+// belongs to its File from Submit to completion: whoever admits it from
+// the lock's queue launches it through that File, whose Close waits for
+// it. Nothing shrinks a file below a size it did not set (bounce.go).
 //
 // # Completion
 //

@@ -186,12 +186,10 @@ func (c rawConn) Write(func(fd uintptr) bool) error {
 // FixedBuffers); the File's own engine is closed with the File.
 func (f *File) Engine() *Engine { return f.pub }
 
-// Size returns the file's size. For a kernel file it is the kernel's, asked
-// at each call (fstat; the device's size for a block device), so it sees
-// what other handles and processes did. For a mapped file it is the size
-// every File over the mapper shares: set at the first Open (Options.Size, or
-// the file's size), moved by writes that end past it and by Truncate and
-// Allocate.
+// Size returns the file's size: the kernel's for a kernel file (fstat, or
+// the device's size), asked at each call; for a mapped file, the size
+// every File over the mapper shares (Options.Size or the file's at the
+// first Open, moved by writes past it, Truncate and Allocate).
 func (f *File) Size() (int64, error) {
 	if !f.acquire() {
 		return 0, f.opErr("size", 0, 0, ErrClosed)

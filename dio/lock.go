@@ -116,7 +116,7 @@ func (f *File) completeUnlaunched(r *Request, err error) {
 	r.x.Err, r.x.StopAt = err, r.Off
 	r.facts = choose.Facts{Write: r.Op == Write, PureOverwrite: true, SingleSQE: true, HasEndIO: f.hooks.endIO != nil}
 	r.choosePolicy(false)
-	f.eng.Finish(&r.x)
+	f.eng.Launch(&r.x, false) // no pieces: it completes through its policy
 }
 
 // gateWaited reports how many requests on the file's inode or volume had

@@ -12,15 +12,9 @@ import (
 	"github.com/uringdio/uringdio/completion"
 )
 
-// readAhead reads a File sequentially with read-ahead, for scans and
-// compactions (RocksDB's FilePrefetchBuffer, glommio's DmaStreamReader):
-// direct I/O bypasses the page cache, so the kernel's read-ahead does
-// nothing, and the reader keeps a window of aligned chunk reads in flight
-// ahead of the position instead. It is for files that do not change under
-// it, such as sstables: bytes it read ahead are not read again, so a write
-// to the range through another handle after they were read is not seen.
-// Its buffers come from the engine's buffer memory
-// (EngineOptions.BufferMemory).
+// readAhead is File.ReadAhead's reader (RocksDB's FilePrefetchBuffer,
+// glommio's DmaStreamReader): a window of aligned chunk reads in flight
+// ahead of the position, in slots.
 type readAhead struct {
 	f      *File
 	chunk  int64

@@ -84,9 +84,9 @@ func newSweepEnv(t *testing.T, kind faultring.Fault, eo dio.EngineOptions) *swee
 }
 
 // newSweepEnvC sets up the sweep workload under the fault kind. With
-// combine the engine may submit and wait in one call (Flush, EnterWait),
-// as on a plain ring; without, the wrapper hides that pair
-// (faultring.TwoCall) and the engine submits and waits in two calls.
+// combine the engine submits and waits in one call (Flush, EnterWait), as
+// on a plain ring; without, the wrapper makes that call of two (Submit,
+// then WaitCQ: faultring.TwoCall), through its Submit path.
 // lostAfter > 0 turns on the engine's lost-completion audits.
 func newSweepEnvC(t *testing.T, kind faultring.Fault, combine bool, eo dio.EngineOptions, lostAfter time.Duration) *sweepEnv {
 	e := &sweepEnv{t: t, kind: kind, q: completion.NewQueue(swReqs), model: fsx.NewModel(), eo: eo}

@@ -16,10 +16,8 @@ import (
 	"github.com/uringdio/uringdio/ring"
 )
 
-// The state of the package, in one place, each piece with its owner. The
-// files above this one are its layers, from the API down (file_order_test.go
-// has the order): they define methods on these types and call down, never
-// up.
+// The package's state, in one place, each piece with its owner; the files
+// above this one are its layers (file_order_test.go), calling down.
 
 // File is a file opened for direct I/O through an Engine. ReadAt, WriteAt,
 // Submit and the other methods are safe for concurrent use; Close waits for

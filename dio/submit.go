@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -514,7 +515,7 @@ func (f *File) addZero(r *Request, m *iomap.Mapping, pos, n int64) error {
 	if err != nil {
 		return err
 	}
-	z, err := f.eng.Zeroes(int(n))
+	z, err := zeroBytes(n)
 	if err != nil {
 		return err
 	}
@@ -532,4 +533,26 @@ func (f *File) target(t int) (int32, bool, error) {
 		return f.regIdx, true, nil
 	}
 	return f.targets[t], false, nil
+}
+
+// zeroes is off-heap memory that holds only zeroes, for the pieces that
+// zero sub-blocks: grown as a block needs, and kept for the process (an
+// outgrown one may still be in flight).
+var zeroes struct {
+	mu  sync.Mutex
+	b   []byte
+	old [][]byte
+}
+
+func zeroBytes(n int64) ([]byte, error) {
+	zeroes.mu.Lock()
+	defer zeroes.mu.Unlock()
+	if int64(len(zeroes.b)) < n {
+		b, err := ring.Alloc(int(max(n, 64<<10)))
+		if err != nil {
+			return nil, err
+		}
+		zeroes.old, zeroes.b = append(zeroes.old, zeroes.b), b
+	}
+	return zeroes.b[:n], nil
 }

@@ -3,6 +3,7 @@
 package ring
 
 import (
+	"fmt"
 	"runtime"
 	"unsafe"
 
@@ -80,4 +81,58 @@ func (r *Ring) UnregisterFiles() error {
 		return ErrClosed
 	}
 	return opErr("unregister files", register(r.fd, unregFiles, nil, 0))
+}
+
+// Arena is registered-buffer memory: one off-heap arena registered as
+// fixed buffer 0, cut in pieces a caller shares out. An SQE whose memory
+// lies in it can be read_fixed or write_fixed with BufIndex 0.
+type Arena struct {
+	mem  []byte
+	bufs [][]byte
+}
+
+// NewArena allocates count buffers of size bytes (1 MiB if size is 0) in
+// one arena and registers it with the ring (anything that registers
+// buffers the way *Ring does). Free it after the ring is closed.
+func NewArena(r interface{ RegisterBuffers([][]byte) error }, count, size int) (*Arena, error) {
+	if size <= 0 {
+		size = 1 << 20
+	}
+	mem, err := Alloc(count * size)
+	if err != nil {
+		return nil, fmt.Errorf("fixed buffers of %d bytes: %w", count*size, err)
+	}
+	a := &Arena{mem: mem}
+	if err := r.RegisterBuffers([][]byte{mem}); err != nil {
+		Free(mem)
+		return nil, fmt.Errorf("register buffers of %d bytes: %w", len(mem), err)
+	}
+	for i := range count {
+		a.bufs = append(a.bufs, mem[i*size:(i+1)*size:(i+1)*size])
+	}
+	return a, nil
+}
+
+// Bufs returns the arena's buffers (nil for a nil Arena).
+func (a *Arena) Bufs() [][]byte {
+	if a == nil {
+		return nil
+	}
+	return a.bufs
+}
+
+// Contains reports whether b lies in the arena.
+func (a *Arena) Contains(b []byte) bool {
+	if a == nil || len(b) == 0 {
+		return false
+	}
+	base, p := uintptr(unsafe.Pointer(&a.mem[0])), uintptr(unsafe.Pointer(&b[0]))
+	return p >= base && p+uintptr(len(b)) <= base+uintptr(len(a.mem))
+}
+
+// Free unmaps the arena.
+func (a *Arena) Free() {
+	if a != nil {
+		Free(a.mem)
+	}
 }

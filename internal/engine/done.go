@@ -53,33 +53,26 @@ func (e *Engine) put(r *Req, reaper bool) {
 	}
 }
 
+// pushReady hands an Inline completion to the owner (put).
 func (e *Engine) pushReady(r *Req) {
-	l := &e.ready
-	l.mu.Lock()
-	l.list = append(l.list, r)
-	l.n.Add(1)
-	l.mu.Unlock()
+	push(&e.o.ready, r, &r.link)
 	e.wakeOwner()
 }
 
-// runReady runs the Inline completions handed to the owner, including
-// those their callbacks hand it meanwhile. The owner calls it.
+// runReady runs the Inline completions handed to the owner, in the order
+// they came, including those their callbacks hand it meanwhile. The owner
+// calls it.
 func (e *Engine) runReady() {
-	l := &e.ready
-	for l.n.Load() > 0 {
-		l.mu.Lock()
-		batch := l.list
-		l.list, l.spare = l.spare[:0], nil
-		l.n.Store(0)
-		l.mu.Unlock()
-		for i, r := range batch {
-			batch[i] = nil
+	for list := e.o.ready.Swap(nil); list != nil; list = e.o.ready.Swap(nil) {
+		var rev *Req
+		for list != nil { // newest first: reverse
+			next := list.link
+			list.link, rev, list = rev, list, next
+		}
+		for rev != nil {
+			r := rev
+			rev, r.link = r.link, nil
 			r.runCompletion()
 		}
-		l.mu.Lock()
-		if l.spare == nil {
-			l.spare = batch[:0]
-		}
-		l.mu.Unlock()
 	}
 }

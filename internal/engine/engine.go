@@ -1,14 +1,9 @@
 //go:build linux
 
-// Package engine carries out direct I/O for package dio: one goroutine
-// per engine, locked to an OS thread, owns an io_uring (owner.go), makes
-// every SQE and reaps every CQE (reap.go), audits the ring for lost
-// completions (audit.go); workers run completions that may block
-// (workers.go); a pread backend serves devices that complete synchronously
-// and engines without a ring (pread.go); a bounded pool holds aligned
-// buffers (pool.go).
-//
-// It knows operations on descriptors with memory ranges, flags, a
+// Package engine carries out direct I/O for package dio: an owner
+// goroutine per io_uring (owner.go, reap.go, sqe.go, audit.go), workers
+// for completions that may block, the pread backend, and aligned buffer
+// memory. It knows pieces of I/O on descriptors with memory, flags, a
 // completion policy and hooks (req.go): nothing of files, sizes, ends of
 // file, inodes or mappers, which are dio's. It imports ring and
 // completion, never dio.
@@ -16,6 +11,7 @@ package engine
 
 import (
 	"fmt"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -52,12 +48,12 @@ func New(c Config) (*Engine, error) {
 	}
 	e := &Engine{
 		Bufs:      NewPool(c.BufMemory),
-		pr:        newPreadBackend(),
+		preadSem:  make(chan struct{}, 4*runtime.GOMAXPROCS(0)),
 		directSem: make(chan struct{}, 1),
-		noProbe:   c.WrapRing != nil || c.RingFlags != 0 || c.FixedCount > 0 || c.RegFiles > 0,
+		noProbe:   c.NeedsRing() != "",
 	}
 	e.own.lostAfter = c.LostAfter
-	e.workers = newWorkers(c.Workers, func(r *Req) { e.pr.run(e, r) })
+	e.workers = newWorkers(c.Workers, e.preadRun)
 	err := e.startOwner(&c) // the owner makes the ring on its own thread
 	if err == nil {
 		return e, nil
@@ -72,17 +68,13 @@ func New(c Config) (*Engine, error) {
 	return e, nil
 }
 
-// NoRing says why the engine has no ring (nil: it has one).
-func (e *Engine) NoRing() error { return e.noRing }
-
 // IOPoll reports whether the ring polls for completions.
 func (e *Engine) IOPoll() bool { return e.iopoll }
 
-// Closed reports whether Close has begun; Broken whether the ring
-// delivered a completion that matched nothing (ErrRingBroken).
+// Closed reports whether Close has begun.
 func (e *Engine) Closed() bool { return e.closed.Load() }
 
-// Broken: see Closed.
+// Broken reports whether the engine refuses I/O (ErrRingBroken).
 func (e *Engine) Broken() bool { return e.broken.Load() }
 
 // Close stops the engine once what is in flight has completed: the owner,
@@ -107,8 +99,7 @@ func (e *Engine) shutdown() error {
 	}
 	e.workers.close()
 	e.Bufs.close()
-	e.fixed.free()
-	e.zero.free()
+	e.fixed.Free()
 	return err
 }
 
@@ -116,17 +107,10 @@ func (e *Engine) shutdown() error {
 func (e *Engine) Inflight() int64 { return max(e.inflight.Load(), 0) }
 
 // FixedBuffers returns the registered buffers (none without them).
-func (e *Engine) FixedBuffers() [][]byte { return e.fixed.bufs }
+func (e *Engine) FixedBuffers() [][]byte { return e.fixed.Bufs() }
 
 // Fixed reports whether b lies in the registered arena.
-func (e *Engine) Fixed(b []byte) bool {
-	a := e.fixed.arena
-	if a == nil || len(b) == 0 {
-		return false
-	}
-	base, p := uintptr(addrOf(a)), uintptr(addrOf(b))
-	return p >= base && p+uintptr(len(b)) <= base+uintptr(len(a))
-}
+func (e *Engine) Fixed(b []byte) bool { return e.fixed.Contains(b) }
 
 // RegisterFile puts fd in a registered-file slot and returns the slot, or
 // -1 if the engine registers no files or its table is full.
@@ -159,24 +143,6 @@ func (e *Engine) UnregisterFile(idx int32) {
 	})
 }
 
-// Zeroes returns n bytes of zeroes in off-heap memory, valid until Close.
-func (e *Engine) Zeroes(n int) ([]byte, error) {
-	z := &e.zero
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	if len(z.buf) < n {
-		b, err := ring.Alloc(n)
-		if err != nil {
-			return nil, err
-		}
-		if z.buf != nil {
-			z.old = append(z.old, z.buf)
-		}
-		z.buf = b
-	}
-	return z.buf[:n], nil
-}
-
 // Launch starts r, whose pieces its owner has filled: on the pread
 // backend (r.Pread), in the calling goroutine when a synchronous request
 // finds the ring idle (r.Direct), or through the owner. r is the engine's
@@ -189,26 +155,17 @@ func (e *Engine) Launch(r *Req, sync bool) {
 	case len(r.Pieces) == 0:
 	case r.Pread:
 		if sync {
-			e.pr.run(e, r)
+			e.preadRun(r)
 		} else {
 			e.workers.push(r, jobPread)
 		}
 	case sync && r.Direct && e.direct():
-		e.pr.run(e, r)
+		e.preadRun(r)
 		<-e.directSem
 	default:
 		e.enqueue(r)
 	}
 	e.put(r, false) // the launcher's reference
-}
-
-// Finish completes a request that never reached Launch (its owner failed
-// or cancelled it before) with the Err and StopAt it set, through its
-// policy.
-func (e *Engine) Finish(r *Req) {
-	r.refs.Store(1)
-	r.State.Store(Inflight)
-	e.put(r, false)
 }
 
 // Await waits for r to complete, running its completion on this goroutine

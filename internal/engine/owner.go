@@ -83,7 +83,7 @@ func (e *Engine) run() error {
 		switch {
 		case err == nil || errors.Is(err, ring.ErrTimeout):
 			failures = 0
-		case isBusy(err):
+		case errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EAGAIN): // the kernel refused SQEs for now
 			stuck = true
 		default:
 			// The ring itself fails. Requests not yet submitted fail now;
@@ -333,10 +333,6 @@ func (e *Engine) failBacklog(err error) {
 	s.resub = s.resub[:0]
 }
 
-func isBusy(err error) bool {
-	return errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EAGAIN)
-}
-
 // setupRing creates and sets up the ring; the owner calls it on its
 // thread (SINGLE_ISSUER binds a ring to the thread that makes it).
 func (e *Engine) setupRing(c *Config) error {
@@ -359,7 +355,7 @@ func (e *Engine) setupRing(c *Config) error {
 	}
 	e.own.init(n, int(r.CQEntries()))
 	if c.FixedCount > 0 {
-		if err := e.fixed.setup(e.ring, c.FixedCount, c.FixedSize); err != nil {
+		if e.fixed, err = ring.NewArena(e.ring, c.FixedCount, c.FixedSize); err != nil {
 			return err
 		}
 	}

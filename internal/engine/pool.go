@@ -7,7 +7,6 @@ import (
 	"math/bits"
 	"syscall"
 
-	"github.com/uringdio/uringdio/internal/ringhook"
 	"github.com/uringdio/uringdio/ring"
 )
 
@@ -175,37 +174,5 @@ func (p *Pool) close() {
 			ring.Free(b)
 		}
 		p.free[c] = nil
-	}
-}
-
-func (f *fixedBufs) setup(r ringhook.Ring, count, size int) error {
-	if size <= 0 {
-		size = 1 << 20
-	}
-	arena, err := ring.Alloc(count * size)
-	if err != nil {
-		return fmt.Errorf("fixed buffers of %d bytes: %w", count*size, err)
-	}
-	f.arena = arena
-	if err := r.RegisterBuffers([][]byte{arena}); err != nil {
-		return fmt.Errorf("register buffers of %d bytes: %w", len(arena), err)
-	}
-	for i := range count {
-		f.bufs = append(f.bufs, arena[i*size:(i+1)*size:(i+1)*size])
-	}
-	return nil
-}
-
-func (f *fixedBufs) free() {
-	if f.arena != nil {
-		ring.Free(f.arena)
-	}
-}
-
-func (z *zeroBuf) free() {
-	for _, b := range append(z.old, z.buf) {
-		if b != nil {
-			ring.Free(b)
-		}
 	}
 }

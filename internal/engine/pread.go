@@ -12,21 +12,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func newPreadBackend() *preadBackend {
-	return &preadBackend{sem: make(chan struct{}, 4*runtime.GOMAXPROCS(0))}
-}
+// The pread backend: pread/pwrite (preadv2/pwritev2 with RWF flags)
+// instead of a ring, for devices that complete synchronously (io_uring
+// would only punt to its io-wq threads) and engines without a ring. A
+// synchronous request runs in the calling goroutine, an asynchronous one
+// on a worker (its Inline callback too); preadSem bounds the calls in
+// progress.
 
-// run does every piece of r, then drops their references (the last
+// preadRun does every piece of r, then drops their references (the last
 // completes it; an Inline completion runs here).
-func (b *preadBackend) run(e *Engine, r *Req) {
+func (e *Engine) preadRun(r *Req) {
 	for i := range r.Pieces {
 		p := &r.Pieces[i]
 		if r.cancelled.Load() {
 			r.SetErr(syscall.ECANCELED, p.dataOff(r, 0))
 		} else {
-			b.sem <- struct{}{}
-			b.piece(e, r, p)
-			<-b.sem
+			e.preadSem <- struct{}{}
+			e.preadPiece(r, p)
+			<-e.preadSem
 		}
 		e.C.Completed.Add(1)
 	}
@@ -39,7 +42,7 @@ func (b *preadBackend) run(e *Engine, r *Req) {
 // piece carries out one piece with the rules of a CQE (reap.go): EINTR
 // retried, EAGAIN retried unless NoWait, a short read at the end of the
 // data ends it, any other short transfer goes on for the rest.
-func (b *preadBackend) piece(e *Engine, r *Req, p *Piece) {
+func (e *Engine) preadPiece(r *Req, p *Piece) {
 	if p.Ctl != 0 {
 		if err := ctl(p); err != nil {
 			r.SetErr(err, r.Base)

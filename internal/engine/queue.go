@@ -2,7 +2,11 @@
 
 package engine
 
-import "golang.org/x/sys/unix"
+import (
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
 
 // OnOwnerThread reports whether the caller is the owner goroutine (an
 // Inline callback): the owner is locked to its thread and nothing else
@@ -27,27 +31,26 @@ func (e *Engine) onOwner(fn func()) {
 		return
 	}
 	c := &ownerCmd{fn: fn, done: make(chan struct{})}
-	for {
-		old := e.o.cmds.Load()
-		c.next = old
-		if e.o.cmds.CompareAndSwap(old, c) {
-			break
-		}
-	}
+	push(&e.o.cmds, c, &c.next)
 	e.wakeOwner()
 	<-c.done
 }
 
 // enqueue hands r to the owner.
 func (e *Engine) enqueue(r *Req) {
+	push(&e.o.head, r, &r.link)
+	e.wakeOwner()
+}
+
+// push links n at the head of a lock-free stack through its link field.
+func push[T any](head *atomic.Pointer[T], n *T, link **T) {
 	for {
-		old := e.o.head.Load()
-		r.link = old
-		if e.o.head.CompareAndSwap(old, r) {
-			break
+		old := head.Load()
+		*link = old
+		if head.CompareAndSwap(old, n) {
+			return
 		}
 	}
-	e.wakeOwner()
 }
 
 // requestCancel asks the owner to cancel the use gen of r: its SQEs in
@@ -58,13 +61,7 @@ func (e *Engine) requestCancel(r *Req, gen uint32) {
 	if !r.cancel.queued.CompareAndSwap(false, true) {
 		return // queued already; the owner reads cancel.gen when it takes it
 	}
-	for {
-		old := e.o.cancels.Load()
-		r.cancel.next = old
-		if e.o.cancels.CompareAndSwap(old, r) {
-			break
-		}
-	}
+	push(&e.o.cancels, r, &r.cancel.next)
 	e.wakeOwner()
 }
 
@@ -88,7 +85,7 @@ var eventfdOne = [8]byte{1}
 
 // pending reports whether launchers left the owner work.
 func (e *Engine) pending() bool {
-	return e.ready.n.Load() > 0 || e.o.head.Load() != nil || e.o.cancels.Load() != nil || e.o.cmds.Load() != nil
+	return e.o.ready.Load() != nil || e.o.head.Load() != nil || e.o.cancels.Load() != nil || e.o.cmds.Load() != nil
 }
 
 // onWorker reports whether tid is one of the workers' threads.

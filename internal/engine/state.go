@@ -30,29 +30,21 @@ type Config struct {
 // Engine is one ring, its owner, the workers, the pread backend and the
 // buffer pool. Safe for concurrent use.
 type Engine struct {
-	ring   ringhook.Ring
-	iopoll bool
-	noRing error // why the engine has no ring (nil: it has one)
-	// noProbe: options shaped the ring, which serves every file.
-	noProbe bool
-
-	o   owner      // the owner goroutine and its queues (owner.go)
-	own ownerState // what only the owner touches
-
+	ring      ringhook.Ring
+	iopoll    bool
+	noRing    error         // why the engine has no ring (nil: it has one)
+	noProbe   bool          // options shaped the ring, which serves every file
+	o         owner         // the owner goroutine and its queues (owner.go)
+	own       ownerState    // what only the owner touches
 	inflight  atomic.Int64  // SQEs in flight
 	directSem chan struct{} // the one synchronous call that may skip an idle ring
-	ready     readyList     // Inline completions for the owner to run (reap.go)
-
-	workers *workers
-	pr      *preadBackend
-	Bufs    *Pool // aligned buffers for bounces and streams (pool.go)
-
-	closed atomic.Bool
-	broken atomic.Bool
-	C      Counters
-
-	fixed fixedBufs
-	zero  zeroBuf
+	workers   *workers
+	preadSem  chan struct{} // bounds the pread backend's calls in progress, and their threads
+	Bufs      *Pool         // aligned buffers for bounces and streams (pool.go)
+	closed    atomic.Bool
+	broken    atomic.Bool
+	C         Counters
+	fixed     *ring.Arena // registered buffers; nil without them
 }
 
 // Counters are an engine's live counters (dio's Stats says what each
@@ -86,20 +78,6 @@ func (lostError) Is(target error) bool { return target == ErrRingBroken }
 const unhonoured = ring.SetupRDisabled | ring.SetupAttachWQ | ring.SetupCoopTaskrun |
 	ring.SetupTaskrunFlag | ring.SetupSingleIssuer | ring.SetupDeferTaskrun
 
-// fixedBufs are the registered buffers: one arena, cut in pieces.
-type fixedBufs struct {
-	arena []byte
-	bufs  [][]byte
-}
-
-// zeroBuf is a buffer of zeroes for the pieces that zero sub-blocks; it
-// only grows, and an outgrown one may still be in flight: freed at Close.
-type zeroBuf struct {
-	mu  sync.Mutex
-	buf []byte
-	old [][]byte
-}
-
 // The owner. One goroutine, locked to an OS thread nothing else runs on,
 // owns the ring: it creates it, makes every SQE, enters the kernel and
 // reaps every CQE. Nobody else touches the ring, the slots or the backlog
@@ -113,6 +91,7 @@ type zeroBuf struct {
 // channel.
 type owner struct {
 	head    atomic.Pointer[Req]      // launched requests, newest first (through link)
+	ready   atomic.Pointer[Req]      // Inline completions to run (through link)
 	cancels atomic.Pointer[Req]      // cancels (through cancel.next)
 	cmds    atomic.Pointer[ownerCmd] // work for the owner's thread
 	// sleep says where the owner sleeps: 0 awake, sleepKernel in a
@@ -184,14 +163,6 @@ const stuckRetry = time.Millisecond
 // EAGAIN (without NoWait); EINTR is resubmitted without a bound.
 const maxRetries = 64
 
-// readyList holds Inline completions handed to the owner (put).
-type readyList struct {
-	mu    sync.Mutex
-	list  []*Req
-	spare []*Req
-	n     atomic.Int32
-}
-
 // auditState is the owner's bookkeeping of audits.
 type auditState struct {
 	lastOvf   uint32
@@ -233,19 +204,6 @@ const (
 	jobComplete = iota + 1 // run its completion
 	jobPread               // carry out its pieces with pread
 )
-
-// The pread backend: pread/pwrite (preadv2/pwritev2 where a piece has RWF
-// flags) instead of a ring. It serves descriptors on devices that complete
-// synchronously (zram, RAM disks, tmpfs: io_uring could only hand their
-// requests to its io-wq threads, and a system call in the calling
-// goroutine is several times faster), and every request of an engine
-// without a ring. A synchronous request runs in the calling goroutine, an
-// asynchronous one on a worker (so its Inline callback runs there). At
-// most preadSlots system calls are in progress at once, whatever the
-// number of callers, which bounds the OS threads blocked in them.
-type preadBackend struct {
-	sem chan struct{} // one token per system call in progress
-}
 
 // Pool hands out page-aligned off-heap buffers within one byte bound per
 // engine, to two kinds of user, neither of which waits for a buffer while

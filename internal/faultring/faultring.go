@@ -41,20 +41,10 @@ import (
 // (ringhook.Ring, which *ring.Ring implements).
 type Inner = ringhook.Ring
 
-// SubmitWaiter is the optional part of a ring that publishes SQEs (Flush)
-// and then submits and waits in one system call (EnterWait). *ring.Ring
-// has it, and package dio uses it when the ring has it.
-type SubmitWaiter interface {
-	Flush() uint32
-	EnterWait(toSubmit, n uint32) (uint32, error)
-}
-
 var (
-	_ Inner        = (*ring.Ring)(nil)
-	_ Inner        = (*Ring)(nil)
-	_ SubmitWaiter = (*ring.Ring)(nil)
-	_ SubmitWaiter = (*Ring)(nil)
-	_ Inner        = twoCall{}
+	_ Inner = (*ring.Ring)(nil)
+	_ Inner = (*Ring)(nil)
+	_ Inner = twoCall{}
 )
 
 // Fault is what happens to one CQE.
@@ -209,7 +199,6 @@ type held struct {
 // Ring is a fault-injecting wrapper around an Inner ring.
 type Ring struct {
 	in  Inner
-	sw  SubmitWaiter // in's combined submit-and-wait; nil if it has none
 	cfg Config
 
 	mu       sync.Mutex
@@ -225,9 +214,7 @@ type Ring struct {
 	dropped  uint32 // counted drops (DropsCounted)
 }
 
-// New wraps in. Its Flush and EnterWait pass through to in's own (as
-// *ring.Ring has them); over an inner ring without them, give the engine
-// TwoCall of the result, or the first Flush panics.
+// New wraps in. Its Flush and EnterWait pass through to in's own.
 func New(in Inner, cfg Config) *Ring {
 	if cfg.ShortAlign <= 0 {
 		cfg.ShortAlign = 512
@@ -235,8 +222,7 @@ func New(in Inner, cfg Config) *Ring {
 	if cfg.MaxDelay <= 0 {
 		cfg.MaxDelay = 4
 	}
-	sw, _ := in.(SubmitWaiter)
-	return &Ring{in: in, sw: sw, cfg: cfg, rnd: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+	return &Ring{in: in, cfg: cfg, rnd: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
 		inflight: make(map[uint64]SQE)}
 }
 
@@ -317,18 +303,16 @@ func (r *Ring) submitFault() error {
 // Flush records the prepared SQEs, as Submit does, and publishes them
 // with the inner ring's Flush, entering nothing.
 func (r *Ring) Flush() uint32 {
-	sw := r.submitWaiter()
 	r.mu.Lock()
 	r.record()
 	r.mu.Unlock()
-	return sw.Flush()
+	return r.in.Flush()
 }
 
 // EnterWait may fail like Submit, submitting nothing (the published SQEs
 // stay in the SQ for the next enter). It does not wait in the kernel while
 // the wrapper holds CQEs back: they may be all there is to wait for.
 func (r *Ring) EnterWait(toSubmit, n uint32) (uint32, error) {
-	sw := r.submitWaiter()
 	r.mu.Lock()
 	err := r.submitFault()
 	r.mu.Unlock()
@@ -338,29 +322,34 @@ func (r *Ring) EnterWait(toSubmit, n uint32) (uint32, error) {
 	if n > 0 && r.ready(n) {
 		n = 0
 	}
-	return sw.EnterWait(toSubmit, n)
+	return r.in.EnterWait(toSubmit, n)
 }
 
-func (r *Ring) submitWaiter() SubmitWaiter {
-	if r.sw == nil {
-		panic(fmt.Sprintf("faultring: the inner ring (%T) has no Flush and EnterWait: install TwoCall of the wrapper", r.in))
-	}
-	return r.sw
-}
-
-// TwoCall returns r without Flush and EnterWait, so that an engine on it
-// submits and waits in two calls (Submit, then WaitCQ), as it does on a
-// ring that lacks the combined call. The fault plan is r's.
+// TwoCall returns r with its combined submit-and-wait made of two calls
+// (Submit, then WaitCQ), the way a kernel without IORING_ENTER's combined
+// call would be driven: the engine's one enter goes through the wrapper's
+// Submit and WaitCQ paths. The fault plan is r's.
 func TwoCall(r *Ring) Inner { return twoCall{Inner: r, r: r} }
 
-// twoCall has Inner's methods only (and Overflow, which the engine asks
-// for), not the *Ring's Flush and EnterWait.
 type twoCall struct {
 	Inner
 	r *Ring
 }
 
-func (w twoCall) Overflow() uint32 { return w.r.Overflow() }
+// Flush publishes nothing itself: EnterWait's Submit does.
+func (w twoCall) Flush() uint32 { return w.r.Pending() }
+
+func (w twoCall) EnterWait(toSubmit, n uint32) (uint32, error) {
+	if toSubmit > 0 {
+		if _, err := w.r.Submit(); err != nil {
+			return 0, err
+		}
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	return w.r.WaitCQ(n)
+}
 
 // Pending implements ringhook.Ring.
 func (r *Ring) Pending() uint32 { return r.in.Pending() }

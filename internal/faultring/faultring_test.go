@@ -4,10 +4,8 @@ package faultring
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -225,10 +223,6 @@ func TestEnterWaitRefusesLikeSubmit(t *testing.T) {
 		return nil
 	}})
 	refuse = []error{syscall.EBUSY, syscall.EAGAIN}
-	var w Inner = r
-	if _, ok := w.(SubmitWaiter); !ok {
-		t.Fatal("a New wrapper has no Flush and EnterWait: the engine's combined path runs without faults")
-	}
 	buf, _ := ring.Alloc(4096)
 	defer ring.Free(buf)
 	prepReads(t, r, f, buf, 1)
@@ -422,14 +416,11 @@ func TestEnterWaitReturnsForHeldCQEs(t *testing.T) {
 	}
 }
 
-// TwoCall hides Flush and EnterWait (the engine then takes its two-call
-// path) and keeps the rest: the fault plan, Overflow, and Of.
+// TwoCall makes the combined call of two (Submit, WaitCQ) and keeps the
+// rest: the fault plan, Overflow, and Of.
 func TestTwoCallHidesCombinedPath(t *testing.T) {
 	r, f := setup(t, Config{Nth: 1, NthFault: Drop, DropsCounted: true})
 	w := TwoCall(r)
-	if _, ok := w.(SubmitWaiter); ok {
-		t.Fatal("TwoCall kept Flush and EnterWait")
-	}
 	if Of(w) != r || Of(r) != r {
 		t.Fatal("Of does not find the *Ring")
 	}
@@ -451,21 +442,4 @@ func TestTwoCallHidesCombinedPath(t *testing.T) {
 	if !ok || o.Overflow() != 1 {
 		t.Fatal("TwoCall hides the counted drop (Overflow)")
 	}
-}
-
-// Over an inner ring without the combined pair, Flush says so (a panic
-// naming TwoCall), instead of submitting from the completion side.
-func TestFlushWithoutInnerSubmitWaiterAsksForTwoCall(t *testing.T) {
-	in, err := ring.New(ring.Params{Entries: 4})
-	if err != nil {
-		t.Skipf("io_uring unavailable: %v", err)
-	}
-	defer in.Close()
-	r := New(struct{ Inner }{in}, Config{})
-	defer func() {
-		if p := recover(); p == nil || !strings.Contains(fmt.Sprint(p), "TwoCall") {
-			t.Fatalf("recovered %v, want a panic naming TwoCall", p)
-		}
-	}()
-	r.Flush()
 }
