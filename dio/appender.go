@@ -4,6 +4,7 @@ package dio
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -65,6 +66,12 @@ type Appender interface {
 
 var _ Appender = (*appender)(nil)
 
+// chunkIO is a chunk written behind: its number and its buffer.
+type chunkIO struct {
+	n   uint64
+	buf []byte
+}
+
 // appender is the Appender.
 type appender struct {
 	f     *File
@@ -72,14 +79,21 @@ type appender struct {
 	max   int
 
 	mu      sync.Mutex // the chunk being filled and the Appender's state
+	mcond   sync.Cond  // on mu: a round's tail write is done (tailBusy)
 	buf     []byte     // the chunk being filled, from the engine's pool
 	heap    bool       // buf is Go memory: the pool had no room (writeOut)
 	bufOff  int64      // its file offset (aligned)
 	n       int64      // bytes in it
 	err     error      // sticky
 	closed  bool
-	dirty   bool // chunks written since the last sync
-	tailLen int64
+	dirty   bool  // chunks written behind since the last round: a flush must follow them
+	tailLen int64 // bytes of buf a round has written (or is writing)
+	// tailBusy: rounds' writes of buf's tail sectors in flight; buf is
+	// not written behind meanwhile (two writes of one sector in flight
+	// could land in either order), and while a write-behind waits
+	// (behind), no round starts.
+	tailBusy int
+	behind   int
 
 	// Chunks written behind: requests, their completion state, and the
 	// buffers not in use (one per free request).
@@ -89,13 +103,35 @@ type appender struct {
 	werr     error
 	free     []*Request
 	spare    [][]byte
+	pending  []chunkIO // the chunks in flight, in order
+	chunks   uint64    // chunks written behind so far; under mu
 
-	// Group commit.
-	smu     sync.Mutex
-	scond   sync.Cond
-	syncing bool
-	synced  int64 // every byte below is durable
+	// Group commit (smu): the rounds not yet flushed, in order; synced is
+	// how far every byte is durable; flushing: a flush runs; failed: a
+	// round or flush failed, the sticky error is everyone's; closing: no
+	// round starts.
+	smu      sync.Mutex
+	scond    sync.Cond
+	rounds   []*commitRound // written or being written, not yet flushed
+	synced   int64
+	flushing bool
+	failed   bool
+	closing  bool
 }
+
+// commitRound is a group commit round (sync). Its leader writes its
+// fields under smu.
+type commitRound struct {
+	tbuf    []byte // its copy of the tail sectors
+	covered int64  // the size it makes durable (once snapped)
+	snapped bool
+	aligned bool // its write ends on a sector boundary: the next round's write cannot overlap it
+	written bool
+	err     error
+}
+
+// maxRounds bounds the rounds in flight at once.
+const maxRounds = 4
 
 // Appender returns an Appender that appends to f from off (0 for a new or
 // a reused file, the file's size to append to it). The bytes before off in
@@ -142,8 +178,8 @@ func (f *File) newAppender(off int64, chunkSize, inflight int) (*appender, error
 		return nil, f.opErr("appender", off, chunk, err)
 	}
 	w := &appender{f: f, chunk: chunk, max: max(len(bufs)-1, 0), synced: off, bufOff: off &^ (a - 1), n: off % a}
-	w.ccond.L, w.scond.L = &w.cmu, &w.smu
-	if len(bufs) == 0 {
+	w.ccond.L, w.scond.L, w.mcond.L = &w.cmu, &w.smu, &w.mu
+	if len(bufs) == 0 { // no room: Go memory, written through bounce buffers
 		w.heap, bufs = true, [][]byte{make([]byte, chunk)}
 	}
 	for _, b := range bufs[1:] {
@@ -210,6 +246,14 @@ func (w *appender) usable() error {
 // writeBehind submits the full chunk and starts a new one. Called with mu
 // held.
 func (w *appender) writeBehind() error {
+	// Rounds writing this chunk's tail sectors go first; new rounds wait
+	// for this write-behind (snapshot).
+	w.behind++
+	for w.tailBusy > 0 {
+		w.mcond.Wait()
+	}
+	w.behind--
+	w.mcond.Broadcast()
 	if w.max == 0 {
 		// One buffer: write it now and fill it again.
 		if err := w.writeOut(w.buf, w.bufOff, 0); err != nil {
@@ -217,6 +261,11 @@ func (w *appender) writeBehind() error {
 			return err
 		}
 		w.dirty = true
+		w.bufOff += w.chunk
+		w.n, w.tailLen = 0, 0
+		return nil
+	}
+	if w.tailLen == w.chunk { // every byte written by rounds already
 		w.bufOff += w.chunk
 		w.n, w.tailLen = 0, 0
 		return nil
@@ -235,10 +284,16 @@ func (w *appender) writeBehind() error {
 	next := w.spare[len(w.spare)-1]
 	w.spare = w.spare[:len(w.spare)-1]
 	w.inflight++
+	w.chunks++
+	w.pending = append(w.pending, chunkIO{w.chunks, w.buf})
 	w.cmu.Unlock()
-	r.Off, r.Buf, r.Flags = w.bufOff, w.buf, 0
+	// The sectors before the one the last round's write ended in are
+	// written already.
+	from := w.tailLen &^ (w.f.align.Offset - 1)
+	r.Off, r.Buf, r.Flags, r.Tag = w.bufOff+from, w.buf[from:], 0, w.chunks
 	if err := w.f.submit(r); err != nil {
 		w.cmu.Lock()
+		w.pending = w.pending[:len(w.pending)-1]
 		w.inflight--
 		w.free = append(w.free, r)
 		w.spare = append(w.spare, next)
@@ -258,15 +313,32 @@ func (w *appender) writeBehind() error {
 func (w *appender) written(r *Request) {
 	_, err := r.Result()
 	w.cmu.Lock()
-	w.spare = append(w.spare, r.Buf)
 	r.Buf = nil
 	if err != nil && w.werr == nil {
 		w.werr = err
 	}
 	w.inflight--
 	w.free = append(w.free, r)
+	for i, c := range w.pending {
+		if c.n == r.Tag {
+			w.spare = append(w.spare, c.buf)
+			w.pending = append(w.pending[:i], w.pending[i+1:]...)
+			break
+		}
+	}
 	w.ccond.Broadcast()
 	w.cmu.Unlock()
+}
+
+// waitChunks waits until the chunks written behind up to number upTo are
+// written, and returns the first error a chunk reported.
+func (w *appender) waitChunks(upTo uint64) error {
+	w.cmu.Lock()
+	defer w.cmu.Unlock()
+	for len(w.pending) > 0 && w.pending[0].n <= upTo && w.werr == nil {
+		w.ccond.Wait()
+	}
+	return w.werr
 }
 
 // drain waits for every chunk in flight and returns the first error a
@@ -288,7 +360,25 @@ func (w *appender) SyncData() error { return w.sync(true) }
 
 func (w *appender) Sync() error { return w.sync(false) }
 
+// sync is a group commit in two stages. Writes: a waiter is covered by
+// the first round that takes its snapshot after the waiter's Write; it
+// waits for that round if one is in flight, and otherwise leads a new one,
+// which writes the tail sectors its snapshot found. Rounds' writes overlap
+// (up to maxRounds), except that a round whose first sector is the last
+// one of the round before waits for that round's write: two writes of one
+// sector in flight could land in either order. Flushes: one fdatasync at a
+// time covers every round written before it began; whoever finds no flush
+// running and a written round not yet durable runs the next one. A lone
+// committer's round, with nothing else to make durable, is one RWF_DSYNC
+// write instead. Everyone returns once every byte they wrote before the
+// call is durable.
 func (w *appender) sync(data bool) error {
+	if !data {
+		if err := w.sync(true); err != nil {
+			return err
+		}
+		return w.f.syncRef(false) // the metadata too: an fsync after the data
+	}
 	w.mu.Lock()
 	if err := w.usable(); err != nil {
 		w.mu.Unlock()
@@ -297,27 +387,71 @@ func (w *appender) sync(data bool) error {
 	target := w.bufOff + w.n
 	w.mu.Unlock()
 	w.smu.Lock()
+	defer w.smu.Unlock()
 	for {
-		if w.synced >= target && data {
-			w.smu.Unlock()
-			return w.stickyErr()
-		}
-		if !w.syncing {
+		if w.failed || w.synced >= target {
 			break
 		}
-		w.scond.Wait()
+		var last *commitRound
+		if k := len(w.rounds); k > 0 {
+			last = w.rounds[k-1]
+		}
+		switch {
+		case last != nil && (!last.snapped || last.covered >= target):
+			if !w.flush() { // a round in flight covers it: flush what is written
+				w.scond.Wait()
+			}
+		case !w.closing && (last == nil || len(w.rounds) < maxRounds && last.snapped && last.aligned):
+			rd := &commitRound{}
+			w.rounds = append(w.rounds, rd)
+			w.smu.Unlock()
+			err := w.round(rd)
+			w.smu.Lock()
+			rd.written, rd.err = true, err
+			w.failed = w.failed || err != nil
+			w.scond.Broadcast()
+		default:
+			w.scond.Wait()
+		}
 	}
-	w.syncing = true
+	if w.failed {
+		return w.stickyErr()
+	}
+	return nil
+}
+
+// flush runs the next flush if none is running and a written round waits
+// for one, and reports whether it did. Called with smu held; it lets go
+// of it while the flush runs.
+func (w *appender) flush() bool {
+	end, k := int64(-1), 0
+	for ; k < len(w.rounds) && w.rounds[k].written; k++ {
+		end = w.rounds[k].covered
+	}
+	if w.flushing || end <= w.synced {
+		return false
+	}
+	w.flushing = true
 	w.smu.Unlock()
-	covered, err := w.flushAndSync(data)
+	var err error
+	if durability.EarlyAck.Load() {
+		go w.f.syncRef(true) // the power-loss tests' counter-check: acknowledge now, sync later
+	} else {
+		err = w.f.syncRef(true)
+	}
 	w.smu.Lock()
-	w.syncing = false
-	if err == nil {
-		w.synced = max(w.synced, covered)
+	w.flushing = false
+	if err != nil {
+		w.mu.Lock()
+		w.err = w.f.opErr("sync", end, 0, err)
+		w.mu.Unlock()
+		w.failed = true
+	} else {
+		w.synced = max(w.synced, end)
+		w.rounds = w.rounds[k:]
 	}
 	w.scond.Broadcast()
-	w.smu.Unlock()
-	return err
+	return true
 }
 
 func (w *appender) stickyErr() error {
@@ -326,72 +460,85 @@ func (w *appender) stickyErr() error {
 	return w.usable()
 }
 
-// flushAndSync writes every chunk and the padded tail and makes them
-// durable: the group commit's one sync. It returns the size it covered.
-func (w *appender) flushAndSync(data bool) (int64, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if err := w.usable(); err != nil {
-		return 0, err
+// round is a group commit round's write (sync): snapshot, the chunks
+// written behind before it done, the tail sectors written.
+func (w *appender) round(rd *commitRound) error {
+	off, tail, chunks, dirty, err := w.snapshot(rd)
+	w.smu.Lock()
+	rd.snapped = true
+	lone := len(w.rounds) == 1 && !dirty && !durability.EarlyAck.Load()
+	w.scond.Broadcast()
+	w.smu.Unlock()
+	if err == nil && dirty { // the flush that covers this round covers them
+		err = w.waitChunks(chunks)
 	}
-	covered := w.bufOff + w.n
-	if err := w.drain(); err != nil {
-		return 0, err
-	}
-	if durability.EarlyAck.Load() {
-		// The power-loss tests' counter-check: acknowledge now, sync later.
-		if w.n > w.tailLen {
-			if err := w.writeTail(0); err != nil {
-				return 0, err
-			}
-		}
-		w.dirty = false
-		go w.f.syncRef(data)
-		return covered, nil
-	}
-	// Only the last chunk is not yet durable: one RWF_DSYNC write of it
-	// is the whole sync.
-	through := data && !w.dirty && w.n > w.tailLen
-	if w.n > w.tailLen {
+	if err == nil && len(tail) > 0 {
 		var fl Flags
-		if through {
+		if lone { // nothing else to make durable: one RWF_DSYNC write
 			fl = DSync
 		}
-		if err := w.writeTail(fl); err != nil {
-			return 0, err
+		_, err = w.f.directIO(context.Background(), Write, tail, off, fl, false)
+		if err == nil && lone {
+			w.smu.Lock()
+			w.synced = max(w.synced, rd.covered) // every round before it is done
+			w.rounds = slices.DeleteFunc(w.rounds, func(r *commitRound) bool { return r == rd })
+			w.smu.Unlock()
 		}
 	}
-	if !through {
-		if err := w.f.syncRef(data); err != nil {
-			w.err = w.f.opErr("sync", covered, 0, err)
-			return 0, w.err
-		}
+	w.mu.Lock()
+	if len(tail) > 0 {
+		w.tailBusy--
+		w.mcond.Broadcast()
 	}
-	w.dirty = false
-	return covered, nil
+	if err != nil && w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
+	w.f.eng.Bufs.Put(rd.tbuf)
+	return err
 }
 
-// writeTail writes the chunk being filled, padded with zeroes to the
-// alignment. Called with mu held.
-//
-// Only the sectors from the one the last tail write ended in are written:
-// those before it are on disk already, unchanged since (the chunk only
-// grows), so a log of small commits writes a sector or two per commit,
-// not the whole chunk again.
-func (w *appender) writeTail(fl Flags) error {
-	a := w.f.align.Offset
-	m := alignUp(w.n, a)
-	from := w.tailLen &^ (a - 1)
-	clear(w.buf[w.n:m])
-	if err := w.writeOut(w.buf[from:m], w.bufOff+from, fl); err != nil {
-		w.err = err
-		return err
+// snapshot starts a round under mu: the tail sectors not yet written (from
+// the one the last round's write ended in), copied into a bounce buffer
+// padded with zeroes, where they go, and the chunks written behind so far
+// and whether any were since the last round. It records what the round
+// covers in rd.
+func (w *appender) snapshot(rd *commitRound) (off int64, tail []byte, chunks uint64, dirty bool, err error) {
+	// The buffer before mu: the rounds in flight give theirs back after
+	// they took mu.
+	if rd.tbuf, err = w.f.eng.Bufs.Get(w.chunk); err != nil {
+		return 0, nil, 0, false, err
 	}
-	w.tailLen = w.n
-	return nil
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.behind > 0 {
+		w.mcond.Wait()
+	}
+	if err := w.usable(); err != nil {
+		return 0, nil, 0, false, err
+	}
+	a := w.f.align.Offset
+	rd.covered, rd.aligned = w.bufOff+w.n, w.n%a == 0
+	chunks, dirty = w.chunks, w.dirty
+	w.dirty = false
+	if w.n > w.tailLen {
+		from, m := w.tailLen&^(a-1), alignUp(w.n, a)
+		k := copy(rd.tbuf, w.buf[from:w.n])
+		clear(rd.tbuf[k : m-from])
+		off, tail = w.bufOff+from, rd.tbuf[:m-from]
+		w.tailLen = w.n
+		w.tailBusy++
+	}
+	return off, tail, chunks, dirty, nil
 }
 
 func (w *appender) Close() error {
+	w.smu.Lock()
+	w.closing = true // no round starts; wait for those in flight
+	for len(w.rounds) > 0 && !w.failed && !w.flush() {
+		w.scond.Wait()
+	}
+	w.smu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -400,8 +547,10 @@ func (w *appender) Close() error {
 	w.closed = true
 	err := w.drain()
 	size := w.bufOff + w.n
-	if err == nil && w.n > w.tailLen {
-		err = w.writeTail(0)
+	if a := w.f.align.Offset; err == nil && w.n > w.tailLen {
+		from, m := w.tailLen&^(a-1), alignUp(w.n, a)
+		clear(w.buf[w.n:m])
+		err = w.writeOut(w.buf[from:m], w.bufOff+from, 0)
 	}
 	if err == nil {
 		err = w.f.spaceOp("truncate", size, 0)

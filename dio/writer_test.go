@@ -9,8 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/uringdio/uringdio/completion"
 	"github.com/uringdio/uringdio/dio"
@@ -322,5 +324,73 @@ func TestAsyncSyncAndPreallocate(t *testing.T) {
 		if err := f.Submit(&dio.Request{Op: dio.Preallocate, Off: 0, Len: 0}); !errors.Is(err, syscall.EINVAL) {
 			t.Fatalf("Preallocate of nothing: %v, want EINVAL", err)
 		}
+	}
+}
+
+// TestAppenderWritesWhileSyncing: a sync held the Appender's lock across
+// its device round trip, so every Write waited for the flush. Now a round
+// copies the tail and lets go: here the round's write is held in flight
+// (sent to a full pipe) and Writes still return.
+func TestAppenderWritesWhileSyncing(t *testing.T) {
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(p[0])
+	defer syscall.Close(p[1])
+	for { // fill the pipe: a write to it stays in flight until it is read
+		if _, err := syscall.Write(p[1], make([]byte, 4096)); err != nil {
+			break
+		}
+	}
+	var hold atomic.Bool
+	held := make(chan struct{}, 1)
+	o := dio.Options{EngineOptions: &dio.EngineOptions{RegisteredFiles: 2}} // a ring: no direct pread
+	dio.SetSubmitHook(&o, func(r *dio.Request, sqe *ring.SQE) {
+		if hold.CompareAndSwap(true, false) {
+			sqe.Fd, sqe.Off = int32(p[1]), 0
+			sqe.Flags &^= ring.SQEFixedFile
+			held <- struct{}{}
+		}
+	})
+	f := openRW(t, filepath.Join(t.TempDir(), "log"), &o)
+	w, err := f.Appender(0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("first record"))
+	hold.Store(true)
+	synced := make(chan error, 1)
+	go func() { synced <- w.SyncData() }()
+	<-held // the round's write is in flight, held
+	wrote := make(chan error, 1)
+	go func() {
+		for range 100 {
+			if _, err := w.Write([]byte("during the sync")); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(hangLimit()):
+		t.Fatal("Write waits for a sync's device round trip")
+	}
+	drain := make([]byte, 1<<20)
+	for {
+		if _, err := syscall.Read(p[0], drain); err != nil {
+			break
+		}
+	}
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -78,6 +78,9 @@ type options struct {
 	cpuprofile string
 	info       string
 	files      int
+	commit     string
+	record     string
+	logs       string
 }
 
 func main() {
@@ -106,6 +109,9 @@ func main() {
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write a Go CPU profile of the runs to this file (go tool pprof)")
 	flag.IntVar(&o.batch, "submit-batch", 0, "diagnostic engine ring only: enter the kernel once this many SQEs are prepared (0: once per reaped batch of completions)")
 	flag.StringVar(&o.info, "info", "", "print what the kernel says about direct I/O on this file or block device (alignment, untorn writes, device cache, NOWAIT, buffered fallback, DSync cost) and exit without benchmarking")
+	flag.StringVar(&o.commit, "commit", "", "run the commit benchmark instead: goroutines each appending a record and waiting until it is durable, for these numbers of goroutines (comma list, e.g. 1,4,16,64); engines uringdio (Appender + SyncData), osfile (buffered os.File with a leader/follower group commit), fio-dsync and fio-fdatasync (one committer)")
+	flag.StringVar(&o.record, "record", "256,4k", "-commit: record sizes (comma list)")
+	flag.StringVar(&o.logs, "logs", "new,reused", "-commit: logs to run on: new (empty), reused (written and synced before: commits are pure overwrites)")
 	flag.StringVar(&o.ringflags, "ringflags", "", "extra io_uring setup flags, for experiments: comma list of coop, taskrun, single, defer, submitall (the ring engine takes them all; uringdio's engine refuses coop, taskrun, single and defer: its owner sets SINGLE_ISSUER and DEFER_TASKRUN itself)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: diobench [flags]\n\nMeasures uringdio against fio (io_uring), Go's os.File pread/pwrite and iceber/iouring-go on the same file.\nWith no flags: 1 GiB scratch file in %s, a short suite, a table.\n\n", os.TempDir())
@@ -126,7 +132,12 @@ func main() {
 		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, &o)
+	var err error
+	if o.commit != "" {
+		err = runCommit(ctx, &o)
+	} else {
+		err = run(ctx, &o)
+	}
 	stop()
 	harness.IceberCleanup()
 	if err != nil {
