@@ -28,7 +28,7 @@ func (t *testReq) Complete() {
 	t.x.SetResult()
 }
 func (t *testReq) ReadEnded(off int64, zero bool) bool { t.ended = true; return true }
-func (t *testReq) Dequeue() bool                         { return false }
+func (t *testReq) Dequeue() bool                       { return false }
 
 func (t *testReq) launch(e *Engine, p Piece) {
 	t.x.Begin(p.LogOff + int64(p.N))
