@@ -57,8 +57,8 @@ func commitShape(ctx context.Context, dir string, engines []string, writers, rec
 	for r := range rounds {
 		for i := range engines {
 			e := engines[(i+r)%len(engines)] // alternate who goes first
-			if strings.HasPrefix(e, "fio") && (writers != 1 || (e == "fio-dsync" && !reused)) {
-				continue // fio has one committer; its O_DSYNC run is an overwrite
+			if strings.HasPrefix(e, "fio") && (writers != 1 || (e == "fio-dsync" && (!reused || rec%512 != 0))) {
+				continue // fio has one committer; its O_DSYNC run is a direct overwrite of whole sectors
 			}
 			res, err := harness.RunCommit(ctx, harness.CommitConfig{Dir: dir, Engine: e, Writers: writers, Record: rec, Reused: reused, Duration: d})
 			if err != nil {
