@@ -27,11 +27,14 @@ import (
 // space of a preallocated (or recycled) log and make every later write an
 // extending one.
 //
-// Concurrent SyncData (and Sync) calls are a group commit: a sync that
-// starts after a caller's bytes were handed to the kernel covers that
-// caller too, so one fdatasync serves all who wait for it (or, when every
-// byte not yet durable is in the last chunk, one write of it with
-// RWF_DSYNC, and no fdatasync). Errors are sticky: after a failed write or
+// Concurrent SyncData (and Sync) calls are a group commit (sync says how):
+// Write goes on while a sync's I/O is in flight, every waiter who arrives
+// meanwhile is covered by the next round, and one fdatasync covers every
+// round written before it; a lone committer's round is one RWF_DSYNC
+// write. A reused log (written before, or recycled, as Pebble's
+// ReuseForWrite does) makes every commit a pure overwrite of written
+// blocks: the file system then has no size or extent to journal, and a
+// sync is one device write and one cache flush. Errors are sticky: after a failed write or
 // sync the Appender refuses further writes and syncs with that error (a
 // failed fdatasync may have dropped dirty data), and bytes that a Sync
 // acknowledged before it stay durable. ENOSPC in the middle of an append is
