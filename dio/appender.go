@@ -257,30 +257,34 @@ func (w *appender) writeBehind() error {
 	}
 	w.behind--
 	w.mcond.Broadcast()
-	if w.max == 0 {
-		// One buffer: write it now and fill it again.
-		if err := w.writeOut(w.buf, w.bufOff, 0); err != nil {
-			w.err = err
-			return err
-		}
+	var err error
+	switch {
+	case w.tailLen == w.chunk: // every byte written by rounds already
+	case w.max == 0: // one buffer: write it now and fill it again
+		err = w.writeOut(w.buf, w.bufOff, 0)
 		w.dirty = true
-		w.bufOff += w.chunk
-		w.n, w.tailLen = 0, 0
-		return nil
+	default:
+		err = w.submitChunk()
 	}
-	if w.tailLen == w.chunk { // every byte written by rounds already
-		w.bufOff += w.chunk
-		w.n, w.tailLen = 0, 0
-		return nil
+	if err != nil {
+		w.err = err
+		return err
 	}
+	w.bufOff += w.chunk
+	w.n, w.tailLen = 0, 0
+	return nil
+}
+
+// submitChunk writes the full chunk behind, asynchronously, and takes a
+// spare buffer for the next. Called with mu held.
+func (w *appender) submitChunk() error {
 	w.cmu.Lock()
 	for len(w.free) == 0 && w.werr == nil {
 		w.ccond.Wait()
 	}
 	if w.werr != nil {
-		w.err = w.werr
 		w.cmu.Unlock()
-		return w.err
+		return w.werr
 	}
 	r := w.free[len(w.free)-1]
 	w.free = w.free[:len(w.free)-1]
@@ -301,12 +305,9 @@ func (w *appender) writeBehind() error {
 		w.free = append(w.free, r)
 		w.spare = append(w.spare, next)
 		w.cmu.Unlock()
-		w.err = err
 		return err
 	}
 	w.dirty = true
-	w.bufOff += w.chunk
-	w.n, w.tailLen = 0, 0
 	w.buf = next
 	return nil
 }

@@ -251,7 +251,7 @@ func (f *File) rmw(ctx context.Context, buf, p []byte, off int64, fl Flags) (don
 	for done < len(p) {
 		pos := off + int64(done)
 		lo := pos &^ (a - 1)
-		chunkEnd := min(end, lo+engine.MaxBuffer)
+		chunkEnd := lo + min(end-lo, engine.MaxBuffer) // (lo+MaxBuffer may overflow near the last block)
 		hi := alignUp(chunkEnd, a)
 		b := buf[:hi-lo]
 		// The sectors covered in part: what the file holds there (zeroes
