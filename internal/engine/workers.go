@@ -50,8 +50,9 @@ func (w *workers) loop() {
 	runtime.LockOSThread()
 	tid := int32(unix.Gettid())
 	w.mu.Lock()
-	w.tids = append(w.tids[:len(w.tids):len(w.tids)], tid) // a new array: readers hold the old one
-	w.tidsView.Store(&w.tids)
+	tids := append(w.tids[:len(w.tids):len(w.tids)], tid) // a new array and header: readers hold the old ones
+	w.tids = tids
+	w.tidsView.Store(&tids)
 	for {
 		for w.head == nil && !w.stopped {
 			w.idle++
